@@ -1,0 +1,193 @@
+//! Building the request kube-apiserver would send, from plain objects: used by
+//! `test`, and by `review` and `audit`, so that they exercise the same engine
+//! path as the webhook.
+
+use crate::policy::Request;
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use serde_json::value::RawValue;
+
+#[derive(Debug, Clone, Default)]
+pub struct RequestSpec {
+    pub uid: String,
+    pub operation: Option<Operation>,
+    pub object: Option<serde_json::Value>,
+    pub old_object: Option<serde_json::Value>,
+    pub user_info: UserInfo,
+    /// Explicit name; `Some("")` models the per-item DELETE of a DeleteCollection.
+    pub name: Option<String>,
+    pub namespace: Option<String>,
+    pub kind: Option<GroupVersionKind>,
+    pub resource: Option<GroupVersionResource>,
+    pub sub_resource: Option<String>,
+    pub dry_run: bool,
+    pub options: Option<serde_json::Value>,
+}
+
+/// Plural resource names of the built-in kinds whose plural is not `<kind>s` lower-cased.
+const IRREGULAR: &[(&str, &str)] = &[
+    ("Endpoints", "endpoints"),
+    ("Ingress", "ingresses"),
+    ("IngressClass", "ingressclasses"),
+    ("NetworkPolicy", "networkpolicies"),
+    ("PodSecurityPolicy", "podsecuritypolicies"),
+    ("PriorityClass", "priorityclasses"),
+    ("StorageClass", "storageclasses"),
+    ("RuntimeClass", "runtimeclasses"),
+    ("PodDisruptionBudget", "poddisruptionbudgets"),
+];
+
+/// The resource (plural) for a kind, the way kube-apiserver names built-in ones.
+pub fn resource_for_kind(kind: &str) -> String {
+    if let Some((_, plural)) = IRREGULAR.iter().find(|(k, _)| *k == kind) {
+        return plural.to_string();
+    }
+    let lower = kind.to_lowercase();
+    if lower.ends_with('s')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+        || lower.ends_with('x')
+    {
+        format!("{lower}es")
+    } else if let Some(stem) = lower
+        .strip_suffix('y')
+        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
+    {
+        format!("{stem}ies")
+    } else {
+        format!("{lower}s")
+    }
+}
+
+pub fn split_api_version(api_version: &str) -> (String, String) {
+    match api_version.split_once('/') {
+        Some((g, v)) => (g.to_string(), v.to_string()),
+        None => (String::new(), api_version.to_string()),
+    }
+}
+
+fn meta<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a str> {
+    obj.get("metadata")?.get(field)?.as_str()
+}
+
+/// Builds the request; fields not given are derived from the objects.
+pub fn build_request(spec: RequestSpec) -> Result<Request, String> {
+    let operation = match (&spec.operation, &spec.object, &spec.old_object) {
+        (Some(op), _, _) => op.clone(),
+        (None, Some(_), None) => Operation::Create,
+        (None, Some(_), Some(_)) => Operation::Update,
+        (None, None, Some(_)) => Operation::Delete,
+        (None, None, None) => return Err("a request needs an object or an oldObject".to_string()),
+    };
+    let reference = spec.object.as_ref().or(spec.old_object.as_ref());
+    let kind = match (&spec.kind, reference) {
+        (Some(k), _) => k.clone(),
+        (None, Some(obj)) => {
+            let api_version = obj
+                .get("apiVersion")
+                .and_then(|v| v.as_str())
+                .ok_or("the object has no apiVersion")?;
+            let kind = obj
+                .get("kind")
+                .and_then(|v| v.as_str())
+                .ok_or("the object has no kind")?;
+            let (group, version) = split_api_version(api_version);
+            GroupVersionKind::gvk(&group, &version, kind)
+        }
+        (None, None) => return Err("kind is required when there is no object".to_string()),
+    };
+    let resource = spec.resource.clone().unwrap_or_else(|| {
+        GroupVersionResource::gvr(&kind.group, &kind.version, &resource_for_kind(&kind.kind))
+    });
+    let name = spec.name.clone().unwrap_or_else(|| {
+        reference
+            .and_then(|o| meta(o, "name"))
+            .unwrap_or_default()
+            .to_string()
+    });
+    let is_namespace = resource.group.is_empty() && resource.resource == "namespaces";
+    let namespace = match &spec.namespace {
+        Some(ns) => ns.clone(),
+        // kube-apiserver sets a Namespace's own name as request.namespace.
+        None if is_namespace => reference
+            .and_then(|o| meta(o, "name"))
+            .unwrap_or_default()
+            .to_string(),
+        None => reference
+            .and_then(|o| meta(o, "namespace"))
+            .unwrap_or_default()
+            .to_string(),
+    };
+    let raw = |v: &Option<serde_json::Value>| -> Result<Option<Box<RawValue>>, String> {
+        v.as_ref()
+            .map(|v| serde_json::value::to_raw_value(v).map_err(|e| e.to_string()))
+            .transpose()
+    };
+    let object = if matches!(operation, Operation::Delete) {
+        None
+    } else {
+        raw(&spec.object)?
+    };
+    let old_object = if matches!(operation, Operation::Create | Operation::Connect) {
+        None
+    } else {
+        raw(&spec.old_object)?
+    };
+    Ok(Request {
+        uid: spec.uid,
+        kind: kind.clone(),
+        resource: resource.clone(),
+        sub_resource: spec.sub_resource.clone(),
+        request_kind: Some(kind),
+        request_resource: Some(resource),
+        request_sub_resource: spec.sub_resource,
+        name,
+        namespace: if namespace.is_empty() {
+            None
+        } else {
+            Some(namespace)
+        },
+        operation,
+        user_info: spec.user_info,
+        object,
+        old_object,
+        dry_run: spec.dry_run,
+        options: raw(&spec.options)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals_of_built_in_kinds() {
+        for (kind, plural) in [
+            ("Deployment", "deployments"),
+            ("ClusterRoleBinding", "clusterrolebindings"),
+            ("StorageClass", "storageclasses"),
+            ("Ingress", "ingresses"),
+            ("NetworkPolicy", "networkpolicies"),
+            ("Endpoints", "endpoints"),
+            ("Namespace", "namespaces"),
+            ("KubeFedCluster", "kubefedclusters"),
+        ] {
+            assert_eq!(resource_for_kind(kind), plural);
+        }
+    }
+
+    #[test]
+    fn namespaces_carry_their_own_name_as_request_namespace() {
+        let ns = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}});
+        let r = build_request(RequestSpec {
+            old_object: Some(ns),
+            operation: Some(Operation::Delete),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(r.namespace.as_deref(), Some("team-a"));
+        assert_eq!(r.resource.resource, "namespaces");
+        assert!(r.object.is_none());
+    }
+}

@@ -1,0 +1,52 @@
+//! `safety-gate check`: load and compile a policy directory, report every problem.
+
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use crate::policy::PolicySet;
+use std::path::PathBuf;
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// Directory (searched recursively) or file of policies.
+    #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
+    pub policies: PathBuf,
+}
+
+pub fn run(args: &CheckArgs) -> u8 {
+    if !args.policies.exists() {
+        eprintln!(
+            "error: {}: no such file or directory",
+            args.policies.display()
+        );
+        return EXIT_USAGE;
+    }
+    match PolicySet::load_dir(&args.policies) {
+        Ok(set) => {
+            for p in set.policies() {
+                println!(
+                    "ok  {} ({}:{}, action {}, failurePolicy {:?})",
+                    p.name,
+                    p.file.display(),
+                    p.line,
+                    p.action_label,
+                    p.failure_policy
+                );
+            }
+            println!(
+                "{} policies loaded from {}, no problems",
+                set.len(),
+                args.policies.display()
+            );
+            EXIT_OK
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} problem(s); the policy set was not loaded",
+                errors.0.len()
+            );
+            EXIT_FINDINGS
+        }
+    }
+}

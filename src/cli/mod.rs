@@ -1,0 +1,53 @@
+//! The command line: one file per subcommand; `main` only parses and calls [`run`].
+
+pub mod check;
+pub mod test;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "safety-gate",
+    version,
+    about = "Admission guardrails for the changes that take Kubernetes clusters down"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse, compile and lint policy files; print every problem with file:line.
+    Check(check::CheckArgs),
+    /// Run PolicyTest suites (default: tests/policies).
+    Test(test::TestArgs),
+}
+
+/// Exit codes shared by every command: 0 clean, 1 violations or failures, 2 usage or input errors.
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_FINDINGS: u8 = 1;
+pub const EXIT_USAGE: u8 = 2;
+
+pub fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::Check(args) => check::run(&args),
+        Command::Test(args) => test::run(&args),
+    };
+    ExitCode::from(code)
+}
+
+/// Colour only on a terminal, and never when NO_COLOR is set.
+pub(crate) fn paint(text: &str, ansi: &str, enabled: bool) -> String {
+    if enabled {
+        format!("\x1b[{ansi}m{text}\x1b[0m")
+    } else {
+        text.to_string()
+    }
+}
+
+pub(crate) fn stdout_is_color_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}

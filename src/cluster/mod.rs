@@ -1,0 +1,65 @@
+//! Cluster state that policies read: namespace labels (`namespaceSelector`,
+//! `namespaceObject`) and `lookups`. The same trait is served by a snapshot of
+//! YAML/JSON files (CI, audit, tests) and, in the cluster, by watch caches.
+
+mod snapshot;
+
+pub use snapshot::{Snapshot, SnapshotError};
+
+use kube_cel::cel::Value;
+use std::fmt;
+
+/// Why cluster state could not be read. Evaluation treats it as an error that
+/// the policy's failurePolicy decides, never as "no objects".
+#[derive(Debug, Clone, PartialEq)]
+pub struct LookupError(pub String);
+
+impl fmt::Display for LookupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A namespace as policies see it.
+#[derive(Debug, Clone)]
+pub struct NamespaceInfo {
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// The Namespace object as a CEL value (for `namespaceObject`).
+    pub object: Value,
+}
+
+pub trait ClusterState: Send + Sync {
+    /// `Ok(None)` when the namespace does not exist; `Err` when it cannot be known.
+    fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError>;
+
+    /// Objects of `apiVersion`/`kind`, in `namespace` or cluster-wide, as a CEL list.
+    fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Value, LookupError>;
+}
+
+/// No cluster state at all: every lookup is unavailable.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCluster;
+
+impl ClusterState for NoCluster {
+    fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
+        Err(LookupError(format!(
+            "the labels of namespace '{name}' are unknown: no cluster state is configured (--cluster-state DIR)"
+        )))
+    }
+
+    fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        _namespace: Option<&str>,
+    ) -> Result<Value, LookupError> {
+        Err(LookupError(format!(
+            "lookup of {kind} ({api_version}) is unavailable: no cluster state is configured (--cluster-state DIR)"
+        )))
+    }
+}

@@ -1,0 +1,7 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = safety_gate::cli::Cli::parse();
+    safety_gate::cli::run(cli)
+}

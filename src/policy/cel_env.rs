@@ -1,0 +1,271 @@
+//! The one CEL environment every expression runs in: the standard library of
+//! the `cel` crate, the Kubernetes libraries of `kube-cel`, and a regex cache.
+//! Functions are registered once per process; evaluations bind their variables
+//! in child scopes of this root.
+
+use kube_cel::KubeCelExt;
+use kube_cel::cel::extractors::This;
+use kube_cel::cel::{Context, ExecutionError, FunctionContext};
+use regex::Regex;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
+
+static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
+    let mut ctx = Context::default();
+    ctx.register_all();
+    // The crate's `matches` compiles its pattern on every call (15–25 µs); policies
+    // use a handful of constant patterns, so compile each once.
+    ctx.add_function("matches", cached_matches);
+    ctx
+});
+
+/// The shared root context (functions only, no variables).
+pub fn root() -> &'static Context<'static> {
+    &ROOT
+}
+
+/// Function names that can be called, as the parser names them (`lists.range`
+/// for namespaced ones). Kept in step with `cel` 0.13's default context and
+/// `kube-cel` 0.8's `register_all`; `known_functions_resolve` checks every entry.
+pub const FUNCTIONS: &[&str] = &[
+    // cel standard library
+    "contains",
+    "size",
+    "max",
+    "min",
+    "startsWith",
+    "endsWith",
+    "string",
+    "bytes",
+    "double",
+    "int",
+    "uint",
+    "optional.none",
+    "optional.of",
+    "optional.ofNonZeroValue",
+    "value",
+    "hasValue",
+    "or",
+    "orValue",
+    "matches",
+    "duration",
+    "timestamp",
+    "getFullYear",
+    "getMonth",
+    "getDayOfYear",
+    "getDayOfMonth",
+    "getDate",
+    "getDayOfWeek",
+    "getHours",
+    "getMinutes",
+    "getSeconds",
+    "getMilliseconds",
+    // kube-cel
+    "add",
+    "asApproximateFloat",
+    "asInteger",
+    "base64.decode",
+    "base64.encode",
+    "charAt",
+    "cidr",
+    "compareTo",
+    "containsCIDR",
+    "containsIP",
+    "distinct",
+    "family",
+    "find",
+    "findAll",
+    "first",
+    "flatten",
+    "format",
+    "format.byte",
+    "format.date",
+    "format.datetime",
+    "format.dns1035Label",
+    "format.dns1035LabelPrefix",
+    "format.dns1123Label",
+    "format.dns1123LabelPrefix",
+    "format.dns1123Subdomain",
+    "format.dns1123SubdomainPrefix",
+    "format.labelValue",
+    "format.named",
+    "format.qualifiedName",
+    "format.uri",
+    "format.uuid",
+    "getEscapedPath",
+    "getHost",
+    "getHostname",
+    "getPort",
+    "getQuery",
+    "getScheme",
+    "indexOf",
+    "ip",
+    "ip.isCanonical",
+    "isCIDR",
+    "isCIDRv4",
+    "isCIDRv6",
+    "isGlobalUnicast",
+    "isGreaterThan",
+    "isIP",
+    "isIPv4",
+    "isIPv6",
+    "isInteger",
+    "isLessThan",
+    "isLinkLocalMulticast",
+    "isLinkLocalUnicast",
+    "isLoopback",
+    "isQuantity",
+    "isSemver",
+    "isSorted",
+    "isURL",
+    "isUnspecified",
+    "join",
+    "jsonpatch.escapeKey",
+    "last",
+    "lastIndexOf",
+    "lists.range",
+    "lowerAscii",
+    "major",
+    "masked",
+    "math.abs",
+    "math.bitAnd",
+    "math.bitNot",
+    "math.bitOr",
+    "math.bitShiftLeft",
+    "math.bitShiftRight",
+    "math.bitXor",
+    "math.ceil",
+    "math.floor",
+    "math.greatest",
+    "math.isFinite",
+    "math.isInf",
+    "math.isNaN",
+    "math.least",
+    "math.round",
+    "math.sign",
+    "math.sqrt",
+    "math.trunc",
+    "minor",
+    "patch",
+    "prefixLength",
+    "quantity",
+    "replace",
+    "reverse",
+    "semver",
+    "sets.contains",
+    "sets.equivalent",
+    "sets.intersects",
+    "sign",
+    "slice",
+    "sort",
+    "split",
+    "strings.quote",
+    "sub",
+    "substring",
+    "sum",
+    "trim",
+    "upperAscii",
+    "url",
+    "validate",
+];
+
+const NAMESPACES: &[&str] = &[
+    "optional",
+    "base64",
+    "format",
+    "ip",
+    "jsonpatch",
+    "lists",
+    "math",
+    "sets",
+    "strings",
+];
+
+pub fn is_function(name: &str) -> bool {
+    FUNCTIONS.contains(&name)
+}
+
+pub fn is_namespace(name: &str) -> bool {
+    NAMESPACES.contains(&name)
+}
+
+const REGEX_CACHE_LIMIT: usize = 512;
+static REGEX_CACHE: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
+
+fn compiled_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    if let Ok(cache) = REGEX_CACHE.read()
+        && let Some(re) = cache.get(pattern)
+    {
+        return Ok(re.clone());
+    }
+    let re = Arc::new(Regex::new(pattern)?);
+    if let Ok(mut cache) = REGEX_CACHE.write() {
+        // Patterns built from request data could grow the cache without end.
+        if cache.len() >= REGEX_CACHE_LIMIT {
+            cache.clear();
+        }
+        cache.insert(pattern.to_string(), re.clone());
+    }
+    Ok(re)
+}
+
+fn cached_matches(
+    ftx: &FunctionContext,
+    This(this): This<Arc<String>>,
+    pattern: Arc<String>,
+) -> Result<bool, ExecutionError> {
+    compiled_regex(&pattern)
+        .map(|re| re.is_match(&this))
+        .map_err(|e| ftx.error(format!("'{pattern}' is not a valid regex: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube_cel::cel::Value;
+    use kube_cel::cel::parser::Parser;
+
+    fn eval(src: &str) -> Result<Value, ExecutionError> {
+        let ast = Parser::new()
+            .enable_optional_syntax(true)
+            .parse(src)
+            .expect("parses");
+        Value::resolve(&ast, &root().new_inner_scope())
+    }
+
+    /// Every name in FUNCTIONS must be registered: an unregistered name would
+    /// pass the load-time check and then fail every request.
+    #[test]
+    fn known_functions_resolve() {
+        for name in FUNCTIONS {
+            let call = match name.split_once('.') {
+                Some((ns, f)) => format!("{ns}.{f}()"),
+                None => format!("{name}()"),
+            };
+            if let Err(ExecutionError::UndeclaredReference(r)) = eval(&call) {
+                panic!("function {name} is listed but not registered ({r})");
+            }
+        }
+        assert!(matches!(
+            eval("noSuchFunction()"),
+            Err(ExecutionError::UndeclaredReference(_))
+        ));
+    }
+
+    #[test]
+    fn matches_uses_the_cache_and_reports_bad_patterns() {
+        assert_eq!(eval("'abc'.matches('^a.c$')").ok(), Some(Value::Bool(true)));
+        assert_eq!(eval("'abc'.matches('^a.c$')").ok(), Some(Value::Bool(true)));
+        assert!(eval("'abc'.matches('(')").is_err());
+    }
+
+    #[test]
+    fn kubernetes_libraries_are_registered() {
+        assert_eq!(
+            eval("quantity('1Gi').isGreaterThan(quantity('1Mi'))").ok(),
+            Some(Value::Bool(true))
+        );
+        assert_eq!(eval("[1, 2, 3].sum()").ok(), Some(Value::Int(6)));
+        assert_eq!(eval("{'a': 1}[?'b'].orValue(7)").ok(), Some(Value::Int(7)));
+    }
+}

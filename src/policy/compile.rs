@@ -1,0 +1,566 @@
+//! Compiling one CEL expression: parse, reject at load what can be known then,
+//! and work out what the expression reads so that evaluation decodes only that
+//! and can bound its own cost before it starts.
+
+use super::cel_env;
+use super::values::{PathSet, length_of, node_count, select_path};
+use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
+use kube_cel::cel::parser::{Expression, Parser};
+
+/// Roots of the data a policy can read, other than `request`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum DataRoot {
+    Object,
+    OldObject,
+    NamespaceObject,
+    /// `lookups.<name>`, by index into the policy's lookups.
+    Lookup(usize),
+}
+
+/// Which top-level names an expression may use, depending on the field it sits in.
+#[derive(Debug, Clone)]
+pub struct Scope<'a> {
+    /// Variables defined before this expression (VAP: a variable sees earlier ones only).
+    pub variables: &'a [String],
+    /// Variable origins, parallel to `variables`.
+    pub variable_origins: &'a [Vec<Origin>],
+    pub lookups: &'a [String],
+    pub allow_variables: bool,
+}
+
+/// A value that aliases a subtree of input data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Origin {
+    pub root: DataRoot,
+    pub path: Vec<String>,
+}
+
+/// What one expression reads, per data root.
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    pub object: PathSet,
+    pub old_object: PathSet,
+    pub namespace_object: PathSet,
+    pub variables: Vec<usize>,
+    pub lookups: Vec<usize>,
+}
+
+impl Reads {
+    fn mark(&mut self, origin: &Origin, whole: bool) {
+        let set = match origin.root {
+            DataRoot::Object => &mut self.object,
+            DataRoot::OldObject => &mut self.old_object,
+            DataRoot::NamespaceObject => &mut self.namespace_object,
+            DataRoot::Lookup(i) => {
+                if !self.lookups.contains(&i) {
+                    self.lookups.push(i);
+                }
+                return;
+            }
+        };
+        if whole {
+            set.insert(&origin.path);
+        } else {
+            set.touch(&origin.path);
+        }
+    }
+
+    pub fn merge(&mut self, other: &Reads) {
+        self.object.merge(&other.object);
+        self.old_object.merge(&other.old_object);
+        self.namespace_object.merge(&other.namespace_object);
+        for v in &other.variables {
+            if !self.variables.contains(v) {
+                self.variables.push(*v);
+            }
+        }
+        for l in &other.lookups {
+            if !self.lookups.contains(l) {
+                self.lookups.push(*l);
+            }
+        }
+    }
+}
+
+/// A bound on the size of something a comprehension iterates over.
+#[derive(Debug, Clone, PartialEq)]
+enum SizeBound {
+    Const(u64),
+    /// Length of the list/map/string at this path of the input.
+    Length(Origin),
+    /// Number of values in the subtree at this path.
+    Nodes(Origin),
+    /// Any container reachable from a loop variable: the widest container in the input.
+    Widest,
+    /// A computed value: no larger than all the input together.
+    Total,
+}
+
+/// What evaluation needs to know about the input to bound an expression's work.
+pub trait SizeOracle {
+    fn root(&self, root: DataRoot) -> Option<&kube_cel::cel::Value>;
+    fn widest(&self) -> u64;
+    fn total(&self) -> u64;
+}
+
+#[derive(Debug)]
+pub struct CompiledExpression {
+    pub source: String,
+    pub ast: Expression,
+    pub reads: Reads,
+    /// What the value of the expression aliases (used for variables).
+    pub origins: Vec<Origin>,
+    cost_terms: Vec<Vec<SizeBound>>,
+    pub uses_request: bool,
+}
+
+/// A compile error with the position inside the expression (1-based line and column).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CompileError {
+    pub message: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// Limits checked at load, before any request: Kubernetes bounds expressions by
+/// estimated cost; without types we bound the shape instead.
+const MAX_SOURCE_BYTES: usize = 10 * 1024;
+const MAX_COMPREHENSION_NESTING: usize = 3;
+
+impl CompiledExpression {
+    /// Upper bound of the work this expression will do on the given input,
+    /// in comprehension iterations and values touched.
+    pub fn estimated_cost(&self, input: &dyn SizeOracle) -> u64 {
+        let mut total: u64 = 0;
+        for term in &self.cost_terms {
+            let mut product: u64 = 1;
+            for factor in term {
+                let size = match factor {
+                    SizeBound::Const(n) => *n,
+                    SizeBound::Length(origin) => input
+                        .root(origin.root)
+                        .and_then(|v| select_path(v, &origin.path))
+                        .map(length_of)
+                        .unwrap_or(0),
+                    SizeBound::Nodes(origin) => input
+                        .root(origin.root)
+                        .and_then(|v| select_path(v, &origin.path))
+                        .map(node_count)
+                        .unwrap_or(0),
+                    SizeBound::Widest => input.widest(),
+                    SizeBound::Total => input.total(),
+                };
+                product = product.saturating_mul(size.max(1));
+            }
+            total = total.saturating_add(product);
+        }
+        total
+    }
+
+    pub fn has_comprehension_cost(&self) -> bool {
+        !self.cost_terms.is_empty()
+    }
+}
+
+/// Parses and checks `source`. `consume_result` is false for variable definitions,
+/// whose value is read by the expressions that use them.
+pub fn compile(
+    source: &str,
+    scope: &Scope,
+    consume_result: bool,
+) -> Result<CompiledExpression, CompileError> {
+    if source.len() > MAX_SOURCE_BYTES {
+        return Err(CompileError {
+            message: format!(
+                "expression is {} bytes; the limit is {MAX_SOURCE_BYTES}",
+                source.len()
+            ),
+            line: 1,
+            column: 1,
+        });
+    }
+    let ast = Parser::new()
+        .enable_optional_syntax(true)
+        .parse(source)
+        .map_err(|errors| {
+            let first = errors.errors.first();
+            CompileError {
+                message: first
+                    .map(|e| e.msg.clone())
+                    .unwrap_or_else(|| "syntax error".to_string()),
+                line: first.map(|e| e.pos.0.max(0) as usize + 1).unwrap_or(1),
+                column: first.map(|e| e.pos.1.max(0) as usize + 1).unwrap_or(1),
+            }
+        })?;
+    let mut analysis = Analysis {
+        scope,
+        reads: Reads::default(),
+        locals: Vec::new(),
+        errors: Vec::new(),
+        cost_terms: Vec::new(),
+        uses_request: false,
+    };
+    let origins = analysis.walk(&ast, &[], 0);
+    if consume_result {
+        analysis.consume(&origins);
+    }
+    if let Some(message) = analysis.errors.into_iter().next() {
+        return Err(CompileError {
+            message,
+            line: 1,
+            column: 1,
+        }
+        .located_in(source));
+    }
+    Ok(CompiledExpression {
+        source: source.to_string(),
+        ast,
+        reads: analysis.reads,
+        origins: if consume_result { Vec::new() } else { origins },
+        cost_terms: analysis.cost_terms,
+        uses_request: analysis.uses_request,
+    })
+}
+
+impl CompileError {
+    /// Points an analysis error at the first occurrence of the offending name.
+    fn located_in(mut self, source: &str) -> Self {
+        if let Some(name) = self.message.split('\'').nth(1)
+            && let Some(offset) = source.find(name)
+        {
+            let before = &source[..offset];
+            self.line = before.matches('\n').count() + 1;
+            self.column = offset - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+        }
+        self
+    }
+}
+
+struct Analysis<'a> {
+    scope: &'a Scope<'a>,
+    reads: Reads,
+    locals: Vec<String>,
+    errors: Vec<String>,
+    cost_terms: Vec<Vec<SizeBound>>,
+    uses_request: bool,
+}
+
+impl Analysis<'_> {
+    fn consume(&mut self, origins: &[Origin]) {
+        for o in origins {
+            self.reads.mark(o, true);
+        }
+    }
+
+    fn is_local(&self, name: &str) -> bool {
+        self.locals.iter().any(|l| l == name)
+    }
+
+    /// Returns the origins of `expr`'s value; records reads, errors and cost terms.
+    /// `loops` holds the bounds of the enclosing comprehensions.
+    fn walk(&mut self, expr: &Expression, loops: &[SizeBound], nesting: usize) -> Vec<Origin> {
+        match &expr.expr {
+            Expr::Literal(_) => Vec::new(),
+            Expr::Ident(name) => self.ident(name),
+            Expr::Select(select) => {
+                if let Expr::Ident(root) = &select.operand.expr
+                    && !self.is_local(root)
+                    && (root == "variables" || root == "lookups")
+                {
+                    return self.named_member(root, &select.field, select.test);
+                }
+                let origins = self.walk(&select.operand, loops, nesting);
+                let extended = extend(&origins, &select.field);
+                if select.test {
+                    for o in &extended {
+                        self.reads.mark(o, false);
+                    }
+                    Vec::new()
+                } else {
+                    extended
+                }
+            }
+            Expr::Call(call) => self.call(call, loops, nesting),
+            Expr::List(list) => {
+                for element in &list.elements {
+                    let o = self.walk(element, loops, nesting);
+                    self.consume(&o);
+                }
+                Vec::new()
+            }
+            Expr::Map(map) => {
+                for entry in &map.entries {
+                    match &entry.expr {
+                        EntryExpr::MapEntry(e) => {
+                            let k = self.walk(&e.key, loops, nesting);
+                            self.consume(&k);
+                            let v = self.walk(&e.value, loops, nesting);
+                            self.consume(&v);
+                        }
+                        EntryExpr::StructField(_) => self.errors.push(
+                            "message construction ('Type{field: ...}') is not supported"
+                                .to_string(),
+                        ),
+                    }
+                }
+                Vec::new()
+            }
+            Expr::Comprehension(c) => {
+                if nesting + 1 > MAX_COMPREHENSION_NESTING {
+                    self.errors.push(format!(
+                        "comprehensions nested {} deep; at most {MAX_COMPREHENSION_NESTING} are allowed",
+                        nesting + 1
+                    ));
+                }
+                let range = self.walk(&c.iter_range, loops, nesting);
+                self.consume(&range);
+                let bound = self.range_bound(&c.iter_range, &range);
+                let init = self.walk(&c.accu_init, loops, nesting);
+                self.consume(&init);
+                let mut inner = loops.to_vec();
+                inner.push(bound);
+                self.cost_terms.push(inner.clone());
+                let before = self.locals.len();
+                self.locals.push(c.iter_var.clone());
+                if let Some(v2) = &c.iter_var2 {
+                    self.locals.push(v2.clone());
+                }
+                self.locals.push(c.accu_var.clone());
+                for part in [&c.loop_cond, &c.loop_step] {
+                    let o = self.walk(part, &inner, nesting + 1);
+                    self.consume(&o);
+                }
+                // The result runs once, after the loop, with the accumulator in scope.
+                let o = self.walk(&c.result, loops, nesting);
+                self.consume(&o);
+                self.locals.truncate(before);
+                Vec::new()
+            }
+            Expr::Struct(_) => {
+                self.errors
+                    .push("message construction ('Type{field: ...}') is not supported".to_string());
+                Vec::new()
+            }
+            Expr::Unspecified => {
+                self.errors.push("incomplete expression".to_string());
+                Vec::new()
+            }
+        }
+    }
+
+    fn ident(&mut self, name: &str) -> Vec<Origin> {
+        if self.is_local(name) {
+            return Vec::new();
+        }
+        let root = match name {
+            "object" => DataRoot::Object,
+            "oldObject" => DataRoot::OldObject,
+            "namespaceObject" => DataRoot::NamespaceObject,
+            "request" => {
+                self.uses_request = true;
+                return Vec::new();
+            }
+            "variables" if self.scope.allow_variables => {
+                self.errors
+                    .push("'variables' must be used as variables.<name>".to_string());
+                return Vec::new();
+            }
+            "lookups" => {
+                self.errors
+                    .push("'lookups' must be used as lookups.<name>".to_string());
+                return Vec::new();
+            }
+            "params" | "authorizer" => {
+                self.errors.push(format!(
+                    "'{name}' is not supported by safety-gate (no paramKind, no authorizer)"
+                ));
+                return Vec::new();
+            }
+            _ => {
+                self.errors
+                    .push(format!("undeclared reference to '{name}'"));
+                return Vec::new();
+            }
+        };
+        vec![Origin {
+            root,
+            path: Vec::new(),
+        }]
+    }
+
+    fn named_member(&mut self, root: &str, field: &str, test: bool) -> Vec<Origin> {
+        if root == "variables" {
+            if !self.scope.allow_variables {
+                self.errors.push(format!("'variables.{field}' is not available here (matchConditions and exemptions run before variables)"));
+                return Vec::new();
+            }
+            match self.scope.variables.iter().position(|v| v == field) {
+                Some(index) => {
+                    if !self.reads.variables.contains(&index) {
+                        self.reads.variables.push(index);
+                    }
+                    if test {
+                        return Vec::new();
+                    }
+                    self.scope
+                        .variable_origins
+                        .get(index)
+                        .cloned()
+                        .unwrap_or_default()
+                }
+                None => {
+                    self.errors.push(format!("undeclared reference to 'variables.{field}' (variables may use only variables defined before them)"));
+                    Vec::new()
+                }
+            }
+        } else {
+            match self.scope.lookups.iter().position(|l| l == field) {
+                Some(index) => {
+                    if !self.reads.lookups.contains(&index) {
+                        self.reads.lookups.push(index);
+                    }
+                    vec![Origin {
+                        root: DataRoot::Lookup(index),
+                        path: Vec::new(),
+                    }]
+                }
+                None => {
+                    self.errors.push(format!(
+                        "undeclared reference to 'lookups.{field}' (declare it under spec.lookups)"
+                    ));
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    fn call(
+        &mut self,
+        call: &kube_cel::cel::common::ast::CallExpr,
+        loops: &[SizeBound],
+        nesting: usize,
+    ) -> Vec<Origin> {
+        let name = call.func_name.as_str();
+        match name {
+            operators::OPT_SELECT if call.args.len() == 2 => {
+                if let Expr::Literal(LiteralValue::String(field)) = &call.args[1].expr {
+                    let origins = self.walk(&call.args[0], loops, nesting);
+                    return extend(&origins, field.inner());
+                }
+            }
+            operators::INDEX | operators::OPT_INDEX if call.args.len() == 2 => {
+                if let Expr::Literal(LiteralValue::String(key)) = &call.args[1].expr {
+                    let origins = self.walk(&call.args[0], loops, nesting);
+                    return extend(&origins, key.inner());
+                }
+            }
+            operators::CONDITIONAL if call.args.len() == 3 => {
+                let cond = self.walk(&call.args[0], loops, nesting);
+                self.consume(&cond);
+                let mut origins = self.walk(&call.args[1], loops, nesting);
+                origins.extend(self.walk(&call.args[2], loops, nesting));
+                return origins;
+            }
+            _ => {}
+        }
+        let qualified = match call.target.as_deref().map(|t| &t.expr) {
+            Some(Expr::Ident(prefix))
+                if !self.is_local(prefix) && cel_env::is_namespace(prefix) =>
+            {
+                Some(format!("{prefix}.{name}"))
+            }
+            _ => None,
+        };
+        let is_operator = name.starts_with('_')
+            || name.starts_with('@')
+            || name.starts_with('!')
+            || name.starts_with('-');
+        match &qualified {
+            Some(q) if !cel_env::is_function(q) => self
+                .errors
+                .push(format!("undeclared reference to function '{q}'")),
+            None if !is_operator && !cel_env::is_function(name) => self
+                .errors
+                .push(format!("undeclared reference to function '{name}'")),
+            _ => {}
+        }
+        if matches!(name, "matches" | "find" | "findAll")
+            && let Some(pattern) = call.args.first()
+            && let Expr::Literal(LiteralValue::String(p)) = &pattern.expr
+            && let Err(e) = regex::Regex::new(p.inner())
+        {
+            self.errors
+                .push(format!("invalid regular expression '{}': {e}", p.inner()));
+        }
+        if qualified.is_none()
+            && let Some(target) = &call.target
+        {
+            let o = self.walk(target, loops, nesting);
+            self.charge_inside_loop(&o, loops);
+            self.consume(&o);
+        }
+        for arg in &call.args {
+            let o = self.walk(arg, loops, nesting);
+            self.charge_inside_loop(&o, loops);
+            self.consume(&o);
+        }
+        Vec::new()
+    }
+
+    /// Inside a loop, an operation over a whole input subtree costs its size on every iteration.
+    fn charge_inside_loop(&mut self, origins: &[Origin], loops: &[SizeBound]) {
+        if loops.is_empty() {
+            return;
+        }
+        for o in origins {
+            let mut term = loops.to_vec();
+            term.push(SizeBound::Nodes(o.clone()));
+            self.cost_terms.push(term);
+        }
+    }
+
+    fn range_bound(&self, range: &Expression, origins: &[Origin]) -> SizeBound {
+        if origins.len() == 1 {
+            return SizeBound::Length(origins[0].clone());
+        }
+        match &range.expr {
+            Expr::List(list) => SizeBound::Const(list.elements.len() as u64),
+            Expr::Call(call) if call.func_name == "range" && call.args.len() == 1 => match &call
+                .args[0]
+                .expr
+            {
+                Expr::Literal(LiteralValue::Int(n)) => SizeBound::Const((*n.inner()).max(0) as u64),
+                _ => SizeBound::Total,
+            },
+            _ if rooted_in_local(range, &self.locals) => SizeBound::Widest,
+            _ => SizeBound::Total,
+        }
+    }
+}
+
+fn extend(origins: &[Origin], field: &str) -> Vec<Origin> {
+    origins
+        .iter()
+        .map(|o| {
+            let mut path = o.path.clone();
+            path.push(field.to_string());
+            Origin { root: o.root, path }
+        })
+        .collect()
+}
+
+fn rooted_in_local(expr: &Expression, locals: &[String]) -> bool {
+    match &expr.expr {
+        Expr::Ident(name) => locals.contains(name),
+        Expr::Select(s) => rooted_in_local(&s.operand, locals),
+        Expr::Call(c)
+            if matches!(
+                c.func_name.as_str(),
+                operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT
+            ) =>
+        {
+            c.args.first().is_some_and(|a| rooted_in_local(a, locals))
+        }
+        _ => false,
+    }
+}

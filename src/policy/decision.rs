@@ -1,0 +1,409 @@
+//! Combining per-policy results into one admission decision (design.md §4).
+
+use super::evaluate::{EvalOptions, Stage};
+use super::model::Reason;
+use super::mutate;
+use super::{Mode, Policy, Request};
+use json_patch::{Patch, PatchOperation};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Annotation keys the engine writes itself; policies cannot claim them.
+pub const RESERVED_ANNOTATION_KEYS: &[&str] =
+    &["validation_failure", "break_glass", "evaluation_error"];
+
+/// kube-apiserver keeps at most 4096 runes of warnings and cuts each to 256 once over.
+const WARNING_MAX_CHARS: usize = 256;
+const WARNINGS_BUDGET_CHARS: usize = 4096;
+/// Kubernetes v1.37 caps the validation_failure list at 50 entries.
+const MAX_VALIDATION_FAILURES: usize = 50;
+
+/// What happened to one policy that matched the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    Passed,
+    Failed,
+    Errored,
+    Exempted,
+    Skipped,
+}
+
+impl PolicyOutcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PolicyOutcome::Passed => "passed",
+            PolicyOutcome::Failed => "failed",
+            PolicyOutcome::Errored => "errored",
+            PolicyOutcome::Exempted => "exempted",
+            PolicyOutcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// The overall result, for metrics and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    Denied,
+    Warned,
+    WouldDeny,
+    Error,
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Allowed => "allowed",
+            Verdict::Denied => "denied",
+            Verdict::Warned => "warned",
+            Verdict::WouldDeny => "would_deny",
+            Verdict::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failure {
+    /// Index of the validation (or mutation); `usize::MAX` for other fields.
+    pub index: usize,
+    pub message: String,
+    pub reason: Reason,
+    /// An evaluation error enforced under `failurePolicy: Fail`.
+    pub error: bool,
+}
+
+/// One policy's result before combination.
+#[derive(Debug, Clone)]
+pub struct PolicyEvaluation {
+    pub policy: String,
+    pub deny: bool,
+    pub warn: bool,
+    pub audit: bool,
+    pub outcome: PolicyOutcome,
+    pub failures: Vec<Failure>,
+    pub exempted_by: Option<String>,
+    pub audit_annotations: Vec<(String, String)>,
+    pub ignored_errors: Vec<String>,
+    pub annotations: Vec<(String, Option<String>)>,
+    pub patch_operations: Vec<PatchOperation>,
+}
+
+impl PolicyEvaluation {
+    pub fn new(policy: &Policy) -> Self {
+        PolicyEvaluation {
+            policy: policy.name.clone(),
+            deny: policy.actions.deny,
+            warn: policy.actions.warn,
+            audit: policy.actions.audit,
+            outcome: PolicyOutcome::Passed,
+            failures: Vec::new(),
+            exempted_by: None,
+            audit_annotations: Vec::new(),
+            ignored_errors: Vec::new(),
+            annotations: Vec::new(),
+            patch_operations: Vec::new(),
+        }
+    }
+
+    /// A policy that could not be evaluated at all (lookups, selectors, matchConditions).
+    pub fn error(policy: &Policy, message: String) -> Self {
+        let mut e = PolicyEvaluation::new(policy);
+        match policy.failure_policy {
+            super::FailurePolicy::Fail => {
+                e.failures.push(Failure {
+                    index: usize::MAX,
+                    message: format!("policy could not be evaluated: {message}"),
+                    reason: Reason::Forbidden,
+                    error: true,
+                });
+                e.outcome = PolicyOutcome::Errored;
+            }
+            super::FailurePolicy::Ignore => {
+                e.ignored_errors.push(message);
+                e.outcome = PolicyOutcome::Errored;
+            }
+        }
+        e
+    }
+
+    pub fn finish(&mut self) {
+        if self.outcome == PolicyOutcome::Skipped {
+            return;
+        }
+        self.outcome = if self.failures.is_empty() {
+            if self.ignored_errors.is_empty() {
+                PolicyOutcome::Passed
+            } else {
+                PolicyOutcome::Errored
+            }
+        } else if self.exempted_by.is_some() {
+            PolicyOutcome::Exempted
+        } else if self.failures.iter().all(|f| f.error) {
+            PolicyOutcome::Errored
+        } else {
+            PolicyOutcome::Failed
+        };
+    }
+
+    fn message(&self) -> String {
+        let mut seen = Vec::new();
+        for f in &self.failures {
+            if !seen.contains(&f.message) {
+                seen.push(f.message.clone());
+            }
+        }
+        seen.join("; ")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DenyStatus {
+    pub code: u16,
+    pub reason: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PolicyVerdict {
+    pub policy: String,
+    pub outcome: PolicyOutcome,
+    /// Failure messages (also of exempted or audited failures).
+    pub messages: Vec<String>,
+    pub exempted_by: Option<String>,
+    pub errors: Vec<String>,
+    /// This policy denied the request (or would have, in audit mode).
+    pub denies: bool,
+}
+
+/// The combined decision the server and every CLI command report.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub uid: String,
+    pub allowed: bool,
+    pub status: Option<DenyStatus>,
+    pub warnings: Vec<String>,
+    pub audit_annotations: BTreeMap<String, String>,
+    pub patch: Option<Patch>,
+    pub verdict: Verdict,
+    pub policies: Vec<PolicyVerdict>,
+    pub elapsed: Duration,
+}
+
+impl Decision {
+    pub fn allow(request: &Request, started: Instant) -> Self {
+        Decision {
+            uid: request.uid.clone(),
+            allowed: true,
+            status: None,
+            warnings: Vec::new(),
+            audit_annotations: BTreeMap::new(),
+            patch: None,
+            verdict: Verdict::Allowed,
+            policies: Vec::new(),
+            elapsed: started.elapsed(),
+        }
+    }
+
+    pub fn combine(
+        request: &Request,
+        options: &EvalOptions,
+        evaluations: Vec<PolicyEvaluation>,
+        object_json: Option<&str>,
+        started: Instant,
+    ) -> Self {
+        let mut decision = Decision::allow(request, started);
+        let mut deny_lines = Vec::new();
+        let mut code: Option<Reason> = None;
+        let mut warnings = Warnings::default();
+        let mut validation_failures = Vec::new();
+        let mut break_glass = Vec::new();
+        let mut ignored = Vec::new();
+        let mut would_deny = false;
+        let mut warned = false;
+        let user = request.username().to_string();
+        let mut annotations: Vec<(String, Option<String>)> = Vec::new();
+        let mut operations: Vec<PatchOperation> = Vec::new();
+
+        for e in &evaluations {
+            for (key, value) in &e.audit_annotations {
+                let slot = decision.audit_annotations.entry(key.clone()).or_default();
+                if slot.is_empty() {
+                    *slot = value.clone();
+                } else if !slot.split(", ").any(|v| v == value) {
+                    slot.push_str(", ");
+                    slot.push_str(value);
+                }
+            }
+            for err in &e.ignored_errors {
+                ignored.push(serde_json::json!({"policy": e.policy, "error": err, "failurePolicy": "Ignore"}));
+            }
+            annotations.extend(e.annotations.iter().cloned());
+            operations.extend(e.patch_operations.iter().cloned());
+            if e.failures.is_empty() {
+                continue;
+            }
+            let message = e.message();
+            if let Some(exemption) = &e.exempted_by {
+                warnings.push(format!("[break-glass] {}: bypassed by {user} through exemption '{exemption}': {message}", e.policy));
+                break_glass.push(serde_json::json!({"policy": e.policy, "exemption": exemption, "user": user, "message": message}));
+                continue;
+            }
+            if e.deny {
+                for f in &e.failures {
+                    validation_failures.push(failure_entry(&e.policy, f, "Deny"));
+                }
+                match options.mode {
+                    Mode::Audit => {
+                        warnings.push(format!("[audit] {}: {message}", e.policy));
+                        would_deny = true;
+                    }
+                    Mode::Enforce => {
+                        decision.allowed = false;
+                        code.get_or_insert(e.failures[0].reason);
+                        deny_lines.push(format!("{}: {message}", e.policy));
+                    }
+                }
+            }
+            if e.warn {
+                warnings.push(format!("{}: {message}", e.policy));
+                warned = true;
+            }
+            if e.audit {
+                for f in &e.failures {
+                    validation_failures.push(failure_entry(&e.policy, f, "Audit"));
+                }
+            }
+        }
+
+        validation_failures.truncate(MAX_VALIDATION_FAILURES);
+        if !validation_failures.is_empty() {
+            decision.audit_annotations.insert(
+                "validation_failure".into(),
+                serde_json::Value::Array(validation_failures).to_string(),
+            );
+        }
+        if !break_glass.is_empty() {
+            decision.audit_annotations.insert(
+                "break_glass".into(),
+                serde_json::Value::Array(break_glass).to_string(),
+            );
+        }
+        if !ignored.is_empty() {
+            decision.audit_annotations.insert(
+                "evaluation_error".into(),
+                serde_json::Value::Array(ignored).to_string(),
+            );
+        }
+        if !decision.allowed {
+            let reason = code.unwrap_or(Reason::Forbidden);
+            decision.status = Some(DenyStatus {
+                code: reason.code(),
+                reason: reason.as_str().to_string(),
+                message: deny_lines.join("; "),
+            });
+        }
+        if options.stage == Stage::Mutate
+            && decision.allowed
+            && let Some(object) = object_json
+        {
+            match mutate::build_patch(object, &annotations, &operations) {
+                Ok(patch) => decision.patch = patch,
+                Err(e) => {
+                    decision.allowed = false;
+                    decision.status = Some(DenyStatus {
+                        code: 500,
+                        reason: "InternalError".into(),
+                        message: format!("safety-gate could not build the patch: {e}"),
+                    });
+                }
+            }
+        }
+        decision.warnings = warnings.0;
+        let any_error = evaluations
+            .iter()
+            .any(|e| e.outcome == PolicyOutcome::Errored);
+        decision.verdict = if !decision.allowed {
+            Verdict::Denied
+        } else if would_deny {
+            Verdict::WouldDeny
+        } else if any_error {
+            Verdict::Error
+        } else if warned || !decision.warnings.is_empty() {
+            Verdict::Warned
+        } else {
+            Verdict::Allowed
+        };
+        decision.policies = evaluations
+            .into_iter()
+            .map(|e| PolicyVerdict {
+                denies: e.deny && !e.failures.is_empty() && e.exempted_by.is_none(),
+                messages: e.failures.iter().map(|f| f.message.clone()).collect(),
+                policy: e.policy,
+                outcome: e.outcome,
+                exempted_by: e.exempted_by,
+                errors: e.ignored_errors,
+            })
+            .collect();
+        decision.elapsed = started.elapsed();
+        decision
+    }
+
+    /// Names of the policies that denied (or would deny in audit mode).
+    pub fn denied_by(&self) -> Vec<String> {
+        self.policies
+            .iter()
+            .filter(|p| p.denies)
+            .map(|p| p.policy.clone())
+            .collect()
+    }
+}
+
+fn failure_entry(policy: &str, f: &Failure, action: &str) -> serde_json::Value {
+    let index = if f.index == usize::MAX {
+        serde_json::Value::Null
+    } else {
+        serde_json::Value::from(f.index)
+    };
+    serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action})
+}
+
+/// Warnings within kube-apiserver's limits: each ≤ 256 chars, ≤ 4096 in all, no duplicates.
+#[derive(Default)]
+struct Warnings(Vec<String>, usize);
+
+impl Warnings {
+    fn push(&mut self, text: String) {
+        let text = if text.chars().count() > WARNING_MAX_CHARS {
+            let cut: String = text.chars().take(WARNING_MAX_CHARS - 3).collect();
+            format!("{cut}...")
+        } else {
+            text
+        };
+        let len = text.chars().count();
+        if self.0.contains(&text) || self.1 + len > WARNINGS_BUDGET_CHARS {
+            return;
+        }
+        self.1 += len;
+        self.0.push(text);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warnings_are_cut_deduplicated_and_budgeted() {
+        let mut w = Warnings::default();
+        w.push("a".repeat(300));
+        assert_eq!(w.0[0].chars().count(), 256);
+        assert!(w.0[0].ends_with("..."));
+        w.push("same".into());
+        w.push("same".into());
+        assert_eq!(w.0.len(), 2);
+        for i in 0..100 {
+            w.push(format!("{i}{}", "x".repeat(200)));
+        }
+        assert!(w.0.iter().map(|s| s.chars().count()).sum::<usize>() <= WARNINGS_BUDGET_CHARS);
+    }
+}

@@ -1,0 +1,173 @@
+//! Splitting YAML files into documents and decoding them with line numbers.
+//!
+//! Shared by the policy loader, the PolicyTest runner and the cluster snapshot
+//! reader, so that every "file:line" in an error means the same thing.
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// One YAML document of a file, with the line its text starts on.
+#[derive(Debug, Clone)]
+pub struct Document {
+    pub file: PathBuf,
+    /// 1-based line of the document's first line in the file.
+    pub first_line: usize,
+    pub text: String,
+}
+
+/// A problem tied to a place in a file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Located {
+    pub file: PathBuf,
+    pub line: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Located {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+    }
+}
+
+/// Splits a YAML stream at `---` document markers (and drops `...` end markers).
+/// Documents that hold nothing but comments and blank lines are skipped.
+pub fn split_documents(file: &Path, text: &str) -> Vec<Document> {
+    let mut docs = Vec::new();
+    let mut current = String::new();
+    let mut start = 1;
+    for (index, line) in text.lines().enumerate() {
+        let is_marker = line == "---" || line.starts_with("--- ") || line.starts_with("---\t");
+        if is_marker || line == "..." {
+            push_document(&mut docs, file, start, &current);
+            current.clear();
+            start = index + 2;
+            if let Some(rest) = line.strip_prefix("---").map(str::trim) {
+                // `--- {inline: doc}` starts a document on the marker line itself.
+                if is_marker && !rest.is_empty() && !rest.starts_with('#') {
+                    current.push_str(rest);
+                    current.push('\n');
+                    start = index + 1;
+                }
+            }
+            continue;
+        }
+        current.push_str(line);
+        current.push('\n');
+    }
+    push_document(&mut docs, file, start, &current);
+    docs
+}
+
+fn push_document(docs: &mut Vec<Document>, file: &Path, first_line: usize, text: &str) {
+    let has_content = text.lines().any(|l| {
+        let t = l.trim();
+        !t.is_empty() && !t.starts_with('#')
+    });
+    if has_content {
+        docs.push(Document {
+            file: file.to_path_buf(),
+            first_line,
+            text: text.to_string(),
+        });
+    }
+}
+
+impl Document {
+    /// Decodes the document as `T`, mapping errors to this file and line.
+    pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Located> {
+        serde_saphyr::from_str::<T>(&self.text).map_err(|e| self.error_from(&e))
+    }
+
+    /// The absolute line of a line number inside this document.
+    pub fn line(&self, line_in_document: u64) -> usize {
+        self.first_line + (line_in_document.max(1) as usize) - 1
+    }
+
+    pub fn located(&self, line_in_document: u64, message: impl Into<String>) -> Located {
+        Located {
+            file: self.file.clone(),
+            line: self.line(line_in_document),
+            message: message.into(),
+        }
+    }
+
+    fn error_from(&self, error: &serde_saphyr::Error) -> Located {
+        let line = error.location().map(|l| l.line()).unwrap_or(1);
+        Located {
+            file: self.file.clone(),
+            line: self.line(line),
+            message: plain_message(error),
+        }
+    }
+}
+
+/// The error text without the rendered source snippet (we print our own file:line).
+fn plain_message(error: &serde_saphyr::Error) -> String {
+    let rendered = error.to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid YAML")
+        .trim();
+    let first = first.strip_prefix("error:").map(str::trim).unwrap_or(first);
+    // Drop a trailing " at line X, column Y" that duplicates our own location.
+    match first.rfind(" at line ") {
+        Some(i) => first[..i].to_string(),
+        None => first.to_string(),
+    }
+}
+
+/// Reads every `.yaml`, `.yml` and `.json` file below `dir`, sorted by path.
+pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    collect(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_dir() {
+            collect(&path, out)?;
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_documents_and_keeps_line_numbers() {
+        let text = "# leading comment\n---\na: 1\n---\n# only a comment\n---\nb: 2\nc: 3\n...\n";
+        let docs = split_documents(Path::new("f.yaml"), text);
+        assert_eq!(docs.len(), 2);
+        assert_eq!(docs[0].first_line, 3);
+        assert_eq!(docs[0].text, "a: 1\n");
+        assert_eq!(docs[1].first_line, 7);
+        assert_eq!(docs[1].line(2), 8);
+    }
+
+    #[test]
+    fn decode_errors_name_file_and_absolute_line() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct T {
+            a: u32,
+        }
+        let docs = split_documents(Path::new("p.yaml"), "a: 1\n---\na: 1\nbogus: 2\n");
+        assert!(docs[0].decode::<T>().is_ok());
+        let err = docs[1].decode::<T>().unwrap_err();
+        assert_eq!(err.line, 4, "{err}");
+        assert!(err.message.contains("bogus"), "{err}");
+    }
+}

@@ -1,0 +1,660 @@
+//! Evaluating one request against the loaded policies.
+
+use super::cel_env;
+use super::compile::{CompiledExpression, DataRoot, SizeOracle};
+use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
+use super::matching::Attributes;
+use super::model::{FailurePolicy, Reason};
+use super::mutate;
+use super::values::{PathSet, node_count, widest_container};
+use super::{Mode, Policy, PolicySet, Request};
+use crate::cluster::{ClusterState, LookupError};
+use kube_cel::cel::objects::{Key, Map};
+use kube_cel::cel::{Context, Value};
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Kubernetes' per-expression CEL budget is 1,000,000 cost units; our estimate
+/// counts comprehension iterations and values touched, a comparable unit.
+pub const COST_LIMIT: u64 = 1_000_000;
+/// Kubernetes caps an evaluated messageExpression at 5 KiB.
+const MAX_MESSAGE_BYTES: usize = 5 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Validations and audit annotations (`/validate`, review, audit, test).
+    Validate,
+    /// `annotate` and `mutations` (`/mutate`).
+    Mutate,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EvalOptions {
+    pub mode: Mode,
+    pub stage: Stage,
+    /// Past this instant every remaining evaluation is an error for failurePolicy.
+    pub deadline: Option<Instant>,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            mode: Mode::Enforce,
+            stage: Stage::Validate,
+            deadline: None,
+        }
+    }
+}
+
+/// The request itself is unusable (kube-apiserver never sends such a thing).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputError(pub String);
+
+impl fmt::Display for InputError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InputError {}
+
+/// The decoded input data one request binds.
+struct Bound {
+    object: Option<Value>,
+    old_object: Option<Value>,
+    namespace: Option<Result<Option<crate::cluster::NamespaceInfo>, LookupError>>,
+    widest: OnceCell<u64>,
+    total: OnceCell<u64>,
+}
+
+struct PolicyData<'a> {
+    bound: &'a Bound,
+    lookups: &'a [Value],
+}
+
+impl SizeOracle for PolicyData<'_> {
+    fn root(&self, root: DataRoot) -> Option<&Value> {
+        match root {
+            DataRoot::Object => self.bound.object.as_ref(),
+            DataRoot::OldObject => self.bound.old_object.as_ref(),
+            DataRoot::NamespaceObject => match &self.bound.namespace {
+                Some(Ok(Some(ns))) => Some(&ns.object),
+                _ => None,
+            },
+            DataRoot::Lookup(i) => self.lookups.get(i),
+        }
+    }
+    fn widest(&self) -> u64 {
+        *self
+            .bound
+            .widest
+            .get_or_init(|| self.all_values().map(widest_container).max().unwrap_or(0))
+    }
+    fn total(&self) -> u64 {
+        *self
+            .bound
+            .total
+            .get_or_init(|| self.all_values().map(node_count).sum())
+    }
+}
+
+impl PolicyData<'_> {
+    fn all_values(&self) -> impl Iterator<Item = &Value> {
+        self.bound
+            .object
+            .iter()
+            .chain(self.bound.old_object.iter())
+            .chain(self.lookups.iter())
+    }
+}
+
+impl PolicySet {
+    /// Evaluates every matching policy and combines their results.
+    pub fn evaluate(
+        &self,
+        request: &Request,
+        cluster: &dyn ClusterState,
+        options: &EvalOptions,
+    ) -> Result<Decision, InputError> {
+        let started = Instant::now();
+        let sub_resource = request.sub_resource.as_deref().unwrap_or("");
+        let name = effective_name(request);
+        let attrs = Attributes {
+            operation: request.operation_str(),
+            group: &request.resource.group,
+            version: &request.resource.version,
+            resource: &request.resource.resource,
+            sub_resource,
+            namespace: request.namespace_str(),
+            name: &name,
+        };
+        let candidates = self.matching(&attrs, options.stage);
+        if candidates.is_empty() {
+            return Ok(Decision::allow(request, started));
+        }
+
+        // Decode only what the candidates read: their expressions, plus labels for selectors.
+        let mut object_paths = PathSet::default();
+        let mut old_paths = PathSet::default();
+        let mut wants_namespace = false;
+        let labels = ["metadata".to_string(), "labels".to_string()];
+        for p in &candidates {
+            object_paths.merge(&p.reads.object);
+            old_paths.merge(&p.reads.old_object);
+            let ns_selector = p.matcher.namespace_selectors().next().is_some();
+            if p.matcher.object_selectors().next().is_some()
+                || (ns_selector && attrs.is_namespace_object())
+            {
+                object_paths.insert(&labels);
+                old_paths.insert(&labels);
+            }
+            wants_namespace |=
+                !p.reads.namespace_object.is_empty() || (ns_selector && !attrs.is_cluster_scoped());
+        }
+        if options.stage == Stage::Mutate {
+            object_paths = PathSet::whole();
+        }
+        let object = project(request.object.as_deref(), &object_paths, "object")?;
+        let old_object = project(request.old_object.as_deref(), &old_paths, "oldObject")?;
+        let namespace = (wants_namespace && !attrs.is_cluster_scoped())
+            .then(|| cluster.namespace(attrs.namespace));
+        let bound = Bound {
+            object,
+            old_object,
+            namespace,
+            widest: OnceCell::new(),
+            total: OnceCell::new(),
+        };
+
+        let mut shared = cel_env::root().new_inner_scope();
+        shared.add_variable_from_value("object", bound.object.clone().unwrap_or(Value::Null));
+        shared
+            .add_variable_from_value("oldObject", bound.old_object.clone().unwrap_or(Value::Null));
+        shared.add_variable_from_value("request", request.to_cel());
+        let namespace_object = match &bound.namespace {
+            Some(Ok(Some(ns))) => ns.object.clone(),
+            _ => Value::Null,
+        };
+        shared.add_variable_from_value("namespaceObject", namespace_object);
+
+        let mut evaluations = Vec::with_capacity(candidates.len());
+        for policy in candidates {
+            let selected = match selectors_match(policy, &attrs, &bound) {
+                Ok(true) => true,
+                Ok(false) => false,
+                Err(e) => {
+                    evaluations.push(PolicyEvaluation::error(
+                        policy,
+                        format!("namespaceSelector: {e}"),
+                    ));
+                    continue;
+                }
+            };
+            if selected {
+                evaluations.push(evaluate_policy(
+                    policy, &shared, &bound, request, cluster, options,
+                ));
+            }
+        }
+        let object_json = if options.stage == Stage::Mutate {
+            request.object.as_ref().map(|o| o.get())
+        } else {
+            None
+        };
+        Ok(Decision::combine(
+            request,
+            options,
+            evaluations,
+            object_json,
+            started,
+        ))
+    }
+}
+
+/// DeleteCollection reaches admission once per item with an empty name.
+pub fn effective_name(request: &Request) -> String {
+    if !request.name.is_empty() {
+        return request.name.clone();
+    }
+    request
+        .old_object
+        .as_ref()
+        .or(request.object.as_ref())
+        .and_then(|raw| {
+            #[derive(serde::Deserialize)]
+            struct Meta {
+                metadata: Option<NameOnly>,
+            }
+            #[derive(serde::Deserialize)]
+            struct NameOnly {
+                name: Option<String>,
+            }
+            serde_json::from_str::<Meta>(raw.get()).ok()?.metadata?.name
+        })
+        .unwrap_or_default()
+}
+
+fn project(
+    raw: Option<&serde_json::value::RawValue>,
+    paths: &PathSet,
+    field: &str,
+) -> Result<Option<Value>, InputError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(InputError(format!("request.{field} must be a JSON object")));
+    }
+    if paths.is_empty() {
+        return Ok(Some(Value::Map(Map {
+            map: Arc::new(HashMap::new()),
+        })));
+    }
+    paths
+        .project(text)
+        .map_err(|e| InputError(format!("request.{field}: {e}")))
+}
+
+fn labels_of(value: Option<&Value>) -> Option<BTreeMap<String, String>> {
+    let Value::Map(object) = value? else {
+        return None;
+    };
+    let mut out = BTreeMap::new();
+    if let Some(Value::Map(meta)) = object.map.get(&Key::String(Arc::new("metadata".into())))
+        && let Some(Value::Map(labels)) = meta.map.get(&Key::String(Arc::new("labels".into())))
+    {
+        for (k, v) in labels.map.iter() {
+            if let (Key::String(k), Value::String(v)) = (k, v) {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    Some(out)
+}
+
+fn selectors_match(
+    policy: &Policy,
+    attrs: &Attributes,
+    bound: &Bound,
+) -> Result<bool, LookupError> {
+    for selector in policy.matcher.object_selectors() {
+        let object = labels_of(bound.object.as_ref());
+        let old = labels_of(bound.old_object.as_ref());
+        let any = object.iter().chain(old.iter()).any(|l| selector.matches(l));
+        if !any {
+            return Ok(false);
+        }
+    }
+    for selector in policy.matcher.namespace_selectors() {
+        let labels = if attrs.is_namespace_object() {
+            labels_of(bound.object.as_ref().or(bound.old_object.as_ref())).unwrap_or_default()
+        } else if attrs.is_cluster_scoped() {
+            // Other cluster-scoped objects are never filtered out by a namespace selector.
+            continue;
+        } else {
+            match &bound.namespace {
+                Some(Ok(Some(ns))) => ns.labels.clone(),
+                Some(Ok(None)) => {
+                    return Err(LookupError(format!(
+                        "namespace '{}' is not known to the cluster state",
+                        attrs.namespace
+                    )));
+                }
+                Some(Err(e)) => return Err(e.clone()),
+                None => return Err(LookupError("namespace labels were not loaded".into())),
+            }
+        };
+        if !selector.matches(&labels) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Lazily evaluated, cached `variables` of one policy evaluation.
+struct Variables<'p> {
+    policy: &'p Policy,
+    values: Vec<Option<Result<Value, String>>>,
+    bound_count: usize,
+}
+
+struct Evaluator<'p, 'c> {
+    policy: &'p Policy,
+    scope: Context<'c>,
+    variables: Variables<'p>,
+    data: PolicyData<'c>,
+    deadline: Option<Instant>,
+}
+
+fn evaluate_policy(
+    policy: &Policy,
+    shared: &Context,
+    bound: &Bound,
+    request: &Request,
+    cluster: &dyn ClusterState,
+    options: &EvalOptions,
+) -> PolicyEvaluation {
+    let mut lookup_values = Vec::with_capacity(policy.lookups.len());
+    let mut lookup_map: HashMap<Key, Value> = HashMap::new();
+    for (i, spec) in policy.lookups.iter().enumerate() {
+        if !policy.reads.lookups.contains(&i) {
+            lookup_values.push(Value::Null);
+            continue;
+        }
+        match cluster.list(&spec.api_version, &spec.kind, spec.namespace.as_deref()) {
+            Ok(v) => {
+                lookup_map.insert(Key::String(Arc::new(spec.name.clone())), v.clone());
+                lookup_values.push(v);
+            }
+            Err(e) => {
+                return PolicyEvaluation::error(policy, format!("lookups.{}: {e}", spec.name));
+            }
+        }
+    }
+    let mut scope = shared.new_inner_scope();
+    if !lookup_map.is_empty() {
+        scope.add_variable_from_value(
+            "lookups",
+            Value::Map(Map {
+                map: Arc::new(lookup_map),
+            }),
+        );
+    }
+    let mut ev = Evaluator {
+        policy,
+        scope,
+        variables: Variables {
+            policy,
+            values: (0..policy.variables.len()).map(|_| None).collect(),
+            bound_count: 0,
+        },
+        data: PolicyData {
+            bound,
+            lookups: &lookup_values,
+        },
+        deadline: options.deadline,
+    };
+    ev.run(request, options)
+}
+
+impl Evaluator<'_, '_> {
+    fn run(&mut self, request: &Request, options: &EvalOptions) -> PolicyEvaluation {
+        let policy = self.policy;
+        let mut result = PolicyEvaluation::new(policy);
+
+        // matchConditions: any false skips; otherwise an error goes to failurePolicy.
+        let mut condition_error = None;
+        for condition in &policy.match_conditions {
+            match self.eval_bool(&condition.expression) {
+                Ok(true) => {}
+                Ok(false) => {
+                    result.outcome = PolicyOutcome::Skipped;
+                    return result;
+                }
+                Err(e) => {
+                    condition_error
+                        .get_or_insert(format!("matchConditions '{}': {e}", condition.name));
+                }
+            }
+        }
+        if let Some(e) = condition_error {
+            return PolicyEvaluation::error(policy, e);
+        }
+
+        result.exempted_by = policy
+            .exemptions
+            .iter()
+            .find(|ex| matches!(self.eval_bool(&ex.expression), Ok(true)))
+            .map(|ex| ex.name.clone());
+
+        match options.stage {
+            Stage::Validate => self.validate(&mut result),
+            Stage::Mutate => self.mutate(&mut result, request),
+        }
+        result.finish();
+        result
+    }
+
+    fn validate(&mut self, result: &mut PolicyEvaluation) {
+        let policy = self.policy;
+        for (index, validation) in policy.validations.iter().enumerate() {
+            match self.eval(&validation.expression) {
+                Ok(Value::Bool(true)) => {}
+                Ok(Value::Bool(false)) => {
+                    let message = self.message(validation);
+                    result.failures.push(Failure {
+                        index,
+                        message,
+                        reason: validation.reason,
+                        error: false,
+                    });
+                }
+                Ok(other) => self.error(
+                    result,
+                    index,
+                    format!(
+                        "expression '{}' must return a bool, got {:?}",
+                        validation.expression.source,
+                        other.type_of()
+                    ),
+                ),
+                Err(e) => self.error(
+                    result,
+                    index,
+                    format!(
+                        "expression '{}' resulted in error: {e}",
+                        validation.expression.source
+                    ),
+                ),
+            }
+        }
+        for annotation in &policy.audit_annotations {
+            match self.eval(&annotation.expression) {
+                Ok(Value::String(s)) if !s.is_empty() => result
+                    .audit_annotations
+                    .push((annotation.name.clone(), truncate_chars(&s, 10 * 1024))),
+                Ok(Value::String(_)) | Ok(Value::Null) => {}
+                Ok(other) => self.error(
+                    result,
+                    usize::MAX,
+                    format!(
+                        "auditAnnotations '{}' must return a string or null, got {:?}",
+                        annotation.name,
+                        other.type_of()
+                    ),
+                ),
+                Err(e) => self.error(
+                    result,
+                    usize::MAX,
+                    format!(
+                        "auditAnnotations '{}' resulted in error: {e}",
+                        annotation.name
+                    ),
+                ),
+            }
+        }
+    }
+
+    fn mutate(&mut self, result: &mut PolicyEvaluation, request: &Request) {
+        if request.object.is_none() {
+            // Nothing to patch on DELETE or CONNECT; kube-apiserver rejects a patch there.
+            return;
+        }
+        let policy = self.policy;
+        let mut annotations = Vec::new();
+        for (key, expression) in &policy.annotate {
+            let value = match expression {
+                None => Ok(None),
+                Some(e) => match self.eval(e) {
+                    Ok(Value::String(s)) => Ok(Some(s.to_string())),
+                    Ok(Value::Null) => Ok(None),
+                    Ok(other) => Err(format!(
+                        "annotate '{key}' must return a string or null, got {:?}",
+                        other.type_of()
+                    )),
+                    Err(e) => Err(format!("annotate '{key}' resulted in error: {e}")),
+                },
+            };
+            match value {
+                Ok(v) => annotations.push((key.clone(), v)),
+                Err(e) => self.error(result, usize::MAX, e),
+            }
+        }
+        result.annotations = annotations;
+        for (index, mutation) in policy.mutations.iter().enumerate() {
+            match self
+                .eval(mutation)
+                .map_err(|e| e.to_string())
+                .and_then(|v| mutate::operations_from(&v))
+            {
+                Ok(ops) => result.patch_operations.extend(ops),
+                Err(e) => self.error(result, index, format!("mutations[{index}]: {e}")),
+            }
+        }
+    }
+
+    /// An evaluation error: enforced like a failure under Fail, ignored under Ignore.
+    fn error(&self, result: &mut PolicyEvaluation, index: usize, message: String) {
+        match self.policy.failure_policy {
+            FailurePolicy::Fail => result.failures.push(Failure {
+                index,
+                message,
+                reason: Reason::Forbidden,
+                error: true,
+            }),
+            FailurePolicy::Ignore => result.ignored_errors.push(message),
+        }
+    }
+
+    fn message(&mut self, validation: &super::CompiledValidation) -> String {
+        if let Some(expression) = &validation.message_expression {
+            // VAP falls back to `message` when messageExpression errors or yields an unusable string.
+            if let Ok(Value::String(s)) = self.eval(expression)
+                && !s.trim().is_empty()
+                && !s.contains('\n')
+                && s.len() <= MAX_MESSAGE_BYTES
+            {
+                return s.to_string();
+            }
+        }
+        match &validation.message {
+            Some(m) if !m.trim().is_empty() => m.clone(),
+            _ => format!("failed expression: {}", validation.expression.source.trim()),
+        }
+    }
+
+    fn eval_bool(&mut self, expression: &CompiledExpression) -> Result<bool, String> {
+        match self.eval(expression)? {
+            Value::Bool(b) => Ok(b),
+            other => Err(format!("must return a bool, got {:?}", other.type_of())),
+        }
+    }
+
+    fn eval(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
+        if let Some(deadline) = self.deadline
+            && Instant::now() >= deadline
+        {
+            return Err("the request deadline passed before this expression ran".to_string());
+        }
+        if expression.has_comprehension_cost() {
+            let cost = expression.estimated_cost(&self.data);
+            if cost > COST_LIMIT {
+                return Err(format!(
+                    "estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request (nested iteration over large input)"
+                ));
+            }
+        }
+        self.ensure_variables(&expression.reads.variables)?;
+        // The `cel` crate still has panicking paths for inputs it does not expect;
+        // a panic must end as an evaluation error for failurePolicy, not a dead worker.
+        let scope = &self.scope;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Value::resolve(&expression.ast, scope)
+        })) {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(_) => Err("the CEL interpreter failed on this input".to_string()),
+        }
+    }
+
+    /// Computes (once) the variables `needed` refers to, then binds them.
+    fn ensure_variables(&mut self, needed: &[usize]) -> Result<(), String> {
+        if needed.is_empty() {
+            return Ok(());
+        }
+        for &index in needed {
+            self.compute_variable(index, 0)?;
+        }
+        let computed = self
+            .variables
+            .values
+            .iter()
+            .filter(|v| matches!(v, Some(Ok(_))))
+            .count();
+        if computed != self.variables.bound_count {
+            let map: HashMap<Key, Value> = self
+                .variables
+                .values
+                .iter()
+                .zip(&self.variables.policy.variables)
+                .filter_map(|(v, named)| match v {
+                    Some(Ok(value)) => {
+                        Some((Key::String(Arc::new(named.name.clone())), value.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            self.scope
+                .add_variable_from_value("variables", Value::Map(Map { map: Arc::new(map) }));
+            self.variables.bound_count = computed;
+        }
+        for &index in needed {
+            if let Some(Some(Err(e))) = self.variables.values.get(index) {
+                return Err(format!(
+                    "variables.{}: {e}",
+                    self.variables.policy.variables[index].name
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn compute_variable(&mut self, index: usize, depth: usize) -> Result<(), String> {
+        if self
+            .variables
+            .values
+            .get(index)
+            .is_some_and(Option::is_some)
+        {
+            return Ok(());
+        }
+        let policy = self.variables.policy;
+        let Some(named) = policy.variables.get(index) else {
+            return Ok(());
+        };
+        // Variables can only refer to earlier ones, so recursion depth is bounded by their count.
+        for &dep in &named.expression.reads.variables {
+            if dep < index && depth < policy.variables.len() {
+                self.compute_variable(dep, depth + 1)?;
+            }
+        }
+        let value = self.eval(&named.expression);
+        self.variables.values[index] = Some(value);
+        Ok(())
+    }
+}
+
+fn truncate_chars(s: &str, max_bytes: usize) -> String {
+    if s.len() <= max_bytes {
+        return s.to_string();
+    }
+    let mut end = max_bytes;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}

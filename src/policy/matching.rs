@@ -1,0 +1,494 @@
+//! Which policies apply to a request: resource rules, exclusions, namespace and
+//! object selectors — the VAP `MatchResources` semantics — checked before any CEL runs.
+
+use super::model::{LabelSelector, MatchResources, ResourceRule};
+use std::collections::BTreeMap;
+
+/// The request attributes rules are matched against.
+#[derive(Debug, Clone, Copy)]
+pub struct Attributes<'a> {
+    pub operation: &'a str,
+    pub group: &'a str,
+    pub version: &'a str,
+    pub resource: &'a str,
+    pub sub_resource: &'a str,
+    pub namespace: &'a str,
+    pub name: &'a str,
+}
+
+impl Attributes<'_> {
+    /// Namespace objects are cluster-scoped even though kube-apiserver sets
+    /// `request.namespace` to their own name.
+    pub fn is_namespace_object(&self) -> bool {
+        self.group.is_empty() && self.resource == "namespaces"
+    }
+
+    pub fn is_cluster_scoped(&self) -> bool {
+        self.namespace.is_empty() || self.is_namespace_object()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Rule {
+    operations: Vec<String>,
+    groups: Vec<String>,
+    versions: Vec<String>,
+    resources: Vec<String>,
+    names: Vec<String>,
+    scope: RuleScope,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum RuleScope {
+    Any,
+    Cluster,
+    Namespaced,
+}
+
+/// A compiled label selector (matchLabels AND matchExpressions).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Selector {
+    requirements: Vec<Requirement>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    DoesNotExist(String),
+}
+
+impl Selector {
+    pub fn new(selector: &LabelSelector) -> Result<Self, String> {
+        let mut requirements: Vec<Requirement> = selector
+            .match_labels
+            .iter()
+            .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
+            .collect();
+        for e in &selector.match_expressions {
+            let r = match e.operator.as_str() {
+                "In" | "NotIn" if e.values.is_empty() => {
+                    return Err(format!(
+                        "selector on '{}': operator {} needs values",
+                        e.key, e.operator
+                    ));
+                }
+                "In" => Requirement::In(e.key.clone(), e.values.clone()),
+                "NotIn" => Requirement::NotIn(e.key.clone(), e.values.clone()),
+                "Exists" | "DoesNotExist" if !e.values.is_empty() => {
+                    return Err(format!(
+                        "selector on '{}': operator {} takes no values",
+                        e.key, e.operator
+                    ));
+                }
+                "Exists" => Requirement::Exists(e.key.clone()),
+                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                other => {
+                    return Err(format!(
+                        "selector on '{}': unknown operator '{other}' (In, NotIn, Exists, DoesNotExist)",
+                        e.key
+                    ));
+                }
+            };
+            requirements.push(r);
+        }
+        Ok(Selector { requirements })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
+            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::DoesNotExist(k) => !labels.contains_key(k),
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Part {
+    rules: Vec<Rule>,
+    excludes: Vec<Rule>,
+    namespace_selector: Option<Selector>,
+    object_selector: Option<Selector>,
+}
+
+/// A policy's match constraints, intersected with a VAP binding's when there is one.
+#[derive(Debug, Clone)]
+pub struct Matcher {
+    parts: Vec<Part>,
+}
+
+const OPERATIONS: &[&str] = &["CREATE", "UPDATE", "DELETE", "CONNECT", "*"];
+
+impl Matcher {
+    pub fn new(policy: &MatchResources, binding: Option<&MatchResources>) -> Result<Self, String> {
+        let mut parts = vec![Part::new(policy)?];
+        if let Some(b) = binding {
+            parts.push(Part::new(b)?);
+        }
+        Ok(Matcher { parts })
+    }
+
+    pub fn never() -> Self {
+        Matcher {
+            parts: vec![Part {
+                rules: Vec::new(),
+                excludes: Vec::new(),
+                namespace_selector: None,
+                object_selector: None,
+            }],
+        }
+    }
+
+    /// Resource rules and exclusions (no selectors).
+    pub fn matches_rules(&self, attrs: &Attributes) -> bool {
+        self.parts.iter().enumerate().all(|(i, part)| {
+            // A binding without its own rules narrows nothing by resource.
+            let rules_ok =
+                (i > 0 && part.rules.is_empty()) || part.rules.iter().any(|r| r.matches(attrs));
+            rules_ok && !part.excludes.iter().any(|r| r.matches(attrs))
+        })
+    }
+
+    pub fn namespace_selectors(&self) -> impl Iterator<Item = &Selector> {
+        self.parts
+            .iter()
+            .filter_map(|p| p.namespace_selector.as_ref())
+            .filter(|s| !s.is_empty())
+    }
+
+    pub fn object_selectors(&self) -> impl Iterator<Item = &Selector> {
+        self.parts
+            .iter()
+            .filter_map(|p| p.object_selector.as_ref())
+            .filter(|s| !s.is_empty())
+    }
+
+    /// (apiGroup, resource pattern) pairs under which the index files this policy.
+    pub fn index_keys(&self) -> Vec<(String, String)> {
+        let mut keys = Vec::new();
+        for rule in &self.parts[0].rules {
+            for g in &rule.groups {
+                for r in &rule.resources {
+                    let key = (g.clone(), r.clone());
+                    if !keys.contains(&key) {
+                        keys.push(key);
+                    }
+                }
+            }
+        }
+        keys
+    }
+}
+
+/// The (apiGroup, resource pattern) keys a request can be filed under.
+pub fn request_index_keys(attrs: &Attributes) -> Vec<(String, String)> {
+    let resources: Vec<String> = if attrs.sub_resource.is_empty() {
+        vec![attrs.resource.to_string(), "*".to_string()]
+    } else {
+        vec![
+            format!("{}/{}", attrs.resource, attrs.sub_resource),
+            format!("*/{}", attrs.sub_resource),
+            format!("{}/*", attrs.resource),
+            "*/*".to_string(),
+        ]
+    };
+    let mut keys = Vec::with_capacity(resources.len() * 2);
+    for g in [attrs.group, "*"] {
+        for r in &resources {
+            keys.push((g.to_string(), r.clone()));
+        }
+    }
+    keys
+}
+
+impl Part {
+    fn new(m: &MatchResources) -> Result<Self, String> {
+        if let Some(mp) = &m.match_policy
+            && mp != "Equivalent"
+            && mp != "Exact"
+        {
+            return Err(format!("matchPolicy '{mp}' must be Equivalent or Exact"));
+        }
+        Ok(Part {
+            rules: m
+                .resource_rules
+                .iter()
+                .map(Rule::new)
+                .collect::<Result<_, _>>()?,
+            excludes: m
+                .exclude_resource_rules
+                .iter()
+                .map(Rule::new)
+                .collect::<Result<_, _>>()?,
+            namespace_selector: m
+                .namespace_selector
+                .as_ref()
+                .map(Selector::new)
+                .transpose()?,
+            object_selector: m.object_selector.as_ref().map(Selector::new).transpose()?,
+        })
+    }
+}
+
+impl Rule {
+    fn new(r: &ResourceRule) -> Result<Self, String> {
+        for op in &r.operations {
+            if !OPERATIONS.contains(&op.as_str()) {
+                return Err(format!(
+                    "unknown operation '{op}' (CREATE, UPDATE, DELETE, CONNECT, *)"
+                ));
+            }
+        }
+        for (field, list) in [
+            ("operations", &r.operations),
+            ("apiGroups", &r.api_groups),
+            ("apiVersions", &r.api_versions),
+            ("resources", &r.resources),
+        ] {
+            if list.is_empty() {
+                return Err(format!(
+                    "a resource rule needs {field} (use [\"*\"] for all)"
+                ));
+            }
+        }
+        let scope = match r.scope.as_deref() {
+            None | Some("*") => RuleScope::Any,
+            Some("Cluster") => RuleScope::Cluster,
+            Some("Namespaced") => RuleScope::Namespaced,
+            Some(other) => return Err(format!("unknown scope '{other}' (Cluster, Namespaced, *)")),
+        };
+        Ok(Rule {
+            operations: r.operations.clone(),
+            groups: r.api_groups.clone(),
+            versions: r.api_versions.clone(),
+            resources: r.resources.clone(),
+            names: r.resource_names.clone(),
+            scope,
+        })
+    }
+
+    fn matches(&self, a: &Attributes) -> bool {
+        let any = |list: &[String], v: &str| list.iter().any(|x| x == "*" || x == v);
+        any(&self.operations, a.operation)
+            && any(&self.groups, a.group)
+            && any(&self.versions, a.version)
+            && self
+                .resources
+                .iter()
+                .any(|pattern| resource_matches(pattern, a.resource, a.sub_resource))
+            && (self.names.is_empty() || self.names.iter().any(|n| n == a.name))
+            && match self.scope {
+                RuleScope::Any => true,
+                RuleScope::Cluster => a.is_cluster_scoped(),
+                RuleScope::Namespaced => !a.is_cluster_scoped(),
+            }
+    }
+}
+
+/// `*` matches every resource but no subresource; subresources match only when named
+/// (`pods/status`, `*/scale`, `deployments/*`, `*/*`).
+fn resource_matches(pattern: &str, resource: &str, sub: &str) -> bool {
+    match pattern.split_once('/') {
+        None => sub.is_empty() && (pattern == "*" || pattern == resource),
+        Some((r, s)) => !sub.is_empty() && (r == "*" || r == resource) && (s == "*" || s == sub),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::model::LabelSelectorRequirement;
+
+    fn attrs<'a>(
+        op: &'a str,
+        group: &'a str,
+        resource: &'a str,
+        sub: &'a str,
+        ns: &'a str,
+    ) -> Attributes<'a> {
+        Attributes {
+            operation: op,
+            group,
+            version: "v1",
+            resource,
+            sub_resource: sub,
+            namespace: ns,
+            name: "x",
+        }
+    }
+
+    fn rule(
+        ops: &[&str],
+        groups: &[&str],
+        resources: &[&str],
+        scope: Option<&str>,
+    ) -> ResourceRule {
+        ResourceRule {
+            operations: ops.iter().map(|s| s.to_string()).collect(),
+            api_groups: groups.iter().map(|s| s.to_string()).collect(),
+            api_versions: vec!["*".into()],
+            resources: resources.iter().map(|s| s.to_string()).collect(),
+            resource_names: vec![],
+            scope: scope.map(str::to_string),
+        }
+    }
+
+    fn matcher(rules: Vec<ResourceRule>, excludes: Vec<ResourceRule>) -> Matcher {
+        Matcher::new(
+            &MatchResources {
+                resource_rules: rules,
+                exclude_resource_rules: excludes,
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn subresources_match_only_when_named() {
+        let m = matcher(
+            vec![rule(&["*"], &["apps"], &["deployments"], None)],
+            vec![],
+        );
+        assert!(m.matches_rules(&attrs("UPDATE", "apps", "deployments", "", "ns")));
+        assert!(!m.matches_rules(&attrs("UPDATE", "apps", "deployments", "scale", "ns")));
+        let star = matcher(vec![rule(&["*"], &["*"], &["*"], None)], vec![]);
+        assert!(!star.matches_rules(&attrs("UPDATE", "", "pods", "status", "ns")));
+        let scale = matcher(vec![rule(&["UPDATE"], &["*"], &["*/scale"], None)], vec![]);
+        assert!(scale.matches_rules(&attrs("UPDATE", "apps", "deployments", "scale", "ns")));
+        assert!(!scale.matches_rules(&attrs("UPDATE", "apps", "deployments", "status", "ns")));
+        let pods_all = matcher(vec![rule(&["*"], &[""], &["pods/*"], None)], vec![]);
+        assert!(pods_all.matches_rules(&attrs("CREATE", "", "pods", "eviction", "ns")));
+        assert!(!pods_all.matches_rules(&attrs("CREATE", "", "pods", "", "ns")));
+    }
+
+    #[test]
+    fn operations_groups_and_excludes() {
+        let m = matcher(
+            vec![rule(
+                &["DELETE"],
+                &["rbac.authorization.k8s.io"],
+                &["clusterroles"],
+                None,
+            )],
+            vec![rule(&["*"], &["*"], &["clusterroles"], None)],
+        );
+        assert!(
+            !m.matches_rules(&attrs(
+                "DELETE",
+                "rbac.authorization.k8s.io",
+                "clusterroles",
+                "",
+                ""
+            )),
+            "exclude wins"
+        );
+        let m = matcher(
+            vec![rule(
+                &["DELETE"],
+                &["rbac.authorization.k8s.io"],
+                &["clusterroles"],
+                None,
+            )],
+            vec![],
+        );
+        assert!(m.matches_rules(&attrs(
+            "DELETE",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            ""
+        )));
+        assert!(!m.matches_rules(&attrs(
+            "UPDATE",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            "",
+            ""
+        )));
+        assert!(!m.matches_rules(&attrs("DELETE", "", "clusterroles", "", "")));
+    }
+
+    #[test]
+    fn scope_treats_namespaces_as_cluster_scoped() {
+        let cluster = matcher(vec![rule(&["*"], &["*"], &["*"], Some("Cluster"))], vec![]);
+        assert!(cluster.matches_rules(&attrs("DELETE", "", "namespaces", "", "team-a")));
+        assert!(!cluster.matches_rules(&attrs("DELETE", "", "configmaps", "", "team-a")));
+        let namespaced = matcher(
+            vec![rule(&["*"], &["*"], &["*"], Some("Namespaced"))],
+            vec![],
+        );
+        assert!(namespaced.matches_rules(&attrs("DELETE", "", "configmaps", "", "team-a")));
+        assert!(!namespaced.matches_rules(&attrs("DELETE", "", "namespaces", "", "team-a")));
+    }
+
+    #[test]
+    fn resource_names_restrict_the_rule() {
+        let mut r = rule(&["*"], &[""], &["configmaps"], None);
+        r.resource_names = vec!["kube-root-ca.crt".into()];
+        let m = matcher(vec![r], vec![]);
+        let mut a = attrs("UPDATE", "", "configmaps", "", "ns");
+        assert!(!m.matches_rules(&a));
+        a.name = "kube-root-ca.crt";
+        assert!(m.matches_rules(&a));
+    }
+
+    #[test]
+    fn label_selector_semantics() {
+        let sel = Selector::new(&LabelSelector {
+            match_labels: [("team".to_string(), "a".to_string())].into(),
+            match_expressions: vec![
+                LabelSelectorRequirement {
+                    key: "env".into(),
+                    operator: "NotIn".into(),
+                    values: vec!["dev".into()],
+                },
+                LabelSelectorRequirement {
+                    key: "tier".into(),
+                    operator: "Exists".into(),
+                    values: vec![],
+                },
+            ],
+        })
+        .unwrap();
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(
+            sel.matches(&labels(&[("team", "a"), ("tier", "web")])),
+            "NotIn matches an absent key"
+        );
+        assert!(!sel.matches(&labels(&[("team", "a"), ("tier", "web"), ("env", "dev")])));
+        assert!(!sel.matches(&labels(&[("team", "a")])));
+        let bad = LabelSelector {
+            match_labels: BTreeMap::new(),
+            match_expressions: vec![LabelSelectorRequirement {
+                key: "k".into(),
+                operator: "Near".into(),
+                values: vec![],
+            }],
+        };
+        assert!(Selector::new(&bad).is_err());
+    }
+
+    #[test]
+    fn index_keys_cover_wildcards() {
+        let keys = request_index_keys(&attrs("UPDATE", "apps", "deployments", "scale", "ns"));
+        assert!(keys.contains(&("*".to_string(), "*/scale".to_string())));
+        assert!(keys.contains(&("apps".to_string(), "deployments/scale".to_string())));
+        assert!(!keys.contains(&("apps".to_string(), "deployments".to_string())));
+    }
+}

@@ -1,0 +1,222 @@
+//! The policy engine: compiled policies, matching, evaluation, decisions.
+//!
+//! Pure: no HTTP, no Kubernetes client. The server and every CLI command use
+//! the same [`PolicySet`] and get the same [`Decision`] for the same request.
+
+mod cel_env;
+mod compile;
+mod decision;
+pub mod documents;
+mod evaluate;
+mod load;
+mod matching;
+pub mod model;
+mod mutate;
+mod request;
+pub mod values;
+
+pub use compile::CompiledExpression;
+pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
+pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
+pub use load::{GATE_API_VERSION, LoadError, LoadErrors};
+pub use model::{Action, FailurePolicy, LookupSpec, Reason};
+pub use request::Request;
+
+use compile::Reads;
+use matching::{Attributes, Matcher, request_index_keys};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// Global mode: enforce denials, or only report them (dry-run audit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Mode {
+    #[default]
+    Enforce,
+    Audit,
+}
+
+/// What a failing validation of a policy does (VAP `validationActions`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Actions {
+    pub deny: bool,
+    pub warn: bool,
+    pub audit: bool,
+}
+
+#[derive(Debug)]
+pub struct Named {
+    pub name: String,
+    pub expression: CompiledExpression,
+}
+
+#[derive(Debug)]
+pub struct CompiledValidation {
+    pub expression: CompiledExpression,
+    pub message: Option<String>,
+    pub message_expression: Option<CompiledExpression>,
+    pub reason: Reason,
+}
+
+/// One compiled policy (a GatePolicy, or a VAP with one of its bindings).
+#[derive(Debug)]
+pub struct Policy {
+    pub name: String,
+    pub binding: Option<String>,
+    pub file: PathBuf,
+    pub line: usize,
+    pub description: Option<String>,
+    pub actions: Actions,
+    pub action_label: String,
+    pub failure_policy: FailurePolicy,
+    matcher: Matcher,
+    match_conditions: Vec<Named>,
+    variables: Vec<Named>,
+    pub lookups: Vec<LookupSpec>,
+    exemptions: Vec<Named>,
+    validations: Vec<CompiledValidation>,
+    audit_annotations: Vec<Named>,
+    annotate: Vec<(String, Option<CompiledExpression>)>,
+    mutations: Vec<CompiledExpression>,
+    /// Everything any expression of this policy reads.
+    reads: Reads,
+}
+
+struct PolicyParts {
+    name: String,
+    binding: Option<String>,
+    file: PathBuf,
+    line: usize,
+    description: Option<String>,
+    actions: Actions,
+    action_label: String,
+    failure_policy: FailurePolicy,
+    matcher: Matcher,
+    match_conditions: Vec<Named>,
+    variables: Vec<Named>,
+    lookups: Vec<LookupSpec>,
+    exemptions: Vec<Named>,
+    validations: Vec<CompiledValidation>,
+    audit_annotations: Vec<Named>,
+    annotate: Vec<(String, Option<CompiledExpression>)>,
+    mutations: Vec<CompiledExpression>,
+}
+
+impl Policy {
+    fn new(p: PolicyParts) -> Self {
+        let mut reads = Reads::default();
+        let all =
+            p.match_conditions
+                .iter()
+                .chain(&p.variables)
+                .chain(&p.exemptions)
+                .chain(&p.audit_annotations)
+                .map(|n| &n.expression)
+                .chain(p.validations.iter().flat_map(|v| {
+                    std::iter::once(&v.expression).chain(v.message_expression.as_ref())
+                }))
+                .chain(p.annotate.iter().filter_map(|(_, e)| e.as_ref()))
+                .chain(&p.mutations);
+        for e in all {
+            reads.merge(&e.reads);
+        }
+        Policy {
+            name: p.name,
+            binding: p.binding,
+            file: p.file,
+            line: p.line,
+            description: p.description,
+            actions: p.actions,
+            action_label: p.action_label,
+            failure_policy: p.failure_policy,
+            matcher: p.matcher,
+            match_conditions: p.match_conditions,
+            variables: p.variables,
+            lookups: p.lookups,
+            exemptions: p.exemptions,
+            validations: p.validations,
+            audit_annotations: p.audit_annotations,
+            annotate: p.annotate,
+            mutations: p.mutations,
+            reads,
+        }
+    }
+
+    /// Runs on `/validate` (and in review, audit and test).
+    pub fn validates(&self) -> bool {
+        !self.validations.is_empty() || !self.audit_annotations.is_empty()
+    }
+
+    /// Runs on `/mutate`.
+    pub fn mutates(&self) -> bool {
+        !self.annotate.is_empty() || !self.mutations.is_empty()
+    }
+}
+
+/// An immutable, compiled set of policies with an index from resources to policies.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    policies: Vec<Policy>,
+    index: HashMap<(String, String), Vec<usize>>,
+}
+
+impl PolicySet {
+    fn new(policies: Vec<Policy>) -> Self {
+        let mut index: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        for (i, p) in policies.iter().enumerate() {
+            for key in p.matcher.index_keys() {
+                index.entry(key).or_default().push(i);
+            }
+        }
+        PolicySet { policies, index }
+    }
+
+    pub fn empty() -> Self {
+        PolicySet::default()
+    }
+
+    /// Loads a directory (recursively) or a single file. All or nothing.
+    pub fn load_dir(path: &Path) -> Result<Self, LoadErrors> {
+        load::load_path(path)
+    }
+
+    pub fn load_files(files: &[PathBuf]) -> Result<Self, LoadErrors> {
+        load::load_files(files)
+    }
+
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        self.policies.iter().map(|p| p.name.clone()).collect()
+    }
+
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Policies whose resource rules match, in load order; work grows with
+    /// the policies filed under the request's resource, not with the set.
+    fn matching(&self, attrs: &Attributes, stage: Stage) -> Vec<&Policy> {
+        let mut hits: Vec<usize> = Vec::new();
+        for key in request_index_keys(attrs) {
+            if let Some(list) = self.index.get(&key) {
+                hits.extend(list);
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits.into_iter()
+            .map(|i| &self.policies[i])
+            .filter(|p| match stage {
+                Stage::Validate => p.validates(),
+                Stage::Mutate => p.mutates(),
+            })
+            .filter(|p| p.matcher.matches_rules(attrs))
+            .collect()
+    }
+}

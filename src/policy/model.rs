@@ -1,0 +1,238 @@
+//! The on-disk shape of policy documents: `GatePolicy` (design.md §3) and plain
+//! `ValidatingAdmissionPolicy` + `ValidatingAdmissionPolicyBinding`.
+//!
+//! Every struct denies unknown fields: a typo in a policy must be an error at
+//! load, never a silently ignored guardrail. Expression fields keep their
+//! source location so that compile errors can name the line.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use std::collections::BTreeMap;
+
+/// What a failing validation does (★ extension; VAP expresses this on the binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum Action {
+    #[default]
+    Deny,
+    Warn,
+    Audit,
+}
+
+/// What an evaluation error means for the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+pub enum FailurePolicy {
+    #[default]
+    Fail,
+    Ignore,
+}
+
+/// `reason` of a validation, mapped to an HTTP status code like VAP does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Reason {
+    Unauthorized,
+    Forbidden,
+    Invalid,
+    RequestEntityTooLarge,
+}
+
+impl Reason {
+    pub fn code(self) -> u16 {
+        match self {
+            Reason::Unauthorized => 401,
+            Reason::Forbidden => 403,
+            Reason::Invalid => 422,
+            Reason::RequestEntityTooLarge => 413,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Unauthorized => "Unauthorized",
+            Reason::Forbidden => "Forbidden",
+            Reason::Invalid => "Invalid",
+            Reason::RequestEntityTooLarge => "RequestEntityTooLarge",
+        }
+    }
+}
+
+/// Only the two fields every document has; used to pick the real type.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DocumentHeader {
+    #[serde(default)]
+    pub api_version: Option<String>,
+    #[serde(default)]
+    pub kind: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ObjectMeta {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct GatePolicyDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: PolicySpec,
+}
+
+/// The spec shared by `GatePolicy` and `ValidatingAdmissionPolicy`; the ★
+/// fields are rejected on a VAP when the document is converted.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PolicySpec {
+    #[serde(default)]
+    pub action: Option<Action>,
+    #[serde(default)]
+    pub failure_policy: Option<FailurePolicy>,
+    #[serde(default)]
+    pub match_constraints: Option<MatchResources>,
+    #[serde(default)]
+    pub match_conditions: Vec<NamedExpression>,
+    #[serde(default)]
+    pub variables: Vec<NamedExpression>,
+    #[serde(default)]
+    pub lookups: Vec<LookupSpec>,
+    #[serde(default)]
+    pub exemptions: Vec<NamedExpression>,
+    #[serde(default)]
+    pub validations: Vec<ValidationSpec>,
+    #[serde(default)]
+    pub audit_annotations: Vec<AuditAnnotationSpec>,
+    #[serde(default)]
+    pub annotate: BTreeMap<String, Spanned<Option<String>>>,
+    #[serde(default)]
+    pub mutations: Vec<MutationSpec>,
+    /// VAP only; parameters are not supported and are rejected with a clear error.
+    #[serde(default)]
+    pub param_kind: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MatchResources {
+    #[serde(default)]
+    pub namespace_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub object_selector: Option<LabelSelector>,
+    #[serde(default)]
+    pub resource_rules: Vec<ResourceRule>,
+    #[serde(default)]
+    pub exclude_resource_rules: Vec<ResourceRule>,
+    #[serde(default)]
+    pub match_policy: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ResourceRule {
+    #[serde(default)]
+    pub operations: Vec<String>,
+    #[serde(default)]
+    pub api_groups: Vec<String>,
+    #[serde(default)]
+    pub api_versions: Vec<String>,
+    #[serde(default)]
+    pub resources: Vec<String>,
+    #[serde(default)]
+    pub resource_names: Vec<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Deserialize, Clone, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct NamedExpression {
+    pub name: String,
+    pub expression: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LookupSpec {
+    pub name: String,
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ValidationSpec {
+    pub expression: Spanned<String>,
+    #[serde(default)]
+    pub message: Option<String>,
+    #[serde(default)]
+    pub message_expression: Option<Spanned<String>>,
+    #[serde(default)]
+    pub reason: Option<Reason>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct AuditAnnotationSpec {
+    pub key: String,
+    pub value_expression: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct MutationSpec {
+    #[serde(default = "json_patch_type")]
+    pub patch_type: String,
+    pub expression: Spanned<String>,
+}
+
+fn json_patch_type() -> String {
+    "JSONPatch".to_string()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VapBindingDocument {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: VapBindingSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VapBindingSpec {
+    pub policy_name: String,
+    #[serde(default)]
+    pub validation_actions: Vec<String>,
+    #[serde(default)]
+    pub match_resources: Option<MatchResources>,
+    #[serde(default)]
+    pub param_ref: Option<serde_json::Value>,
+}

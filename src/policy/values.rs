@@ -1,0 +1,362 @@
+//! JSON → CEL values, the way Kubernetes reads them, and the projection that
+//! decodes only the parts of an object that the matching policies read.
+//!
+//! Why our own conversion: `cel::to_value` turns every non-negative JSON
+//! integer into `uint`, so `object.spec.replicas + 1` fails; Kubernetes reads
+//! JSON integers as `int`. Why a projection: binding a whole 10 KB object costs
+//! more than parsing the request, and the `cel` crate copies the selected
+//! subtree on every field access; a tree that holds only the read paths makes
+//! both nearly free.
+
+use kube_cel::cel::Value;
+use kube_cel::cel::objects::{Key, Map};
+use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// Converts a parsed JSON value into a CEL value (integers as `int`).
+pub fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        serde_json::Value::Number(n) => number_to_cel(n),
+        serde_json::Value::String(s) => Value::String(Arc::new(s.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: HashMap<Key, Value> = fields
+                .iter()
+                .map(|(k, v)| (Key::String(Arc::new(k.clone())), json_to_cel(v)))
+                .collect();
+            Value::Map(Map { map: Arc::new(map) })
+        }
+    }
+}
+
+fn number_to_cel(n: &serde_json::Number) -> Value {
+    if let Some(i) = n.as_i64() {
+        Value::Int(i)
+    } else {
+        // Integers beyond int64 and all fractions become double, as in Kubernetes' unstructured decoding.
+        Value::Float(n.as_f64().unwrap_or(f64::NAN))
+    }
+}
+
+/// Converts a CEL value back to JSON (for patches, messages and reports).
+pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
+    Ok(match value {
+        Value::Null => serde_json::Value::Null,
+        Value::Bool(b) => serde_json::Value::Bool(*b),
+        Value::Int(i) => serde_json::Value::from(*i),
+        Value::UInt(u) => serde_json::Value::from(*u),
+        Value::Float(f) => serde_json::Number::from_f64(*f)
+            .map(serde_json::Value::Number)
+            .ok_or_else(|| format!("{f} cannot be represented in JSON"))?,
+        Value::String(s) => serde_json::Value::String(s.to_string()),
+        Value::List(items) => {
+            serde_json::Value::Array(items.iter().map(cel_to_json).collect::<Result<_, _>>()?)
+        }
+        Value::Map(map) => {
+            let mut out = serde_json::Map::new();
+            for (k, v) in map.map.iter() {
+                let key = match k {
+                    Key::String(s) => s.to_string(),
+                    Key::Int(i) => i.to_string(),
+                    Key::Uint(u) => u.to_string(),
+                    Key::Bool(b) => b.to_string(),
+                };
+                out.insert(key, cel_to_json(v)?);
+            }
+            serde_json::Value::Object(out)
+        }
+        other => {
+            return Err(format!(
+                "a {:?} value cannot be converted to JSON",
+                other.type_of()
+            ));
+        }
+    })
+}
+
+/// The set of paths into an object that some expression reads. A node marked
+/// `whole` needs its entire subtree; otherwise only the named children.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PathSet {
+    whole: bool,
+    children: HashMap<String, PathSet>,
+}
+
+impl PathSet {
+    pub fn whole() -> Self {
+        PathSet {
+            whole: true,
+            children: HashMap::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.whole && self.children.is_empty()
+    }
+
+    pub fn is_whole(&self) -> bool {
+        self.whole
+    }
+
+    /// Marks `path` (field names from the root) as read in full.
+    pub fn insert(&mut self, path: &[String]) {
+        let mut node = self;
+        for field in path {
+            if node.whole {
+                return;
+            }
+            node = node.children.entry(field.clone()).or_default();
+        }
+        node.whole = true;
+        node.children.clear();
+    }
+
+    /// Marks `path` as read for presence only (`has()`): its parents are kept,
+    /// its own subtree only as far as other paths need it.
+    pub fn touch(&mut self, path: &[String]) {
+        let mut node = self;
+        for field in path {
+            if node.whole {
+                return;
+            }
+            node = node.children.entry(field.clone()).or_default();
+        }
+    }
+
+    pub fn merge(&mut self, other: &PathSet) {
+        if self.whole {
+            return;
+        }
+        if other.whole {
+            *self = PathSet::whole();
+            return;
+        }
+        for (k, child) in &other.children {
+            self.children.entry(k.clone()).or_default().merge(child);
+        }
+    }
+
+    /// Decodes `json` keeping only these paths. `None` when nothing is read.
+    pub fn project(&self, json: &str) -> Result<Option<Value>, serde_json::Error> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let mut de = serde_json::Deserializer::from_str(json);
+        let value = Projection {
+            paths: if self.whole { None } else { Some(self) },
+        }
+        .deserialize(&mut de)?;
+        de.end()?;
+        Ok(Some(value))
+    }
+}
+
+/// A serde seed that builds CEL values directly from JSON text, skipping
+/// (without allocating) every member that is not on a read path.
+struct Projection<'a> {
+    paths: Option<&'a PathSet>,
+}
+
+impl<'de> DeserializeSeed<'de> for Projection<'_> {
+    type Value = Value;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Projection<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(i64::try_from(v)
+            .map(Value::Int)
+            .unwrap_or(Value::Float(v as f64)))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(Value::Float(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v.to_owned())))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(Arc::new(v)))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // Paths never descend into list elements, so a list on a path is read whole.
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(item) = seq.next_element_seed(Projection { paths: None })? {
+            items.push(item);
+        }
+        Ok(Value::List(Arc::new(items)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = HashMap::new();
+        while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
+            match self.paths {
+                None => {
+                    let value = access.next_value_seed(Projection { paths: None })?;
+                    map.insert(Key::String(Arc::new(key.into_owned())), value);
+                }
+                Some(paths) => match paths.children.get(key.as_ref()) {
+                    Some(child) => {
+                        let seed = Projection {
+                            paths: if child.whole { None } else { Some(child) },
+                        };
+                        let value = access.next_value_seed(seed)?;
+                        map.insert(Key::String(Arc::new(key.into_owned())), value);
+                    }
+                    None => {
+                        access.next_value::<IgnoredAny>()?;
+                    }
+                },
+            }
+        }
+        Ok(Value::Map(Map { map: Arc::new(map) }))
+    }
+}
+
+/// Number of values in a CEL value tree: the size bound used by the cost guard.
+pub fn node_count(value: &Value) -> u64 {
+    match value {
+        Value::List(items) => 1 + items.iter().map(node_count).sum::<u64>(),
+        Value::Map(map) => 1 + map.map.values().map(node_count).sum::<u64>(),
+        Value::String(s) => 1 + (s.len() as u64 / 64),
+        _ => 1,
+    }
+}
+
+/// The largest list or map length anywhere in a value tree.
+pub fn widest_container(value: &Value) -> u64 {
+    match value {
+        Value::List(items) => {
+            (items.len() as u64).max(items.iter().map(widest_container).max().unwrap_or(0))
+        }
+        Value::Map(map) => {
+            (map.map.len() as u64).max(map.map.values().map(widest_container).max().unwrap_or(0))
+        }
+        _ => 0,
+    }
+}
+
+/// Follows field names from `value`; `None` when a step is absent or not a map.
+pub fn select_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    let mut current = value;
+    for field in path {
+        match current {
+            Value::Map(map) => current = map.map.get(&Key::String(Arc::new(field.clone())))?,
+            _ => return None,
+        }
+    }
+    Some(current)
+}
+
+/// Length of a list, map or string value (0 for scalars).
+pub fn length_of(value: &Value) -> u64 {
+    match value {
+        Value::List(items) => items.len() as u64,
+        Value::Map(map) => map.map.len() as u64,
+        Value::String(s) => s.len() as u64,
+        Value::Bytes(b) => b.len() as u64,
+        _ => 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn paths(list: &[&[&str]]) -> PathSet {
+        let mut set = PathSet::default();
+        for p in list {
+            set.insert(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        }
+        set
+    }
+
+    #[test]
+    fn json_integers_are_cel_int_not_uint() {
+        let v = json_to_cel(
+            &serde_json::json!({"replicas": 3, "big": 18446744073709551615u64, "f": 1.5}),
+        );
+        let Value::Map(m) = v else {
+            panic!("not a map")
+        };
+        assert_eq!(
+            m.map.get(&Key::from("replicas".to_string())),
+            Some(&Value::Int(3))
+        );
+        assert!(matches!(
+            m.map.get(&Key::from("big".to_string())),
+            Some(Value::Float(_))
+        ));
+        assert_eq!(
+            m.map.get(&Key::from("f".to_string())),
+            Some(&Value::Float(1.5))
+        );
+    }
+
+    #[test]
+    fn projection_keeps_only_read_paths_and_whole_subtrees() {
+        let json = r#"{"metadata":{"name":"web","labels":{"app":"web"},"managedFields":[{"x":1}]},
+                      "spec":{"replicas":2,"selector":{"matchLabels":{"app":"web"}},"template":{"big":true}}}"#;
+        let set = paths(&[&["metadata", "labels"], &["spec", "selector"]]);
+        let projected = set.project(json).unwrap().unwrap();
+        let expected = json_to_cel(&serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}}}
+        }));
+        assert_eq!(projected, expected);
+    }
+
+    #[test]
+    fn whole_path_set_decodes_everything_and_empty_decodes_nothing() {
+        let json = r#"{"a":[1,{"b":2}],"c":null}"#;
+        assert_eq!(
+            PathSet::whole().project(json).unwrap(),
+            Some(json_to_cel(&serde_json::from_str(json).unwrap()))
+        );
+        assert_eq!(PathSet::default().project(json).unwrap(), None);
+    }
+
+    #[test]
+    fn inserting_a_prefix_widens_to_the_whole_subtree() {
+        let mut set = paths(&[&["spec", "selector", "matchLabels"]]);
+        set.insert(&["spec".to_string()]);
+        assert_eq!(set, paths(&[&["spec"]]));
+        set.insert(&["spec".to_string(), "x".to_string()]);
+        assert_eq!(set, paths(&[&["spec"]]));
+    }
+
+    #[test]
+    fn projection_rejects_malformed_json() {
+        assert!(PathSet::whole().project("{\"a\":").is_err());
+        assert!(paths(&[&["a"]]).project("{} trailing").is_err());
+    }
+
+    #[test]
+    fn cel_to_json_round_trips() {
+        let json = serde_json::json!({"a": [1, "x", true, null, {"b": 2.5}]});
+        assert_eq!(cel_to_json(&json_to_cel(&json)).unwrap(), json);
+    }
+}
