@@ -24,6 +24,27 @@ pub fn root() -> &'static Context<'static> {
     &ROOT
 }
 
+/// Parses an expression exactly as policy expressions are parsed (optional syntax on).
+pub fn parse(source: &str) -> Result<kube_cel::cel::parser::Expression, String> {
+    kube_cel::cel::parser::Parser::new()
+        .enable_optional_syntax(true)
+        .parse(source)
+        .map_err(|e| e.to_string())
+}
+
+/// Evaluates one expression in the engine's environment with the given variables.
+/// For conformance tests and tools; policies go through the compiled path.
+pub fn evaluate(source: &str, bindings: Vec<(String, kube_cel::cel::Value)>) -> Result<kube_cel::cel::Value, String> {
+    let ast = parse(source)?;
+    let mut scope = root().new_inner_scope();
+    for (name, value) in bindings {
+        scope.add_variable_from_value(name, value);
+    }
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kube_cel::cel::Value::resolve(&ast, &scope)))
+        .map_err(|_| "the CEL interpreter panicked".to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// Function names that can be called, as the parser names them (`lists.range`
 /// for namespaced ones). Kept in step with `cel` 0.13's default context and
 /// `kube-cel` 0.8's `register_all`; `known_functions_resolve` checks every entry.

@@ -188,8 +188,8 @@ pub fn compile(
                 message: first
                     .map(|e| e.msg.clone())
                     .unwrap_or_else(|| "syntax error".to_string()),
-                line: first.map(|e| e.pos.0.max(0) as usize + 1).unwrap_or(1),
-                column: first.map(|e| e.pos.1.max(0) as usize + 1).unwrap_or(1),
+                line: first.map(|e| e.pos.0.max(1) as usize).unwrap_or(1),
+                column: first.map(|e| e.pos.1.max(1) as usize).unwrap_or(1),
             }
         })?;
     let mut analysis = Analysis {

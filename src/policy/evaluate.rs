@@ -643,6 +643,8 @@ impl Evaluator<'_, '_> {
             }
         }
         let value = self.eval(&named.expression);
+        #[cfg(test)]
+        VARIABLE_EVALUATIONS.with(|c| c.set(c.get() + 1));
         self.variables.values[index] = Some(value);
         Ok(())
     }
@@ -657,4 +659,20 @@ fn truncate_chars(s: &str, max_bytes: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
+}
+
+#[cfg(test)]
+thread_local! {
+    static VARIABLE_EVALUATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+#[cfg(test)]
+pub fn reset_variable_evaluations() {
+    VARIABLE_EVALUATIONS.with(|c| c.set(0));
+}
+
+/// How many variables this thread has computed since the last reset (tests only).
+#[cfg(test)]
+pub fn variable_evaluations() -> usize {
+    VARIABLE_EVALUATIONS.with(|c| c.get())
 }

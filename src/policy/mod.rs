@@ -3,7 +3,7 @@
 //! Pure: no HTTP, no Kubernetes client. The server and every CLI command use
 //! the same [`PolicySet`] and get the same [`Decision`] for the same request.
 
-mod cel_env;
+pub mod cel_env;
 mod compile;
 mod decision;
 pub mod documents;
@@ -14,6 +14,9 @@ pub mod model;
 mod mutate;
 mod request;
 pub mod values;
+
+#[cfg(test)]
+mod tests;
 
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
