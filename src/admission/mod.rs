@@ -11,7 +11,8 @@ pub mod synthetic;
 
 pub use request::{AdmissionInput, ReviewError, decode_review};
 pub use response::{
-    DecisionSummary, PolicyVerdictSummary, ReviewOutcome, encode_response, review, summarize,
+    DecisionSummary, PolicyVerdictSummary, ReviewOutcome, deadline_exceeded_response,
+    encode_response, review, summarize,
 };
 
 /// Which webhook path the request came in on.

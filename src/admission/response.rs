@@ -129,6 +129,34 @@ pub fn review(
     })
 }
 
+/// The response for a request that ran out of time: each matching policy's
+/// failurePolicy decides (Fail denies, Ignore allows with an audit annotation).
+pub fn deadline_exceeded_response(
+    body: &[u8],
+    policies: &PolicySet,
+    mode: Mode,
+    endpoint: Endpoint,
+) -> Result<ReviewOutcome, ReviewError> {
+    let request = decode_review(body)?;
+    let stage = match endpoint {
+        Endpoint::Validate => Stage::Validate,
+        Endpoint::Mutate => Stage::Mutate,
+    };
+    let decision = policies.deadline_decision(
+        &request,
+        &EvalOptions {
+            mode,
+            stage,
+            deadline: None,
+        },
+    );
+    Ok(ReviewOutcome {
+        response: encode_response(&decision),
+        summary: summarize(&request, &decision),
+        decision,
+    })
+}
+
 pub fn summarize(request: &Request, decision: &Decision) -> DecisionSummary {
     DecisionSummary {
         uid: request.uid.clone(),

@@ -34,15 +34,20 @@ pub fn parse(source: &str) -> Result<kube_cel::cel::parser::Expression, String> 
 
 /// Evaluates one expression in the engine's environment with the given variables.
 /// For conformance tests and tools; policies go through the compiled path.
-pub fn evaluate(source: &str, bindings: Vec<(String, kube_cel::cel::Value)>) -> Result<kube_cel::cel::Value, String> {
+pub fn evaluate(
+    source: &str,
+    bindings: Vec<(String, kube_cel::cel::Value)>,
+) -> Result<kube_cel::cel::Value, String> {
     let ast = parse(source)?;
     let mut scope = root().new_inner_scope();
     for (name, value) in bindings {
         scope.add_variable_from_value(name, value);
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| kube_cel::cel::Value::resolve(&ast, &scope)))
-        .map_err(|_| "the CEL interpreter panicked".to_string())?
-        .map_err(|e| e.to_string())
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        kube_cel::cel::Value::resolve(&ast, &scope)
+    }))
+    .map_err(|_| "the CEL interpreter panicked".to_string())?
+    .map_err(|e| e.to_string())
 }
 
 /// Function names that can be called, as the parser names them (`lists.range`

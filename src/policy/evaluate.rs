@@ -214,6 +214,36 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// The decision for a request whose evaluation did not finish before the
+    /// caller's deadline: each matching policy's failurePolicy decides, as if
+    /// every one of them had failed to evaluate.
+    pub fn deadline_decision(&self, request: &Request, options: &EvalOptions) -> Decision {
+        let started = Instant::now();
+        let name = effective_name(request);
+        let attrs = Attributes {
+            operation: request.operation_str(),
+            group: &request.resource.group,
+            version: &request.resource.version,
+            resource: &request.resource.resource,
+            sub_resource: request.sub_resource.as_deref().unwrap_or(""),
+            namespace: request.namespace_str(),
+            name: &name,
+        };
+        let evaluations = self
+            .matching(&attrs, options.stage)
+            .into_iter()
+            .map(|p| {
+                PolicyEvaluation::error(
+                    p,
+                    "evaluation did not finish before the request deadline".to_string(),
+                )
+            })
+            .collect();
+        Decision::combine(request, options, evaluations, None, started)
+    }
+}
+
 /// DeleteCollection reaches admission once per item with an empty name.
 pub fn effective_name(request: &Request) -> String {
     if !request.name.is_empty() {

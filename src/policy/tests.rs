@@ -15,7 +15,9 @@ fn load(yaml: &str) -> Result<PolicySet, LoadErrors> {
 }
 
 fn policy(name: &str, spec: &str) -> String {
-    format!("apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata:\n  name: {name}\nspec:\n{spec}")
+    format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata:\n  name: {name}\nspec:\n{spec}"
+    )
 }
 
 const CM_RULES: &str = "  matchConstraints:\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"*\"]\n      operations: [\"*\"]\n      resources: [\"configmaps\"]\n";
@@ -25,33 +27,58 @@ fn cm(name: &str, data: serde_json::Value) -> serde_json::Value {
 }
 
 fn user(name: &str, groups: &[&str]) -> UserInfo {
-    UserInfo { username: Some(name.into()), groups: Some(groups.iter().map(|g| g.to_string()).collect()), ..Default::default() }
+    UserInfo {
+        username: Some(name.into()),
+        groups: Some(groups.iter().map(|g| g.to_string()).collect()),
+        ..Default::default()
+    }
 }
 
 fn create(object: serde_json::Value) -> Request {
-    build_request(RequestSpec { uid: "u1".into(), object: Some(object), user_info: user("alice", &["system:authenticated"]), ..Default::default() })
-        .expect("request")
+    build_request(RequestSpec {
+        uid: "u1".into(),
+        object: Some(object),
+        user_info: user("alice", &["system:authenticated"]),
+        ..Default::default()
+    })
+    .expect("request")
 }
 
 fn eval(set: &PolicySet, req: &Request) -> Decision {
-    set.evaluate(req, &Snapshot::empty(), &EvalOptions::default()).expect("evaluates")
+    set.evaluate(req, &Snapshot::empty(), &EvalOptions::default())
+        .expect("evaluates")
 }
 
 fn deny_cm_named(name: &str, extra: &str) -> String {
-    policy(name, &format!("{CM_RULES}{extra}  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    message: no forbidden configmaps\n"))
+    policy(
+        name,
+        &format!(
+            "{CM_RULES}{extra}  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    message: no forbidden configmaps\n"
+        ),
+    )
 }
 
 #[test]
 fn json_integers_are_int_in_expressions() {
     let set = load(&policy("ints", &format!("{CM_RULES}  validations:\n  - expression: \"object.data.n + 1 == 4 && object.data.f > 1.0\"\n")))
         .expect("loads");
-    let d = eval(&set, &create(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"n": 3, "f": 1.5}})));
+    let d = eval(
+        &set,
+        &create(
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"n": 3, "f": 1.5}}),
+        ),
+    );
     assert!(d.allowed, "{:?}", d.status);
 }
 
 #[test]
 fn failing_validation_denies_naming_the_policy_with_the_reason_code() {
-    let yaml = policy("no-forbidden", &format!("{CM_RULES}  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    message: no forbidden configmaps\n    reason: Invalid\n"));
+    let yaml = policy(
+        "no-forbidden",
+        &format!(
+            "{CM_RULES}  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    message: no forbidden configmaps\n    reason: Invalid\n"
+        ),
+    );
     let set = load(&yaml).expect("loads");
     let d = eval(&set, &create(cm("forbidden", json!({}))));
     assert!(!d.allowed);
@@ -59,19 +86,34 @@ fn failing_validation_denies_naming_the_policy_with_the_reason_code() {
     assert_eq!(status.code, 422);
     assert_eq!(status.reason, "Invalid");
     assert_eq!(status.message, "no-forbidden: no forbidden configmaps");
-    let failures: serde_json::Value = serde_json::from_str(&d.audit_annotations["validation_failure"]).expect("json");
-    assert_eq!(failures, json!([{"policy": "no-forbidden", "message": "no forbidden configmaps", "expressionIndex": 0, "action": "Deny"}]));
+    let failures: serde_json::Value =
+        serde_json::from_str(&d.audit_annotations["validation_failure"]).expect("json");
+    assert_eq!(
+        failures,
+        json!([{"policy": "no-forbidden", "message": "no forbidden configmaps", "expressionIndex": 0, "action": "Deny"}])
+    );
     assert!(eval(&set, &create(cm("fine", json!({})))).allowed);
 }
 
 #[test]
 fn deny_message_lists_every_failing_policy() {
-    let yaml = format!("{}---\n{}", deny_cm_named("first", ""), deny_cm_named("second", ""));
+    let yaml = format!(
+        "{}---\n{}",
+        deny_cm_named("first", ""),
+        deny_cm_named("second", "")
+    );
     let set = load(&yaml).expect("loads");
     let d = eval(&set, &create(cm("forbidden", json!({}))));
     let message = d.status.clone().expect("denied").message;
-    assert!(message.contains("first: no forbidden configmaps") && message.contains("second: no forbidden configmaps"), "{message}");
-    assert_eq!(d.denied_by(), vec!["first".to_string(), "second".to_string()]);
+    assert!(
+        message.contains("first: no forbidden configmaps")
+            && message.contains("second: no forbidden configmaps"),
+        "{message}"
+    );
+    assert_eq!(
+        d.denied_by(),
+        vec!["first".to_string(), "second".to_string()]
+    );
 }
 
 #[test]
@@ -82,30 +124,59 @@ fn message_expression_and_its_fallbacks() {
     let set = load(&policy("messages", &spec)).expect("loads");
     let d = eval(&set, &create(cm("web", json!({}))));
     let message = d.status.expect("denied").message;
-    assert_eq!(message, "messages: name is web; static fallback; empty falls back; failed expression: 1 == 2");
+    assert_eq!(
+        message,
+        "messages: name is web; static fallback; empty falls back; failed expression: 1 == 2"
+    );
 }
 
 #[test]
 fn actions_warn_and_audit_do_not_deny() {
-    let warn = policy("warn-only", &format!("  action: Warn\n{CM_RULES}  validations:\n  - expression: \"false\"\n    message: heads up\n"));
-    let audit = policy("audit-only", &format!("  action: Audit\n{CM_RULES}  validations:\n  - expression: \"false\"\n    message: noted\n"));
+    let warn = policy(
+        "warn-only",
+        &format!(
+            "  action: Warn\n{CM_RULES}  validations:\n  - expression: \"false\"\n    message: heads up\n"
+        ),
+    );
+    let audit = policy(
+        "audit-only",
+        &format!(
+            "  action: Audit\n{CM_RULES}  validations:\n  - expression: \"false\"\n    message: noted\n"
+        ),
+    );
     let set = load(&format!("{warn}---\n{audit}")).expect("loads");
     let d = eval(&set, &create(cm("x", json!({}))));
     assert!(d.allowed);
     assert_eq!(d.warnings, vec!["warn-only: heads up".to_string()]);
     assert_eq!(d.verdict, Verdict::Warned);
-    let failures: serde_json::Value = serde_json::from_str(&d.audit_annotations["validation_failure"]).expect("json");
-    assert_eq!(failures, json!([{"policy": "audit-only", "message": "noted", "expressionIndex": 0, "action": "Audit"}]));
+    let failures: serde_json::Value =
+        serde_json::from_str(&d.audit_annotations["validation_failure"]).expect("json");
+    assert_eq!(
+        failures,
+        json!([{"policy": "audit-only", "message": "noted", "expressionIndex": 0, "action": "Audit"}])
+    );
 }
 
 #[test]
 fn audit_mode_turns_denials_into_prefixed_warnings() {
     let set = load(&deny_cm_named("no-forbidden", "")).expect("loads");
     let req = create(cm("forbidden", json!({})));
-    let d = set.evaluate(&req, &NoCluster, &EvalOptions { mode: Mode::Audit, ..Default::default() }).expect("evaluates");
+    let d = set
+        .evaluate(
+            &req,
+            &NoCluster,
+            &EvalOptions {
+                mode: Mode::Audit,
+                ..Default::default()
+            },
+        )
+        .expect("evaluates");
     assert!(d.allowed);
     assert_eq!(d.verdict, Verdict::WouldDeny);
-    assert_eq!(d.warnings, vec!["[audit] no-forbidden: no forbidden configmaps".to_string()]);
+    assert_eq!(
+        d.warnings,
+        vec!["[audit] no-forbidden: no forbidden configmaps".to_string()]
+    );
     assert!(d.audit_annotations["validation_failure"].contains("\"action\":\"Deny\""));
     assert_eq!(d.denied_by(), vec!["no-forbidden".to_string()]);
 }
@@ -113,7 +184,12 @@ fn audit_mode_turns_denials_into_prefixed_warnings() {
 #[test]
 fn match_conditions_are_tri_state() {
     let with = |cond: &str, fp: &str| {
-        policy("mc", &format!("  failurePolicy: {fp}\n{CM_RULES}  matchConditions:\n  - name: c\n    expression: \"{cond}\"\n  validations:\n  - expression: \"false\"\n    message: denied\n"))
+        policy(
+            "mc",
+            &format!(
+                "  failurePolicy: {fp}\n{CM_RULES}  matchConditions:\n  - name: c\n    expression: \"{cond}\"\n  validations:\n  - expression: \"false\"\n    message: denied\n"
+            ),
+        )
     };
     let req = create(cm("x", json!({})));
     // false: the policy does not apply.
@@ -121,25 +197,54 @@ fn match_conditions_are_tri_state() {
     // true: it applies.
     assert!(!eval(&load(&with("true", "Fail")).expect("loads"), &req).allowed);
     // error under Fail: denied, and the message says the policy could not be evaluated.
-    let d = eval(&load(&with("object.metadata.labels['absent'] == 'x'", "Fail")).expect("loads"), &req);
+    let d = eval(
+        &load(&with("object.metadata.labels['absent'] == 'x'", "Fail")).expect("loads"),
+        &req,
+    );
     assert!(!d.allowed);
-    assert!(d.status.expect("status").message.contains("could not be evaluated"));
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("could not be evaluated")
+    );
     // error under Ignore: skipped, recorded.
-    let d = eval(&load(&with("object.metadata.labels['absent'] == 'x'", "Ignore")).expect("loads"), &req);
+    let d = eval(
+        &load(&with("object.metadata.labels['absent'] == 'x'", "Ignore")).expect("loads"),
+        &req,
+    );
     assert!(d.allowed);
     assert!(d.audit_annotations.contains_key("evaluation_error"));
     // any false wins over an error.
-    let two = policy("mc2", &format!("{CM_RULES}  matchConditions:\n  - name: err\n    expression: \"object.metadata.labels['absent'] == 'x'\"\n  - name: no\n    expression: \"false\"\n  validations:\n  - expression: \"false\"\n"));
+    let two = policy(
+        "mc2",
+        &format!(
+            "{CM_RULES}  matchConditions:\n  - name: err\n    expression: \"object.metadata.labels['absent'] == 'x'\"\n  - name: no\n    expression: \"false\"\n  validations:\n  - expression: \"false\"\n"
+        ),
+    );
     assert!(eval(&load(&two).expect("loads"), &req).allowed);
 }
 
 #[test]
 fn runtime_errors_follow_failure_policy() {
-    let with = |fp: &str| policy("rt", &format!("  failurePolicy: {fp}\n{CM_RULES}  validations:\n  - expression: \"object.metadata.labels['absent'] == 'x'\"\n"));
+    let with = |fp: &str| {
+        policy(
+            "rt",
+            &format!(
+                "  failurePolicy: {fp}\n{CM_RULES}  validations:\n  - expression: \"object.metadata.labels['absent'] == 'x'\"\n"
+            ),
+        )
+    };
     let req = create(cm("x", json!({})));
     let d = eval(&load(&with("Fail")).expect("loads"), &req);
     assert!(!d.allowed);
-    assert!(d.status.expect("status").message.contains("resulted in error"), "absent map keys are errors, as in Kubernetes");
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("resulted in error"),
+        "absent map keys are errors, as in Kubernetes"
+    );
     let d = eval(&load(&with("Ignore")).expect("loads"), &req);
     assert!(d.allowed);
     assert_eq!(d.verdict, Verdict::Error);
@@ -147,10 +252,19 @@ fn runtime_errors_follow_failure_policy() {
 
 #[test]
 fn non_bool_validation_is_an_error() {
-    let set = load(&policy("nb", &format!("{CM_RULES}  validations:\n  - expression: \"'yes'\"\n"))).expect("loads");
+    let set = load(&policy(
+        "nb",
+        &format!("{CM_RULES}  validations:\n  - expression: \"'yes'\"\n"),
+    ))
+    .expect("loads");
     let d = eval(&set, &create(cm("x", json!({}))));
     assert!(!d.allowed);
-    assert!(d.status.expect("status").message.contains("must return a bool"));
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("must return a bool")
+    );
 }
 
 #[test]
@@ -161,31 +275,63 @@ fn variables_are_lazy_cached_and_ordered() {
     let set = load(&policy("vars", &spec)).expect("loads");
     evaluate::reset_variable_evaluations();
     let d = eval(&set, &create(cm("x", json!({}))));
-    assert!(d.allowed, "an erroring variable that nothing reads is never evaluated: {:?}", d.status);
-    assert_eq!(evaluate::variable_evaluations(), 2, "app and loud, once each, although app is read three times");
+    assert!(
+        d.allowed,
+        "an erroring variable that nothing reads is never evaluated: {:?}",
+        d.status
+    );
+    assert_eq!(
+        evaluate::variable_evaluations(),
+        2,
+        "app and loud, once each, although app is read three times"
+    );
     // Referencing a later variable is a load error.
-    let bad = format!("{CM_RULES}  variables:\n  - name: a\n    expression: \"variables.b\"\n  - name: b\n    expression: \"1\"\n  validations:\n  - expression: \"true\"\n");
+    let bad = format!(
+        "{CM_RULES}  variables:\n  - name: a\n    expression: \"variables.b\"\n  - name: b\n    expression: \"1\"\n  validations:\n  - expression: \"true\"\n"
+    );
     let err = load(&policy("later", &bad)).expect_err("rejected");
-    assert!(err.to_string().contains("spec.variables[0].expression"), "{err}");
+    assert!(
+        err.to_string().contains("spec.variables[0].expression"),
+        "{err}"
+    );
     // A read variable that errors makes the reading expression an error.
-    let reads_broken = format!("{CM_RULES}  variables:\n  - name: broken\n    expression: \"object.metadata.labels['absent']\"\n  validations:\n  - expression: \"variables.broken == 'x'\"\n");
-    let d = eval(&load(&policy("rb", &reads_broken)).expect("loads"), &create(cm("x", json!({}))));
-    assert!(d.status.expect("denied").message.contains("variables.broken"));
+    let reads_broken = format!(
+        "{CM_RULES}  variables:\n  - name: broken\n    expression: \"object.metadata.labels['absent']\"\n  validations:\n  - expression: \"variables.broken == 'x'\"\n"
+    );
+    let d = eval(
+        &load(&policy("rb", &reads_broken)).expect("loads"),
+        &create(cm("x", json!({}))),
+    );
+    assert!(
+        d.status
+            .expect("denied")
+            .message
+            .contains("variables.broken")
+    );
 }
 
 #[test]
 fn null_object_and_old_object() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"request.operation == 'DELETE' ? object == null && oldObject.metadata.name == 'x' : oldObject == null\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"request.operation == 'DELETE' ? object == null && oldObject.metadata.name == 'x' : oldObject == null\"\n"
+    );
     let set = load(&policy("nulls", &spec)).expect("loads");
     assert!(eval(&set, &create(cm("x", json!({})))).allowed);
-    let del = build_request(RequestSpec { operation: Some(Operation::Delete), old_object: Some(cm("x", json!({}))), ..Default::default() }).expect("req");
+    let del = build_request(RequestSpec {
+        operation: Some(Operation::Delete),
+        old_object: Some(cm("x", json!({}))),
+        ..Default::default()
+    })
+    .expect("req");
     let d = eval(&set, &del);
     assert!(d.allowed, "{:?}", d.status);
 }
 
 #[test]
 fn request_fields_and_user_info() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"request.userInfo.username == 'alice' && 'system:authenticated' in request.userInfo.groups && request.namespace == 'team-a' && request.resource.resource == 'configmaps' && request.kind.kind == 'ConfigMap' && request.name == 'x' && !request.dryRun && request.subResource == ''\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"request.userInfo.username == 'alice' && 'system:authenticated' in request.userInfo.groups && request.namespace == 'team-a' && request.resource.resource == 'configmaps' && request.kind.kind == 'ConfigMap' && request.name == 'x' && !request.dryRun && request.subResource == ''\"\n"
+    );
     let set = load(&policy("req", &spec)).expect("loads");
     let d = eval(&set, &create(cm("x", json!({}))));
     assert!(d.allowed, "{:?}", d.status);
@@ -193,7 +339,9 @@ fn request_fields_and_user_info() {
 
 #[test]
 fn exemptions_pass_but_are_never_silent() {
-    let spec = format!("{CM_RULES}  exemptions:\n  - name: break-glass\n    expression: \"'safety-gate:break-glass' in request.userInfo.groups\"\n  validations:\n  - expression: \"false\"\n    message: blocked\n");
+    let spec = format!(
+        "{CM_RULES}  exemptions:\n  - name: break-glass\n    expression: \"'safety-gate:break-glass' in request.userInfo.groups\"\n  validations:\n  - expression: \"false\"\n    message: blocked\n"
+    );
     let set = load(&policy("guard", &spec)).expect("loads");
     let mut req = create(cm("x", json!({})));
     assert!(!eval(&set, &req).allowed);
@@ -201,8 +349,15 @@ fn exemptions_pass_but_are_never_silent() {
     let d = eval(&set, &req);
     assert!(d.allowed);
     assert_eq!(d.warnings.len(), 1);
-    assert!(d.warnings[0].contains("guard") && d.warnings[0].contains("bob") && d.warnings[0].contains("break-glass"), "{:?}", d.warnings);
-    let bg: serde_json::Value = serde_json::from_str(&d.audit_annotations["break_glass"]).expect("json");
+    assert!(
+        d.warnings[0].contains("guard")
+            && d.warnings[0].contains("bob")
+            && d.warnings[0].contains("break-glass"),
+        "{:?}",
+        d.warnings
+    );
+    let bg: serde_json::Value =
+        serde_json::from_str(&d.audit_annotations["break_glass"]).expect("json");
     assert_eq!(bg[0]["policy"], "guard");
     assert_eq!(bg[0]["exemption"], "break-glass");
     assert_eq!(bg[0]["user"], "bob");
@@ -211,10 +366,15 @@ fn exemptions_pass_but_are_never_silent() {
 
 #[test]
 fn audit_annotations_are_emitted_and_null_omitted() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: touched-by\n    valueExpression: \"request.userInfo.username + ' touched ' + object.metadata.name\"\n  - key: never\n    valueExpression: \"null\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: touched-by\n    valueExpression: \"request.userInfo.username + ' touched ' + object.metadata.name\"\n  - key: never\n    valueExpression: \"null\"\n"
+    );
     let set = load(&policy("annot", &spec)).expect("loads");
     let d = eval(&set, &create(cm("x", json!({}))));
-    assert_eq!(d.audit_annotations.get("touched-by").map(String::as_str), Some("alice touched x"));
+    assert_eq!(
+        d.audit_annotations.get("touched-by").map(String::as_str),
+        Some("alice touched x")
+    );
     assert!(!d.audit_annotations.contains_key("never"));
 }
 
@@ -222,11 +382,22 @@ fn audit_annotations_are_emitted_and_null_omitted() {
 fn object_selector_matches_object_or_old_object() {
     let spec = "  matchConstraints:\n    objectSelector:\n      matchLabels: {app: web}\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"*\"]\n      operations: [\"*\"]\n      resources: [\"configmaps\"]\n  validations:\n  - expression: \"false\"\n";
     let set = load(&policy("sel", spec)).expect("loads");
-    assert!(!eval(&set, &create(cm("x", json!({})))).allowed, "labels match");
+    assert!(
+        !eval(&set, &create(cm("x", json!({})))).allowed,
+        "labels match"
+    );
     let mut other = cm("x", json!({}));
     other["metadata"]["labels"] = json!({"app": "db"});
-    assert!(eval(&set, &create(other.clone())).allowed, "labels do not match");
-    let update = build_request(RequestSpec { object: Some(other), old_object: Some(cm("x", json!({}))), ..Default::default() }).expect("req");
+    assert!(
+        eval(&set, &create(other.clone())).allowed,
+        "labels do not match"
+    );
+    let update = build_request(RequestSpec {
+        object: Some(other),
+        old_object: Some(cm("x", json!({}))),
+        ..Default::default()
+    })
+    .expect("req");
     assert!(!eval(&set, &update).allowed, "oldObject matches");
 }
 
@@ -241,62 +412,140 @@ fn namespace_selector_reads_the_namespace_or_the_namespace_itself() {
         }
         o
     };
-    let delete = |o: serde_json::Value| build_request(RequestSpec { operation: Some(Operation::Delete), old_object: Some(o), ..Default::default() }).expect("req");
+    let delete = |o: serde_json::Value| {
+        build_request(RequestSpec {
+            operation: Some(Operation::Delete),
+            old_object: Some(o),
+            ..Default::default()
+        })
+        .expect("req")
+    };
     let cluster = Snapshot::from_objects(vec![ns("prod", true), ns("dev", false)]);
-    let run = |r: &Request| set.evaluate(r, &cluster, &EvalOptions::default()).expect("evaluates");
-    assert!(!run(&delete(ns("prod", true))).allowed, "a Namespace is matched on its own labels");
+    let run = |r: &Request| {
+        set.evaluate(r, &cluster, &EvalOptions::default())
+            .expect("evaluates")
+    };
+    assert!(
+        !run(&delete(ns("prod", true))).allowed,
+        "a Namespace is matched on its own labels"
+    );
     assert!(run(&delete(ns("dev", false))).allowed);
     let mut in_prod = cm("x", json!({}));
     in_prod["metadata"]["namespace"] = json!("prod");
-    assert!(!run(&delete(in_prod.clone())).allowed, "a namespaced object is matched on its namespace's labels");
+    assert!(
+        !run(&delete(in_prod.clone())).allowed,
+        "a namespaced object is matched on its namespace's labels"
+    );
     in_prod["metadata"]["namespace"] = json!("dev");
     assert!(run(&delete(in_prod.clone())).allowed);
     let pv = json!({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "pv1"}});
-    assert!(!run(&delete(pv)).allowed, "other cluster-scoped objects are never filtered out");
+    assert!(
+        !run(&delete(pv)).allowed,
+        "other cluster-scoped objects are never filtered out"
+    );
     in_prod["metadata"]["namespace"] = json!("unknown");
     let d = run(&delete(in_prod));
-    assert!(!d.allowed && d.status.expect("status").message.contains("namespace"), "an unknown namespace is an error for failurePolicy Fail");
+    assert!(
+        !d.allowed && d.status.expect("status").message.contains("namespace"),
+        "an unknown namespace is an error for failurePolicy Fail"
+    );
 }
 
 #[test]
 fn namespace_object_is_bound_for_namespaced_requests() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"namespaceObject.metadata.labels['tier'] == 'gold'\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"namespaceObject.metadata.labels['tier'] == 'gold'\"\n"
+    );
     let set = load(&policy("nsobj", &spec)).expect("loads");
-    let cluster = Snapshot::from_objects(vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"tier": "gold"}}})]);
-    let d = set.evaluate(&create(cm("x", json!({}))), &cluster, &EvalOptions::default()).expect("evaluates");
+    let cluster = Snapshot::from_objects(vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a", "labels": {"tier": "gold"}}}),
+    ]);
+    let d = set
+        .evaluate(
+            &create(cm("x", json!({}))),
+            &cluster,
+            &EvalOptions::default(),
+        )
+        .expect("evaluates");
     assert!(d.allowed, "{:?}", d.status);
 }
 
 #[test]
 fn lookups_read_cluster_state_and_unavailable_lookups_follow_failure_policy() {
     let with = |fp: &str| {
-        policy("lk", &format!("  failurePolicy: {fp}\n{CM_RULES}  lookups:\n  - name: clusters\n    apiVersion: core.kubefed.io/v1beta1\n    kind: KubeFedCluster\n    namespace: kube-federation-system\n  validations:\n  - expression: \"lookups.clusters.size() < 2\"\n    messageExpression: \"'conflicting registrations: ' + lookups.clusters.map(c, c.metadata.name).join(', ')\"\n"))
+        policy(
+            "lk",
+            &format!(
+                "  failurePolicy: {fp}\n{CM_RULES}  lookups:\n  - name: clusters\n    apiVersion: core.kubefed.io/v1beta1\n    kind: KubeFedCluster\n    namespace: kube-federation-system\n  validations:\n  - expression: \"lookups.clusters.size() < 2\"\n    messageExpression: \"'conflicting registrations: ' + lookups.clusters.map(c, c.metadata.name).join(', ')\"\n"
+            ),
+        )
     };
     let kfc = |name: &str| json!({"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster", "metadata": {"name": name, "namespace": "kube-federation-system"}, "spec": {"apiEndpoint": "https://10.0.0.1:6443"}});
     let req = create(cm("x", json!({})));
     let set = load(&with("Fail")).expect("loads");
     let one = Snapshot::from_objects(vec![kfc("host")]);
-    assert!(set.evaluate(&req, &one, &EvalOptions::default()).expect("ok").allowed);
+    assert!(
+        set.evaluate(&req, &one, &EvalOptions::default())
+            .expect("ok")
+            .allowed
+    );
     let two = Snapshot::from_objects(vec![kfc("host"), kfc("stale")]);
-    let d = set.evaluate(&req, &two, &EvalOptions::default()).expect("ok");
-    assert!(d.status.expect("denied").message.contains("conflicting registrations: "));
-    let d = set.evaluate(&req, &NoCluster, &EvalOptions::default()).expect("ok");
-    assert!(!d.allowed, "no cluster state is an error, not an empty list");
-    let d = load(&with("Ignore")).expect("loads").evaluate(&req, &NoCluster, &EvalOptions::default()).expect("ok");
+    let d = set
+        .evaluate(&req, &two, &EvalOptions::default())
+        .expect("ok");
+    assert!(
+        d.status
+            .expect("denied")
+            .message
+            .contains("conflicting registrations: ")
+    );
+    let d = set
+        .evaluate(&req, &NoCluster, &EvalOptions::default())
+        .expect("ok");
+    assert!(
+        !d.allowed,
+        "no cluster state is an error, not an empty list"
+    );
+    let d = load(&with("Ignore"))
+        .expect("loads")
+        .evaluate(&req, &NoCluster, &EvalOptions::default())
+        .expect("ok");
     assert!(d.allowed);
 }
 
 #[test]
 fn kubernetes_libraries_in_policies() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"quantity(object.data.size).isLessThan(quantity('1Gi')) && object.data.url.startsWith('https://') && url(object.data.url).getHost() == 'example.com'\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"quantity(object.data.size).isLessThan(quantity('1Gi')) && object.data.url.startsWith('https://') && url(object.data.url).getHost() == 'example.com'\"\n"
+    );
     let set = load(&policy("libs", &spec)).expect("loads");
-    assert!(eval(&set, &create(cm("x", json!({"size": "512Mi", "url": "https://example.com/x"})))).allowed);
-    assert!(!eval(&set, &create(cm("x", json!({"size": "2Gi", "url": "https://example.com/x"})))).allowed);
+    assert!(
+        eval(
+            &set,
+            &create(cm(
+                "x",
+                json!({"size": "512Mi", "url": "https://example.com/x"})
+            ))
+        )
+        .allowed
+    );
+    assert!(
+        !eval(
+            &set,
+            &create(cm(
+                "x",
+                json!({"size": "2Gi", "url": "https://example.com/x"})
+            ))
+        )
+        .allowed
+    );
 }
 
 #[test]
 fn label_keys_are_not_escaped() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"'app.kubernetes.io/name' in object.metadata.labels && object.metadata.labels['app.kubernetes.io/name'] == 'web' && object.metadata.labels[?'kubernetes.io/bootstrapping'].orValue('') == ''\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"'app.kubernetes.io/name' in object.metadata.labels && object.metadata.labels['app.kubernetes.io/name'] == 'web' && object.metadata.labels[?'kubernetes.io/bootstrapping'].orValue('') == ''\"\n"
+    );
     let set = load(&policy("keys", &spec)).expect("loads");
     let mut o = cm("x", json!({}));
     o["metadata"]["labels"] = json!({"app.kubernetes.io/name": "web"});
@@ -306,15 +555,29 @@ fn label_keys_are_not_escaped() {
 #[test]
 fn cost_guard_stops_pathological_expressions_quickly() {
     let with = |fp: &str| {
-        policy("quadratic", &format!("  failurePolicy: {fp}\n{CM_RULES}  validations:\n  - expression: \"object.data.items.all(x, object.data.items.exists(y, y == x))\"\n"))
+        policy(
+            "quadratic",
+            &format!(
+                "  failurePolicy: {fp}\n{CM_RULES}  validations:\n  - expression: \"object.data.items.all(x, object.data.items.exists(y, y == x))\"\n"
+            ),
+        )
     };
     let items: Vec<i64> = (0..100_000).collect();
     let req = create(cm("big", json!({"items": items})));
     let started = Instant::now();
     let d = eval(&load(&with("Fail")).expect("loads"), &req);
-    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
     assert!(!d.allowed);
-    assert!(d.status.expect("status").message.contains("exceeds the limit"));
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("exceeds the limit")
+    );
     assert!(eval(&load(&with("Ignore")).expect("loads"), &req).allowed);
     // The same expression on a small list runs normally.
     let small = create(cm("small", json!({"items": [1, 2, 3]})));
@@ -323,26 +586,57 @@ fn cost_guard_stops_pathological_expressions_quickly() {
 
 #[test]
 fn cost_guard_counts_whole_values_compared_inside_loops() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"object.data.items.all(x, object.data.items == object.data.items)\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"object.data.items.all(x, object.data.items == object.data.items)\"\n"
+    );
     let items: Vec<i64> = (0..20_000).collect();
-    let d = eval(&load(&policy("eqloop", &spec)).expect("loads"), &create(cm("big", json!({"items": items}))));
-    assert!(d.status.expect("status").message.contains("exceeds the limit"));
+    let d = eval(
+        &load(&policy("eqloop", &spec)).expect("loads"),
+        &create(cm("big", json!({"items": items}))),
+    );
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("exceeds the limit")
+    );
 }
 
 #[test]
 fn constant_ranges_are_bounded() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"lists.range(2000).all(x, lists.range(2000).exists(y, y == x))\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"lists.range(2000).all(x, lists.range(2000).exists(y, y == x))\"\n"
+    );
     let started = Instant::now();
-    let d = eval(&load(&policy("ranges", &spec)).expect("loads"), &create(cm("x", json!({}))));
+    let d = eval(
+        &load(&policy("ranges", &spec)).expect("loads"),
+        &create(cm("x", json!({}))),
+    );
     assert!(started.elapsed() < Duration::from_secs(2));
-    assert!(d.status.expect("status").message.contains("exceeds the limit"));
+    assert!(
+        d.status
+            .expect("status")
+            .message
+            .contains("exceeds the limit")
+    );
 }
 
 #[test]
 fn deadline_passed_is_an_error_for_failure_policy() {
     let set = load(&deny_cm_named("p", "")).expect("loads");
-    let past = Instant::now().checked_sub(Duration::from_millis(1)).unwrap_or_else(Instant::now);
-    let d = set.evaluate(&create(cm("fine", json!({}))), &NoCluster, &EvalOptions { deadline: Some(past), ..Default::default() }).expect("ok");
+    let past = Instant::now()
+        .checked_sub(Duration::from_millis(1))
+        .unwrap_or_else(Instant::now);
+    let d = set
+        .evaluate(
+            &create(cm("fine", json!({}))),
+            &NoCluster,
+            &EvalOptions {
+                deadline: Some(past),
+                ..Default::default()
+            },
+        )
+        .expect("ok");
     assert!(!d.allowed);
     assert!(d.status.expect("status").message.contains("deadline"));
 }
@@ -352,7 +646,9 @@ fn an_object_that_is_not_an_object_is_an_input_error() {
     let set = load(&deny_cm_named("p", "")).expect("loads");
     let mut req = create(cm("x", json!({})));
     req.object = Some(serde_json::value::to_raw_value(&json!([1, 2])).expect("raw"));
-    let err = set.evaluate(&req, &NoCluster, &EvalOptions::default()).expect_err("input error");
+    let err = set
+        .evaluate(&req, &NoCluster, &EvalOptions::default())
+        .expect_err("input error");
     assert!(err.0.contains("request.object must be a JSON object"));
 }
 
@@ -367,27 +663,59 @@ fn the_index_only_evaluates_policies_filed_under_the_resource() {
     yaml.push_str(&deny_cm_named("cm", ""));
     let set = load(&yaml).expect("loads");
     let req = create(cm("x", json!({})));
-    let attrs = matching::Attributes { operation: "CREATE", group: "", version: "v1", resource: "configmaps", sub_resource: "", namespace: "team-a", name: "x" };
+    let attrs = matching::Attributes {
+        operation: "CREATE",
+        group: "",
+        version: "v1",
+        resource: "configmaps",
+        sub_resource: "",
+        namespace: "team-a",
+        name: "x",
+    };
     assert_eq!(set.matching(&attrs, Stage::Validate).len(), 1);
     assert_eq!(eval(&set, &req).policies.len(), 1);
 }
 
 #[test]
 fn mutate_stage_annotates_and_is_idempotent() {
-    let spec = format!("{CM_RULES}  annotate:\n    safety-gate.dev/last-changed-by: \"request.userInfo.username\"\n    safety-gate.dev/obsolete: null\n");
+    let spec = format!(
+        "{CM_RULES}  annotate:\n    safety-gate.dev/last-changed-by: \"request.userInfo.username\"\n    safety-gate.dev/obsolete: null\n"
+    );
     let set = load(&policy("trail", &spec)).expect("loads");
     let req = create(cm("x", json!({})));
-    let opts = EvalOptions { stage: Stage::Mutate, ..Default::default() };
+    let opts = EvalOptions {
+        stage: Stage::Mutate,
+        ..Default::default()
+    };
     let d = set.evaluate(&req, &NoCluster, &opts).expect("ok");
     let patch = d.patch.expect("patched");
     let mut patched = cm("x", json!({}));
     json_patch::patch(&mut patched, &patch).expect("applies");
-    assert_eq!(patched["metadata"]["annotations"]["safety-gate.dev/last-changed-by"], "alice");
-    let again = set.evaluate(&create(patched), &NoCluster, &opts).expect("ok");
+    assert_eq!(
+        patched["metadata"]["annotations"]["safety-gate.dev/last-changed-by"],
+        "alice"
+    );
+    let again = set
+        .evaluate(&create(patched), &NoCluster, &opts)
+        .expect("ok");
     assert!(again.patch.is_none(), "the patched object needs no patch");
-    let del = build_request(RequestSpec { operation: Some(Operation::Delete), old_object: Some(cm("x", json!({}))), ..Default::default() }).expect("req");
-    assert!(set.evaluate(&del, &NoCluster, &opts).expect("ok").patch.is_none(), "never a patch on DELETE");
-    assert!(eval(&set, &req).policies.is_empty(), "mutating policies do not run on /validate");
+    let del = build_request(RequestSpec {
+        operation: Some(Operation::Delete),
+        old_object: Some(cm("x", json!({}))),
+        ..Default::default()
+    })
+    .expect("req");
+    assert!(
+        set.evaluate(&del, &NoCluster, &opts)
+            .expect("ok")
+            .patch
+            .is_none(),
+        "never a patch on DELETE"
+    );
+    assert!(
+        eval(&set, &req).policies.is_empty(),
+        "mutating policies do not run on /validate"
+    );
 }
 
 #[test]
@@ -398,8 +726,13 @@ fn vap_with_binding_uses_validation_actions() {
     assert!(d.allowed);
     assert_eq!(d.warnings, vec!["vap-cm: vap says no".to_string()]);
     assert!(d.audit_annotations["validation_failure"].contains("\"action\":\"Audit\""));
-    let unbound = load(yaml.split("---").next().expect("first")).expect_err("a VAP needs a binding");
-    assert!(unbound.to_string().contains("no ValidatingAdmissionPolicyBinding"));
+    let unbound =
+        load(yaml.split("---").next().expect("first")).expect_err("a VAP needs a binding");
+    assert!(
+        unbound
+            .to_string()
+            .contains("no ValidatingAdmissionPolicyBinding")
+    );
 }
 
 #[test]
@@ -409,40 +742,145 @@ fn load_errors_name_file_line_policy_field_and_position() {
     let e = &err.0[0];
     assert_eq!(e.line, 16, "{err}");
     assert_eq!(e.policy.as_deref(), Some("broken"));
-    assert_eq!(e.field.as_deref(), Some("spec.validations[2].messageExpression"));
+    assert_eq!(
+        e.field.as_deref(),
+        Some("spec.validations[2].messageExpression")
+    );
     assert!(e.message.contains("column"), "{err}");
-    assert!(err.to_string().contains("p.yaml:16: policy broken: spec.validations[2].messageExpression:"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("p.yaml:16: policy broken: spec.validations[2].messageExpression:"),
+        "{err}"
+    );
 }
 
 #[test]
 fn load_rejects_what_can_be_known_at_load() {
     let cases: Vec<(String, &str)> = vec![
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"objet.metadata.name == ''\"\n")), "undeclared reference to 'objet'"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"object.metadata.name.nosuch()\"\n")), "undeclared reference to function 'nosuch'"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"object.metadata.name.matches('[')\"\n")), "invalid regular expression"),
-        (policy("x", &format!("{CM_RULES}  bogusField: 1\n  validations:\n  - expression: \"true\"\n")), "bogusField"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: has/slash\n    valueExpression: \"'v'\"\n")), "must not contain '/'"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"variables.none\"\n")), "variables.none"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"lookups.none.size() == 0\"\n")), "lookups.none"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"Foo{{a: 1}} == null\"\n")), "not supported"),
-        (policy("x", &format!("{CM_RULES}  validations:\n  - expression: \"[1].all(a, [1].all(b, [1].all(c, [1].all(d, true))))\"\n")), "nested"),
-        (format!("{}---\n{}", deny_cm_named("dup", ""), deny_cm_named("dup", "")), "duplicate policy name"),
-        ("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n".to_string(), "unknown document kind"),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"objet.metadata.name == ''\"\n"
+                ),
+            ),
+            "undeclared reference to 'objet'",
+        ),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"object.metadata.name.nosuch()\"\n"
+                ),
+            ),
+            "undeclared reference to function 'nosuch'",
+        ),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"object.metadata.name.matches('[')\"\n"
+                ),
+            ),
+            "invalid regular expression",
+        ),
+        (
+            policy(
+                "x",
+                &format!("{CM_RULES}  bogusField: 1\n  validations:\n  - expression: \"true\"\n"),
+            ),
+            "bogusField",
+        ),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: has/slash\n    valueExpression: \"'v'\"\n"
+                ),
+            ),
+            "must not contain '/'",
+        ),
+        (
+            policy(
+                "x",
+                &format!("{CM_RULES}  validations:\n  - expression: \"variables.none\"\n"),
+            ),
+            "variables.none",
+        ),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"lookups.none.size() == 0\"\n"
+                ),
+            ),
+            "lookups.none",
+        ),
+        (
+            policy(
+                "x",
+                &format!("{CM_RULES}  validations:\n  - expression: \"Foo{{a: 1}} == null\"\n"),
+            ),
+            "not supported",
+        ),
+        (
+            policy(
+                "x",
+                &format!(
+                    "{CM_RULES}  validations:\n  - expression: \"[1].all(a, [1].all(b, [1].all(c, [1].all(d, true))))\"\n"
+                ),
+            ),
+            "nested",
+        ),
+        (
+            format!(
+                "{}---\n{}",
+                deny_cm_named("dup", ""),
+                deny_cm_named("dup", "")
+            ),
+            "duplicate policy name",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n".to_string(),
+            "unknown document kind",
+        ),
         ("this: is: not: yaml: [\n".to_string(), ""),
-        (policy("Bad_Name", &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n")), "DNS-1123"),
-        (policy("x", "  validations:\n  - expression: \"true\"\n"), "at least one rule"),
+        (
+            policy(
+                "Bad_Name",
+                &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n"),
+            ),
+            "DNS-1123",
+        ),
+        (
+            policy("x", "  validations:\n  - expression: \"true\"\n"),
+            "at least one rule",
+        ),
     ];
     for (yaml, needle) in cases {
         let err = load(&yaml).expect_err(needle);
-        assert!(err.to_string().contains(needle), "expected {needle:?} in {err}");
+        assert!(
+            err.to_string().contains(needle),
+            "expected {needle:?} in {err}"
+        );
         assert!(err.0.iter().all(|e| e.line > 0), "{err}");
     }
 }
 
 #[test]
 fn audit_annotation_keys_are_unique_across_the_set() {
-    let a = policy("a", &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: shared\n    valueExpression: \"'1'\"\n"));
-    let b = policy("b", &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: shared\n    valueExpression: \"'2'\"\n"));
+    let a = policy(
+        "a",
+        &format!(
+            "{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: shared\n    valueExpression: \"'1'\"\n"
+        ),
+    );
+    let b = policy(
+        "b",
+        &format!(
+            "{CM_RULES}  validations:\n  - expression: \"true\"\n  auditAnnotations:\n  - key: shared\n    valueExpression: \"'2'\"\n"
+        ),
+    );
     let err = load(&format!("{a}---\n{b}")).expect_err("rejected");
     assert!(err.to_string().contains("keys must be unique"), "{err}");
 }
@@ -450,7 +888,10 @@ fn audit_annotation_keys_are_unique_across_the_set() {
 #[test]
 fn a_broken_document_rejects_the_whole_set() {
     let good = deny_cm_named("good", "");
-    let bad = policy("bad", &format!("{CM_RULES}  validations:\n  - expression: \"(\"\n"));
+    let bad = policy(
+        "bad",
+        &format!("{CM_RULES}  validations:\n  - expression: \"(\"\n"),
+    );
     let err = load(&format!("{good}---\n{bad}")).expect_err("rejected");
     assert_eq!(err.0.len(), 1);
     assert_eq!(err.0[0].policy.as_deref(), Some("bad"));
@@ -458,11 +899,18 @@ fn a_broken_document_rejects_the_whole_set() {
 
 #[test]
 fn only_read_paths_are_decoded() {
-    let spec = format!("{CM_RULES}  validations:\n  - expression: \"has(object.data.keep) && !has(object.data.other) == false\"\n");
+    let spec = format!(
+        "{CM_RULES}  validations:\n  - expression: \"has(object.data.keep) && !has(object.data.other) == false\"\n"
+    );
     let set = load(&policy("reads", &spec)).expect("loads");
     let policy = &set.policies()[0];
     let json = r#"{"metadata":{"name":"x","managedFields":[{"a":1}]},"data":{"keep":"1","other":"2","more":"3"}}"#;
-    let projected = policy.reads.object.project(json).expect("json").expect("value");
+    let projected = policy
+        .reads
+        .object
+        .project(json)
+        .expect("json")
+        .expect("value");
     let back = values::cel_to_json(&projected).expect("json");
     assert_eq!(back, json!({"data": {"keep": "1", "other": "2"}}));
     assert!(eval(&set, &create(cm("x", json!({"keep": "1", "other": "2"})))).allowed);
