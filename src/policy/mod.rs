@@ -155,6 +155,15 @@ impl Policy {
     }
 }
 
+/// What cluster state a policy set reads (see [`PolicySet::cluster_needs`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterNeeds {
+    /// (apiVersion, kind) of every looked-up kind, sorted.
+    pub kinds: Vec<(String, String)>,
+    /// Namespaces must be watched (namespaceSelector or namespaceObject).
+    pub namespaces: bool,
+}
+
 /// An immutable, compiled set of policies with an index from resources to policies.
 #[derive(Debug, Default)]
 pub struct PolicySet {
@@ -200,6 +209,23 @@ impl PolicySet {
 
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+
+    /// The cluster state this set reads: the kinds its lookups name, and
+    /// whether any policy needs namespace labels or `namespaceObject`.
+    pub fn cluster_needs(&self) -> ClusterNeeds {
+        let mut needs = ClusterNeeds::default();
+        for p in &self.policies {
+            for l in &p.lookups {
+                let kind = (l.api_version.clone(), l.kind.clone());
+                if !needs.kinds.contains(&kind) {
+                    needs.kinds.push(kind);
+                }
+            }
+            needs.namespaces |= p.matcher.namespace_selectors().next().is_some() || !p.reads.namespace_object.is_empty();
+        }
+        needs.kinds.sort();
+        needs
     }
 
     /// Policies whose resource rules match, in load order; work grows with
