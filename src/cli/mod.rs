@@ -1,6 +1,10 @@
 //! The command line: one file per subcommand; `main` only parses and calls [`run`].
 
+pub mod audit;
 pub mod check;
+pub mod manifests;
+pub mod report;
+pub mod review;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +27,10 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run PolicyTest suites (default: tests/policies).
     Test(test::TestArgs),
+    /// Would these manifests be denied, and why? (before kubectl apply)
+    Review(review::ReviewArgs),
+    /// Which existing objects would the policies deny? (dry-run audit of a snapshot)
+    Audit(audit::AuditArgs),
 }
 
 /// Exit codes shared by every command: 0 clean, 1 violations or failures, 2 usage or input errors.
@@ -34,6 +42,8 @@ pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Test(args) => test::run(&args),
+        Command::Review(args) => review::run(&args),
+        Command::Audit(args) => audit::run(&args),
     };
     ExitCode::from(code)
 }

@@ -16,8 +16,49 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     // The crate's `matches` compiles its pattern on every call (15–25 µs); policies
     // use a handful of constant patterns, so compile each once.
     ctx.add_function("matches", cached_matches);
+    ctx.add_function(OPTIONAL_SELECT, optional_select);
     ctx
 });
+
+/// What `x.?field` is rewritten to at compile time: `cel` 0.13 errors on
+/// `map.?absent` instead of returning `optional.none()`, and policies guard
+/// absent fields with exactly that.
+pub const OPTIONAL_SELECT: &str = "@gate_optional_select";
+
+fn optional_select(ftx: &FunctionContext) -> kube_cel::cel::ResolveResult {
+    use kube_cel::cel::Value;
+    use kube_cel::cel::objects::{Key, OptionalValue};
+    let (Some(target), Some(field)) = (ftx.args.first(), ftx.args.get(1)) else {
+        return Err(ftx.error("optional field selection needs an operand and a field"));
+    };
+    let none = || Value::Opaque(Arc::new(OptionalValue::none()));
+    let target = Value::resolve(target, ftx.ptx)?;
+    let Value::String(field) = Value::resolve(field, ftx.ptx)? else {
+        return Err(ftx.error("the selected field must be a string"));
+    };
+    let operand = match target {
+        Value::Opaque(o) => match o.downcast_ref::<OptionalValue>() {
+            Some(opt) => match opt.value() {
+                Some(v) => v.clone(),
+                None => return Ok(none()),
+            },
+            None => return Err(ftx.error("optional field selection on an opaque value")),
+        },
+        other => other,
+    };
+    match operand {
+        Value::Map(map) => Ok(match map.map.get(&Key::String(field)) {
+            Some(v) => Value::Opaque(Arc::new(OptionalValue::of(v.clone()))),
+            None => none(),
+        }),
+        // `oldObject.?spec` on CREATE: absent, not an error.
+        Value::Null => Ok(none()),
+        other => Err(ftx.error(format!(
+            "cannot select field '{field}' from a {:?} value",
+            other.type_of()
+        ))),
+    }
+}
 
 /// The shared root context (functions only, no variables).
 pub fn root() -> &'static Context<'static> {
@@ -38,7 +79,8 @@ pub fn evaluate(
     source: &str,
     bindings: Vec<(String, kube_cel::cel::Value)>,
 ) -> Result<kube_cel::cel::Value, String> {
-    let ast = parse(source)?;
+    let mut ast = parse(source)?;
+    super::compile::rewrite_optional_selects(&mut ast);
     let mut scope = root().new_inner_scope();
     for (name, value) in bindings {
         scope.add_variable_from_value(name, value);
@@ -283,6 +325,36 @@ mod tests {
         assert_eq!(eval("'abc'.matches('^a.c$')").ok(), Some(Value::Bool(true)));
         assert_eq!(eval("'abc'.matches('^a.c$')").ok(), Some(Value::Bool(true)));
         assert!(eval("'abc'.matches('(')").is_err());
+    }
+
+    #[test]
+    fn optional_field_selection_returns_none_for_absent_fields() {
+        let eval_compiled = |src: &str| {
+            let mut ast = parse(src).expect("parses");
+            super::super::compile::rewrite_optional_selects(&mut ast);
+            Value::resolve(&ast, &root().new_inner_scope())
+        };
+        assert_eq!(
+            eval_compiled("{'a': 1}.?b.orValue(2)").ok(),
+            Some(Value::Int(2))
+        );
+        assert_eq!(
+            eval_compiled("{'a': {'b': 1}}.?a.?b.orValue(0)").ok(),
+            Some(Value::Int(1))
+        );
+        assert_eq!(
+            eval_compiled("{'a': {'b': 1}}.?x.?b.orValue(0)").ok(),
+            Some(Value::Int(0))
+        );
+        assert_eq!(
+            eval_compiled("{'a': 1}.?a.hasValue()").ok(),
+            Some(Value::Bool(true))
+        );
+        assert_eq!(
+            eval_compiled("null.?a.hasValue()").ok(),
+            Some(Value::Bool(false))
+        );
+        assert!(eval_compiled("'str'.?a").is_err());
     }
 
     #[test]

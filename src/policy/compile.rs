@@ -564,3 +564,44 @@ fn rooted_in_local(expr: &Expression, locals: &[String]) -> bool {
         _ => false,
     }
 }
+
+/// Replaces `x.?f` with the engine's own optional selection (see
+/// [`cel_env::OPTIONAL_SELECT`]); run after analysis, which knows `_?._`.
+pub fn rewrite_optional_selects(expr: &mut Expression) {
+    match &mut expr.expr {
+        Expr::Call(call) => {
+            if call.func_name == operators::OPT_SELECT
+                && call.args.len() == 2
+                && call.target.is_none()
+            {
+                call.func_name = cel_env::OPTIONAL_SELECT.to_string();
+            }
+            if let Some(target) = call.target.as_deref_mut() {
+                rewrite_optional_selects(target);
+            }
+            call.args.iter_mut().for_each(rewrite_optional_selects);
+        }
+        Expr::Select(select) => rewrite_optional_selects(&mut select.operand),
+        Expr::List(list) => list.elements.iter_mut().for_each(rewrite_optional_selects),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(e) = &mut entry.expr {
+                    rewrite_optional_selects(&mut e.key);
+                    rewrite_optional_selects(&mut e.value);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_optional_selects(part);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+    }
+}

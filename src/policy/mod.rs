@@ -222,7 +222,8 @@ impl PolicySet {
                     needs.kinds.push(kind);
                 }
             }
-            needs.namespaces |= p.matcher.namespace_selectors().next().is_some() || !p.reads.namespace_object.is_empty();
+            needs.namespaces |= p.matcher.namespace_selectors().next().is_some()
+                || !p.reads.namespace_object.is_empty();
         }
         needs.kinds.sort();
         needs

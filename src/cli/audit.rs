@@ -1,0 +1,207 @@
+//! `safety-gate audit`: which existing objects would the policies deny if
+//! they were created now? The dry-run audit of a cluster before enforcement.
+//! Objects stream through one at a time; only the state lookups need
+//! (namespaces, looked-up kinds) is held in memory.
+
+use super::manifests::{Manifest, parse_text};
+use super::report::{self, Format, ObjectResult};
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use crate::admission::synthetic::{RequestSpec, build_request};
+use crate::cluster::Snapshot;
+use crate::policy::documents::files_in;
+use crate::policy::{EvalOptions, PolicySet};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::Operation;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// A snapshot of the cluster: YAML/JSON files (`kubectl get -A -o yaml` output).
+    #[arg(long, required_unless_present = "cluster")]
+    pub snapshot: Option<PathBuf>,
+    /// Read the objects from the cluster (read-only).
+    #[arg(long, conflicts_with = "snapshot")]
+    pub cluster: bool,
+    #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
+    pub policies: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+}
+
+pub fn run(args: &AuditArgs) -> u8 {
+    if matches!(args.format, Format::Sarif | Format::Junit) {
+        eprintln!("error: audit supports --format table, json or policyreport");
+        return EXIT_USAGE;
+    }
+    let Some(snapshot) = &args.snapshot else {
+        eprintln!(
+            "error: --cluster needs the live cluster reader, which this build does not include yet; use --snapshot DIR with `kubectl get -A -o yaml` output"
+        );
+        return EXIT_USAGE;
+    };
+    let policies = match PolicySet::load_dir(&args.policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "{e}\nerror: the policies in {} do not load",
+                args.policies.display()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let files = if snapshot.is_dir() {
+        match files_in(snapshot) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("error: {}: {e}", snapshot.display());
+                return EXIT_USAGE;
+            }
+        }
+    } else if snapshot.exists() {
+        vec![snapshot.clone()]
+    } else {
+        eprintln!("error: {}: no such file or directory", snapshot.display());
+        return EXIT_USAGE;
+    };
+    let started = Instant::now();
+    let state = match load_needed_state(&files, &policies) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let progress = progress_bar(files.len());
+    let user = UserInfo {
+        username: Some("system:safety-gate:audit".into()),
+        groups: Some(vec!["system:authenticated".into()]),
+        ..Default::default()
+    };
+    let mut results = Vec::new();
+    let mut scanned = 0usize;
+    for file in &files {
+        let mut objects = Vec::new();
+        let read = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| parse_text(file, &text, &mut objects).map_err(|e| e.to_string()));
+        if let Err(e) = read {
+            progress.finish_and_clear();
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+        for object in objects {
+            scanned += 1;
+            match audit_one(scanned, &object, &policies, &state, &user) {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    progress.finish_and_clear();
+                    eprintln!("error: {}: {e}", object.location());
+                    return EXIT_USAGE;
+                }
+            }
+        }
+        progress.inc(1);
+        progress.set_message(format!("{scanned} objects"));
+    }
+    progress.finish_and_clear();
+    let output = match args.format {
+        Format::Json => report::json(&results),
+        Format::Policyreport => report::policy_reports(&results),
+        _ => {
+            let mut out = report::table(&results, false);
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!(
+                "scanned {scanned} object(s) in {:.1?}; {} evaluated by a policy\n",
+                started.elapsed(),
+                results.len()
+            ));
+            for (policy, counts) in report::per_policy_counts(&results) {
+                let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+                out.push_str(&format!("  {policy}: {}\n", parts.join(", ")));
+            }
+            out.push_str(&report::summary_line(&results));
+            out
+        }
+    };
+    println!("{output}");
+    if report::any_violation(&results) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+/// One pass over the files to keep only what lookups and namespace selectors read.
+fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot, String> {
+    let needs = policies.cluster_needs();
+    if needs.kinds.is_empty() && !needs.namespaces {
+        return Ok(Snapshot::empty());
+    }
+    let mut kept = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let mut objects = Vec::new();
+        parse_text(file, &text, &mut objects).map_err(|e| e.to_string())?;
+        for m in objects {
+            let is_namespace = m.api_version() == "v1" && m.kind() == "Namespace";
+            let looked_up = needs
+                .kinds
+                .iter()
+                .any(|(v, k)| v == m.api_version() && k == m.kind());
+            if (needs.namespaces && is_namespace) || looked_up {
+                kept.push(m.object);
+            }
+        }
+    }
+    Ok(Snapshot::from_objects(kept))
+}
+
+fn audit_one(
+    index: usize,
+    object: &Manifest,
+    policies: &PolicySet,
+    state: &Snapshot,
+    user: &UserInfo,
+) -> Result<Option<ObjectResult>, String> {
+    let request = build_request(RequestSpec {
+        uid: format!("audit-{index}"),
+        operation: Some(Operation::Create),
+        object: Some(object.object.clone()),
+        user_info: user.clone(),
+        ..Default::default()
+    })?;
+    let decision = policies
+        .evaluate(&request, state, &EvalOptions::default())
+        .map_err(|e| e.to_string())?;
+    if decision.policies.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ObjectResult::new(
+        &object.object,
+        "CREATE",
+        &decision,
+        Some((display(&object.file), object.line)),
+    )))
+}
+
+fn display(p: &Path) -> String {
+    p.display().to_string()
+}
+
+fn progress_bar(files: usize) -> indicatif::ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(files as u64);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{spinner} auditing [{bar:30}] {pos}/{len} files, {msg} ({elapsed})",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}

@@ -1,0 +1,200 @@
+//! `safety-gate review`: would these manifests be denied, and why — before
+//! `kubectl apply`. Each manifest becomes the AdmissionReview kube-apiserver
+//! would send (CREATE, UPDATE over the live object, or DELETE) and goes through
+//! the same engine as the webhook.
+
+use super::manifests::{Manifest, is_cluster_scoped, read_all};
+use super::report::{self, Format, ObjectResult};
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use crate::admission::apply::merge_over_live;
+use crate::admission::synthetic::{RequestSpec, build_request};
+use crate::cluster::Snapshot;
+use crate::policy::{EvalOptions, PolicySet};
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::Operation;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReviewOperation {
+    /// CREATE, or UPDATE when a live object of that identity exists.
+    Apply,
+    Create,
+    Update,
+    Delete,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ReviewArgs {
+    /// Manifest files or directories (recursively); `-` reads stdin.
+    #[arg(required = true)]
+    pub manifests: Vec<PathBuf>,
+    /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output).
+    #[arg(long, conflicts_with = "cluster")]
+    pub live: Option<PathBuf>,
+    /// Read live objects from the cluster (read-only).
+    #[arg(long)]
+    pub cluster: bool,
+    #[arg(long, value_enum, default_value = "apply")]
+    pub operation: ReviewOperation,
+    #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
+    pub policies: PathBuf,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: Format,
+    /// request.userInfo.username of the simulated requests.
+    #[arg(long, default_value = "safety-gate-review")]
+    pub user: String,
+    /// request.userInfo.groups (repeatable).
+    #[arg(long = "group", default_values = ["system:authenticated"])]
+    pub groups: Vec<String>,
+    /// Namespace for namespaced objects that do not name one (as `kubectl apply -n`).
+    #[arg(long, short = 'n', default_value = "default")]
+    pub namespace: String,
+    /// Also list objects that pass.
+    #[arg(long)]
+    pub show_passing: bool,
+}
+
+pub fn run(args: &ReviewArgs) -> u8 {
+    if args.format == Format::Policyreport {
+        eprintln!(
+            "error: --format policyreport is for `safety-gate audit`; review supports table, json, sarif, junit"
+        );
+        return EXIT_USAGE;
+    }
+    let policies = match PolicySet::load_dir(&args.policies) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "{e}\nerror: the policies in {} do not load",
+                args.policies.display()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let live = match (&args.live, args.cluster) {
+        (Some(dir), _) => match Snapshot::load_dir(dir) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "{e}\nerror: the live snapshot {} cannot be read",
+                    dir.display()
+                );
+                return EXIT_USAGE;
+            }
+        },
+        (None, true) => {
+            eprintln!(
+                "error: --cluster needs the live cluster reader, which this build does not include yet; use --live DIR with `kubectl get -A -o yaml` output"
+            );
+            return EXIT_USAGE;
+        }
+        (None, false) => Snapshot::empty(),
+    };
+    let manifests = match read_all(&args.manifests) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let user = UserInfo {
+        username: Some(args.user.clone()),
+        groups: Some(args.groups.clone()),
+        ..Default::default()
+    };
+    let mut results = Vec::with_capacity(manifests.len());
+    for (index, manifest) in manifests.iter().enumerate() {
+        match review_one(index, manifest, args, &live, &policies, &user) {
+            Ok(r) => results.push(r),
+            Err(e) => {
+                eprintln!("error: {}: {e}", manifest.location());
+                return EXIT_USAGE;
+            }
+        }
+    }
+    let output = match args.format {
+        Format::Table => {
+            let table = report::table(&results, args.show_passing);
+            format!(
+                "{table}{}{}",
+                if table.is_empty() { "" } else { "\n" },
+                report::summary_line(&results)
+            )
+        }
+        Format::Json => report::json(&results),
+        Format::Sarif => report::sarif(&results, &policies),
+        Format::Junit => report::junit(&results, "safety-gate review"),
+        Format::Policyreport => String::new(),
+    };
+    println!("{output}");
+    if report::any_violation(&results) {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
+
+fn review_one(
+    index: usize,
+    manifest: &Manifest,
+    args: &ReviewArgs,
+    live: &Snapshot,
+    policies: &PolicySet,
+    user: &UserInfo,
+) -> Result<ObjectResult, String> {
+    let mut object = manifest.object.clone();
+    let namespaced = !is_cluster_scoped(manifest.kind());
+    let namespace = if namespaced {
+        manifest.namespace().unwrap_or(&args.namespace).to_string()
+    } else {
+        String::new()
+    };
+    if namespaced && manifest.namespace().is_none() {
+        object["metadata"]["namespace"] = serde_json::json!(namespace);
+    }
+    let existing = if manifest.name().is_empty() {
+        None // generateName: always a CREATE
+    } else {
+        live.get(
+            manifest.api_version(),
+            manifest.kind(),
+            &namespace,
+            manifest.name(),
+        )
+    };
+    let (operation, new, old) = match (args.operation, existing) {
+        (ReviewOperation::Delete, live_object) => (
+            Operation::Delete,
+            None,
+            Some(live_object.cloned().unwrap_or(object)),
+        ),
+        (ReviewOperation::Create, _) | (ReviewOperation::Apply, None) => {
+            (Operation::Create, Some(object), None)
+        }
+        (ReviewOperation::Update, None) => (Operation::Update, Some(object.clone()), Some(object)),
+        (ReviewOperation::Update | ReviewOperation::Apply, Some(live_object)) => (
+            Operation::Update,
+            Some(merge_over_live(live_object, &object)),
+            Some(live_object.clone()),
+        ),
+    };
+    let reported = new.clone().or_else(|| old.clone()).unwrap_or_default();
+    let request = build_request(RequestSpec {
+        uid: format!("review-{index}"),
+        operation: Some(operation.clone()),
+        object: new,
+        old_object: old,
+        user_info: user.clone(),
+        namespace: if namespaced { Some(namespace) } else { None },
+        ..Default::default()
+    })?;
+    let decision = policies
+        .evaluate(&request, live, &EvalOptions::default())
+        .map_err(|e| e.to_string())?;
+    Ok(ObjectResult::new(
+        &reported,
+        request.operation_str(),
+        &decision,
+        Some((manifest.file.display().to_string(), manifest.line)),
+    ))
+}

@@ -1,0 +1,275 @@
+//! The command line end to end: the real binary on real files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_safety-gate"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c.env("NO_COLOR", "1");
+    c
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out: Output = bin().args(args).output().expect("runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn fixture(p: &str) -> String {
+    Path::new("tests/fixtures").join(p).display().to_string()
+}
+
+#[test]
+fn incident_3_review_names_the_selector_change_before_anything_is_applied() {
+    let (code, out, err) = run(&[
+        "review",
+        &fixture("incident-3/manifests"),
+        "--live",
+        &fixture("incident-3/live"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let deployment = results
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["kind"] == "Deployment")
+        .expect("deployment reviewed");
+    assert_eq!(
+        deployment["operation"], "UPDATE",
+        "the live object exists: an UPDATE over it"
+    );
+    assert_eq!(
+        deployment["deniedBy"],
+        serde_json::json!(["immutable-fields"])
+    );
+    let message = deployment["policies"]
+        .as_array()
+        .expect("policies")
+        .iter()
+        .find(|p| p["policy"] == "immutable-fields")
+        .expect("policy")["messages"][0]
+        .as_str()
+        .expect("message")
+        .to_string();
+    for needle in [
+        "spec.selector",
+        "release=pre",
+        "release=qa",
+        "kubectl delete deployment english-grammar-web -n english",
+    ] {
+        assert!(message.contains(needle), "{needle:?} missing in {message}");
+    }
+    let service = results
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|r| r["kind"] == "Service")
+        .expect("service reviewed");
+    assert_eq!(service["operation"], "CREATE");
+    assert_eq!(service["allowed"], true);
+}
+
+#[test]
+fn review_table_and_exit_codes() {
+    let (code, out, _) = run(&[
+        "review",
+        &fixture("incident-3/manifests"),
+        "--live",
+        &fixture("incident-3/live"),
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("immutable-fields")
+            && out.contains("DENY")
+            && out.contains("deployment.json:1"),
+        "{out}"
+    );
+    assert!(out.contains("2 object(s): 1 would be denied"), "{out}");
+    // Without the live object the Deployment is a CREATE, and nothing is denied.
+    let (code, out, _) = run(&["review", &fixture("incident-3/manifests")]);
+    assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn review_reads_stdin_and_reports_sarif_and_junit() {
+    let manifest =
+        std::fs::read_to_string(fixture("audit/snapshot/workloads.yaml")).expect("fixture");
+    let mut child = bin()
+        .args([
+            "review",
+            "-",
+            "--policies",
+            &fixture("audit/policies"),
+            "--format",
+            "sarif",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), manifest.as_bytes())
+        .expect("writes");
+    let out = child.wait_with_output().expect("waits");
+    assert_eq!(out.status.code(), Some(1));
+    let sarif: serde_json::Value = serde_json::from_slice(&out.stdout).expect("sarif is json");
+    assert_eq!(sarif["version"], "2.1.0");
+    let result = &sarif["runs"][0]["results"][0];
+    assert_eq!(result["ruleId"], "no-latest-tag");
+    assert_eq!(result["level"], "error");
+    assert_eq!(
+        result["locations"][0]["physicalLocation"]["region"]["startLine"],
+        1
+    );
+    assert_eq!(
+        sarif["runs"][0]["tool"]["driver"]["rules"][0]["id"],
+        "no-latest-tag"
+    );
+
+    let (code, out, _) = run(&[
+        "review",
+        &fixture("audit/snapshot/workloads.yaml"),
+        "--policies",
+        &fixture("audit/policies"),
+        "--format",
+        "junit",
+    ]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("<testsuite")
+            && out.contains("failures=\"1\"")
+            && out.contains("unpinned image: nginx:latest"),
+        "{out}"
+    );
+}
+
+#[test]
+fn review_input_errors_exit_2_naming_file_and_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\nkind: [unclosed\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["review", &bad.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("bad.yaml:5"), "{err}");
+    let (code, _, err) = run(&["review", "does-not-exist.yaml"]);
+    assert_eq!(code, 2, "{err}");
+    let (code, _, _) = run(&["review", "--bogus-flag", "x"]);
+    assert_eq!(code, 2);
+}
+
+#[test]
+fn review_generate_name_and_delete() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("gen.yaml");
+    std::fs::write(&m, "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  generateName: web-\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: web, image: 'nginx:latest'}]\n").expect("write");
+    let (code, out, _) = run(&[
+        "review",
+        &m.display().to_string(),
+        "--policies",
+        &fixture("audit/policies"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r[0]["operation"], "CREATE");
+    let (code, out, _) = run(&[
+        "review",
+        &m.display().to_string(),
+        "--policies",
+        &fixture("audit/policies"),
+        "--operation",
+        "delete",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "no-latest-tag does not match DELETE: {out}");
+}
+
+#[test]
+fn audit_reports_existing_violations_in_every_format() {
+    let snapshot = fixture("audit/snapshot");
+    let policies = fixture("audit/policies");
+    let (code, out, _) = run(&["audit", "--snapshot", &snapshot, "--policies", &policies]);
+    assert_eq!(code, 1);
+    assert!(
+        out.contains("Deployment/shop/web") && out.contains("no-latest-tag: 1 failed, 1 passed"),
+        "{out}"
+    );
+    let (_, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &snapshot,
+        "--policies",
+        &policies,
+        "--format",
+        "json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        r.as_array().expect("array").len(),
+        2,
+        "only objects a policy evaluated"
+    );
+    let (_, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &snapshot,
+        "--policies",
+        &policies,
+        "--format",
+        "policyreport",
+    ]);
+    let reports: Vec<serde_json::Value> = out
+        .split("---\n")
+        .map(|d| serde_saphyr::from_str(d).expect("yaml"))
+        .collect();
+    assert_eq!(reports.len(), 2, "one PolicyReport per namespace");
+    let shop = reports
+        .iter()
+        .find(|r| r["metadata"]["namespace"] == "shop")
+        .expect("shop report");
+    assert_eq!(shop["kind"], "PolicyReport");
+    assert_eq!(shop["summary"]["fail"], 1);
+    assert_eq!(shop["results"][0]["resources"][0]["name"], "web");
+}
+
+#[test]
+fn audit_of_delete_only_policies_reports_nothing() {
+    let (code, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &fixture("audit/snapshot"),
+        "--policies",
+        "policies/protect-rbac-defaults.yaml",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 evaluated by a policy"), "{out}");
+}
+
+#[test]
+fn check_reports_file_and_line_and_exits_1() {
+    let (code, out, _) = run(&["check", "--policies", "policies"]);
+    assert_eq!(code, 0, "the shipped policies load: {out}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p: PathBuf = dir.path().join("broken.yaml");
+    std::fs::write(&p, "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata:\n  name: broken\nspec:\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: ['*'], operations: ['*'], resources: [pods]}\n  validations:\n  - expression: \"object.spec.containers.all(c, c.image.startsWith('x')\"\n").expect("write");
+    let (code, _, err) = run(&["check", "--policies", &dir.path().display().to_string()]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("broken.yaml:10: policy broken: spec.validations[0].expression:"),
+        "{err}"
+    );
+    let (code, _, _) = run(&["check", "--policies", "no/such/dir"]);
+    assert_eq!(code, 2);
+}
