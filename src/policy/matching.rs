@@ -172,6 +172,27 @@ impl Matcher {
             .filter(|s| !s.is_empty())
     }
 
+    /// The policy's own resource rules (not a binding's), as webhook rules:
+    /// what kube-apiserver must send to the gate for this policy to see it.
+    pub fn webhook_rules(&self) -> Vec<ResourceRule> {
+        self.parts[0]
+            .rules
+            .iter()
+            .map(|r| ResourceRule {
+                operations: r.operations.clone(),
+                api_groups: r.groups.clone(),
+                api_versions: r.versions.clone(),
+                resources: r.resources.clone(),
+                resource_names: Vec::new(),
+                scope: match r.scope {
+                    RuleScope::Any => None,
+                    RuleScope::Cluster => Some("Cluster".to_string()),
+                    RuleScope::Namespaced => Some("Namespaced".to_string()),
+                },
+            })
+            .collect()
+    }
+
     /// (apiGroup, resource pattern) pairs under which the index files this policy.
     pub fn index_keys(&self) -> Vec<(String, String)> {
         let mut keys = Vec::new();

@@ -144,6 +144,11 @@ impl Policy {
         }
     }
 
+    /// The resource rules kube-apiserver must route to the gate for this policy.
+    pub fn webhook_rules(&self) -> Vec<model::ResourceRule> {
+        self.matcher.webhook_rules()
+    }
+
     /// Runs on `/validate` (and in review, audit and test).
     pub fn validates(&self) -> bool {
         !self.validations.is_empty() || !self.audit_annotations.is_empty()

@@ -5,7 +5,7 @@
 //! load, never a silently ignored guardrail. Expression fields keep their
 //! source location so that compile errors can name the line.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
 
@@ -133,7 +133,7 @@ pub struct MatchResources {
     pub match_policy: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Default, Clone)]
+#[derive(Debug, Deserialize, Serialize, Default, Clone, PartialEq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ResourceRule {
     #[serde(default)]
@@ -144,9 +144,9 @@ pub struct ResourceRule {
     pub api_versions: Vec<String>,
     #[serde(default)]
     pub resources: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub resource_names: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 }
 
