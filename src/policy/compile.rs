@@ -122,6 +122,18 @@ pub struct CompileError {
     pub column: usize,
 }
 
+/// Names a comprehension may not rebind: expressions and variables must see the real ones.
+const RESERVED: &[&str] = &[
+    "object",
+    "oldObject",
+    "request",
+    "namespaceObject",
+    "variables",
+    "lookups",
+    "params",
+    "authorizer",
+];
+
 /// Limits checked at load, before any request: Kubernetes bounds expressions by
 /// estimated cost; without types we bound the shape instead.
 const MAX_SOURCE_BYTES: usize = 10 * 1024;
@@ -212,6 +224,9 @@ pub fn compile(
         }
         .located_in(source));
     }
+    let mut ast = ast;
+    rewrite_optional_selects(&mut ast);
+    rewrite_variables(&mut ast, scope.variables);
     Ok(CompiledExpression {
         source: source.to_string(),
         ast,
@@ -320,6 +335,13 @@ impl Analysis<'_> {
                 let mut inner = loops.to_vec();
                 inner.push(bound);
                 self.cost_terms.push(inner.clone());
+                for var in std::iter::once(&c.iter_var).chain(c.iter_var2.as_ref()) {
+                    if RESERVED.contains(&var.as_str()) {
+                        self.errors.push(format!(
+                            "'{var}' cannot name a loop variable: it is a policy variable"
+                        ));
+                    }
+                }
                 let before = self.locals.len();
                 self.locals.push(c.iter_var.clone());
                 if let Some(v2) = &c.iter_var2 {
@@ -600,6 +622,68 @@ pub fn rewrite_optional_selects(expr: &mut Expression) {
                 &mut c.result,
             ] {
                 rewrite_optional_selects(part);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+    }
+}
+
+/// Replaces `variables.<name>` with a lazy, cached lookup by index (see
+/// `variables.rs`); `has(variables.<name>)` is always true for a declared name.
+fn rewrite_variables(expr: &mut Expression, names: &[String]) {
+    if let Expr::Select(select) = &expr.expr {
+        if let Expr::Ident(root) = &select.operand.expr {
+            if root == "variables" {
+                if let Some(index) = names.iter().position(|n| *n == select.field) {
+                    let id = expr.id;
+                    expr.expr = if select.test {
+                        Expr::Literal(LiteralValue::Boolean(true.into()))
+                    } else {
+                        Expr::Call(kube_cel::cel::common::ast::CallExpr {
+                            func_name: super::variables::VARIABLE_FUNCTION.to_string(),
+                            target: None,
+                            args: vec![Expression {
+                                id,
+                                expr: Expr::Literal(LiteralValue::Int((index as i64).into())),
+                            }],
+                        })
+                    };
+                    return;
+                }
+            }
+        }
+    }
+    match &mut expr.expr {
+        Expr::Call(call) => {
+            if let Some(target) = call.target.as_deref_mut() {
+                rewrite_variables(target, names);
+            }
+            call.args
+                .iter_mut()
+                .for_each(|a| rewrite_variables(a, names));
+        }
+        Expr::Select(select) => rewrite_variables(&mut select.operand, names),
+        Expr::List(list) => list
+            .elements
+            .iter_mut()
+            .for_each(|e| rewrite_variables(e, names)),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(e) = &mut entry.expr {
+                    rewrite_variables(&mut e.key, names);
+                    rewrite_variables(&mut e.value, names);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_variables(part, names);
             }
         }
         Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}

@@ -7,6 +7,7 @@ use super::matching::Attributes;
 use super::model::{FailurePolicy, Reason};
 use super::mutate;
 use super::values::{PathSet, node_count, widest_container};
+use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
 use crate::cluster::{ClusterState, LookupError};
 use kube_cel::cel::objects::{Key, Map};
@@ -346,17 +347,11 @@ fn selectors_match(
     Ok(true)
 }
 
-/// Lazily evaluated, cached `variables` of one policy evaluation.
-struct Variables<'p> {
-    policy: &'p Policy,
-    values: Vec<Option<Result<Value, String>>>,
-    bound_count: usize,
-}
-
 struct Evaluator<'p, 'c> {
     policy: &'p Policy,
     scope: Context<'c>,
-    variables: Variables<'p>,
+    /// Per variable: its cost was checked for this input.
+    cost_checked: Vec<bool>,
     data: PolicyData<'c>,
     deadline: Option<Instant>,
 }
@@ -387,6 +382,10 @@ fn evaluate_policy(
         }
     }
     let mut scope = shared.new_inner_scope();
+    if !policy.variables.is_empty() {
+        let table = VariableTable::new(policy.variables.clone(), options.deadline);
+        scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
+    }
     if !lookup_map.is_empty() {
         scope.add_variable_from_value(
             "lookups",
@@ -398,11 +397,7 @@ fn evaluate_policy(
     let mut ev = Evaluator {
         policy,
         scope,
-        variables: Variables {
-            policy,
-            values: (0..policy.variables.len()).map(|_| None).collect(),
-            bound_count: 0,
-        },
+        cost_checked: vec![false; policy.variables.len()],
         data: PolicyData {
             bound,
             lookups: &lookup_values,
@@ -599,7 +594,7 @@ impl Evaluator<'_, '_> {
                 ));
             }
         }
-        self.ensure_variables(&expression.reads.variables)?;
+        self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
         let scope = &self.scope;
@@ -611,71 +606,29 @@ impl Evaluator<'_, '_> {
         }
     }
 
-    /// Computes (once) the variables `needed` refers to, then binds them.
-    fn ensure_variables(&mut self, needed: &[usize]) -> Result<(), String> {
-        if needed.is_empty() {
-            return Ok(());
-        }
+    /// Variables run inside the expressions that read them: bound their cost
+    /// first, once each, following what they read in turn.
+    fn check_variable_costs(&mut self, needed: &[usize]) -> Result<(), String> {
         for &index in needed {
-            self.compute_variable(index, 0)?;
-        }
-        let computed = self
-            .variables
-            .values
-            .iter()
-            .filter(|v| matches!(v, Some(Ok(_))))
-            .count();
-        if computed != self.variables.bound_count {
-            let map: HashMap<Key, Value> = self
-                .variables
-                .values
-                .iter()
-                .zip(&self.variables.policy.variables)
-                .filter_map(|(v, named)| match v {
-                    Some(Ok(value)) => {
-                        Some((Key::String(Arc::new(named.name.clone())), value.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            self.scope
-                .add_variable_from_value("variables", Value::Map(Map { map: Arc::new(map) }));
-            self.variables.bound_count = computed;
-        }
-        for &index in needed {
-            if let Some(Some(Err(e))) = self.variables.values.get(index) {
-                return Err(format!(
-                    "variables.{}: {e}",
-                    self.variables.policy.variables[index].name
-                ));
+            if self.cost_checked.get(index).copied().unwrap_or(true) {
+                continue;
             }
-        }
-        Ok(())
-    }
-
-    fn compute_variable(&mut self, index: usize, depth: usize) -> Result<(), String> {
-        if self
-            .variables
-            .values
-            .get(index)
-            .is_some_and(Option::is_some)
-        {
-            return Ok(());
-        }
-        let policy = self.variables.policy;
-        let Some(named) = policy.variables.get(index) else {
-            return Ok(());
-        };
-        // Variables can only refer to earlier ones, so recursion depth is bounded by their count.
-        for &dep in &named.expression.reads.variables {
-            if dep < index && depth < policy.variables.len() {
-                self.compute_variable(dep, depth + 1)?;
+            self.cost_checked[index] = true;
+            let Some(named) = self.policy.variables.get(index) else {
+                continue;
+            };
+            if named.expression.has_comprehension_cost() {
+                let cost = named.expression.estimated_cost(&self.data);
+                if cost > COST_LIMIT {
+                    return Err(format!(
+                        "variables.{}: estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request",
+                        named.name
+                    ));
+                }
             }
+            let deps = named.expression.reads.variables.clone();
+            self.check_variable_costs(&deps)?;
         }
-        let value = self.eval(&named.expression);
-        #[cfg(test)]
-        VARIABLE_EVALUATIONS.with(|c| c.set(c.get() + 1));
-        self.variables.values[index] = Some(value);
         Ok(())
     }
 }
@@ -689,20 +642,4 @@ fn truncate_chars(s: &str, max_bytes: usize) -> String {
         end -= 1;
     }
     s[..end].to_string()
-}
-
-#[cfg(test)]
-thread_local! {
-    static VARIABLE_EVALUATIONS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-#[cfg(test)]
-pub fn reset_variable_evaluations() {
-    VARIABLE_EVALUATIONS.with(|c| c.set(0));
-}
-
-/// How many variables this thread has computed since the last reset (tests only).
-#[cfg(test)]
-pub fn variable_evaluations() -> usize {
-    VARIABLE_EVALUATIONS.with(|c| c.get())
 }

@@ -14,6 +14,7 @@ pub mod model;
 mod mutate;
 mod request;
 pub mod values;
+mod variables;
 
 #[cfg(test)]
 mod tests;
@@ -73,7 +74,7 @@ pub struct Policy {
     pub failure_policy: FailurePolicy,
     matcher: Matcher,
     match_conditions: Vec<Named>,
-    variables: Vec<Named>,
+    variables: std::sync::Arc<[Named]>,
     pub lookups: Vec<LookupSpec>,
     exemptions: Vec<Named>,
     validations: Vec<CompiledValidation>,
@@ -110,7 +111,7 @@ impl Policy {
         let all =
             p.match_conditions
                 .iter()
-                .chain(&p.variables)
+                .chain(p.variables.iter())
                 .chain(&p.exemptions)
                 .chain(&p.audit_annotations)
                 .map(|n| &n.expression)
@@ -133,7 +134,7 @@ impl Policy {
             failure_policy: p.failure_policy,
             matcher: p.matcher,
             match_conditions: p.match_conditions,
-            variables: p.variables,
+            variables: p.variables.into(),
             lookups: p.lookups,
             exemptions: p.exemptions,
             validations: p.validations,

@@ -273,7 +273,7 @@ fn variables_are_lazy_cached_and_ordered() {
         "{CM_RULES}  variables:\n  - name: broken\n    expression: \"object.metadata.labels['absent']\"\n  - name: app\n    expression: \"object.metadata.labels['app']\"\n  - name: loud\n    expression: \"variables.app + '!'\"\n  validations:\n  - expression: \"variables.loud == 'web!' && variables.app == 'web'\"\n  - expression: \"variables.app.size() == 3\"\n"
     );
     let set = load(&policy("vars", &spec)).expect("loads");
-    evaluate::reset_variable_evaluations();
+    variables::reset_evaluations();
     let d = eval(&set, &create(cm("x", json!({}))));
     assert!(
         d.allowed,
@@ -281,7 +281,7 @@ fn variables_are_lazy_cached_and_ordered() {
         d.status
     );
     assert_eq!(
-        evaluate::variable_evaluations(),
+        variables::evaluations(),
         2,
         "app and loud, once each, although app is read three times"
     );
@@ -307,6 +307,31 @@ fn variables_are_lazy_cached_and_ordered() {
             .expect("denied")
             .message
             .contains("variables.broken")
+    );
+}
+
+#[test]
+fn variables_in_branches_not_taken_are_never_evaluated() {
+    let spec = format!(
+        "{CM_RULES}  variables:\n  - name: boom\n    expression: \"object.spec.selector\"\n  validations:\n  - expression: \"true || variables.boom == 1\"\n  - expression: \"true ? true : variables.boom == 1\"\n  - expression: \"!has(variables.boom) || object.?spec.?selector.orValue('none') == 'none'\"\n"
+    );
+    let set = load(&policy("lazy", &spec)).expect("loads");
+    variables::reset_evaluations();
+    let d = eval(&set, &create(cm("x", json!({}))));
+    assert!(d.allowed, "{:?} {:?}", d.status, d.policies);
+    assert_eq!(variables::evaluations(), 0);
+}
+
+#[test]
+fn comprehensions_cannot_shadow_policy_variables() {
+    let err = load(&policy(
+        "shadow",
+        &format!("{CM_RULES}  validations:\n  - expression: \"[1].all(object, object == 1)\"\n"),
+    ))
+    .expect_err("rejected");
+    assert!(
+        err.to_string().contains("cannot name a loop variable"),
+        "{err}"
     );
 }
 
