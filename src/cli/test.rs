@@ -3,7 +3,7 @@
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, paint, stdout_is_color_terminal};
 use crate::admission::synthetic::{RequestSpec, build_request};
-use crate::cluster::Snapshot;
+use crate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};
 use crate::policy::documents::{Located, files_in, split_documents};
 use crate::policy::{Decision, EvalOptions, GATE_API_VERSION, Mode, PolicySet, Stage};
 use k8s_openapi::api::authentication::v1::UserInfo;
@@ -81,6 +81,13 @@ struct Case {
     dry_run: bool,
     #[serde(default)]
     options: Option<serde_json::Value>,
+    /// `request.uid` (default `policytest-<index>`).
+    #[serde(default)]
+    uid: Option<String>,
+    /// Lookups (by name) whose cluster state is unavailable in this case, as when
+    /// a watch cache has not synced or RBAC forbids the list.
+    #[serde(default)]
+    lookups_unavailable: Vec<String>,
     /// `validate` (default) or `mutate`: which webhook path the case goes through.
     #[serde(default)]
     endpoint: Option<String>,
@@ -338,7 +345,10 @@ fn run_case(
         .transpose()
         .map_err(|e| vec![e])?;
     let request = build_request(RequestSpec {
-        uid: format!("policytest-{index}"),
+        uid: case
+            .uid
+            .clone()
+            .unwrap_or_else(|| format!("policytest-{index}")),
         operation: case.operation.clone(),
         object,
         old_object,
@@ -369,10 +379,30 @@ fn run_case(
         Some(TestMode::Audit) => Mode::Audit,
         _ => Mode::Enforce,
     };
+    let mut unavailable = Vec::new();
+    for name in &case.lookups_unavailable {
+        let spec = policies
+            .policies()
+            .iter()
+            .flat_map(|p| &p.lookups)
+            .find(|l| &l.name == name);
+        match spec {
+            Some(l) => unavailable.push((l.api_version.clone(), l.kind.clone())),
+            None => {
+                return Err(vec![format!(
+                    "lookupsUnavailable: no loaded policy declares a lookup named '{name}'"
+                )]);
+            }
+        }
+    }
+    let degraded = Degraded {
+        inner: cluster,
+        unavailable,
+    };
     let decision = policies
         .evaluate(
             &request,
-            cluster,
+            &degraded,
             &EvalOptions {
                 mode,
                 stage,
@@ -381,6 +411,36 @@ fn run_case(
         )
         .map_err(|e| vec![format!("input error: {e}")])?;
     check(&case.expect, &decision)
+}
+
+/// Cluster state with some kinds unavailable (for `lookupsUnavailable`).
+struct Degraded<'a> {
+    inner: &'a Snapshot,
+    unavailable: Vec<(String, String)>,
+}
+
+impl ClusterState for Degraded<'_> {
+    fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
+        self.inner.namespace(name)
+    }
+
+    fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<kube_cel::cel::Value, LookupError> {
+        if self
+            .unavailable
+            .iter()
+            .any(|(v, k)| v == api_version && k == kind)
+        {
+            return Err(LookupError(format!(
+                "{kind} ({api_version}) is unavailable in this test case"
+            )));
+        }
+        self.inner.list(api_version, kind, namespace)
+    }
 }
 
 fn check(expect: &Expect, d: &Decision) -> Result<(), Vec<String>> {

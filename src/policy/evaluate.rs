@@ -73,7 +73,8 @@ struct Bound {
 
 struct PolicyData<'a> {
     bound: &'a Bound,
-    lookups: &'a [Value],
+    /// Null until fetched.
+    lookups: Vec<Value>,
 }
 
 impl SizeOracle for PolicyData<'_> {
@@ -353,6 +354,12 @@ struct Evaluator<'p, 'c> {
     /// Per variable: its cost was checked for this input.
     cost_checked: Vec<bool>,
     data: PolicyData<'c>,
+    /// Per lookup: read from the cluster state (only when an expression needs it).
+    fetched: Vec<bool>,
+    /// The first lookup that could not be read; every expression needing it
+    /// fails with this one message instead of one message per expression.
+    unavailable: Option<String>,
+    cluster: &'c dyn ClusterState,
     deadline: Option<Instant>,
 }
 
@@ -364,35 +371,10 @@ fn evaluate_policy(
     cluster: &dyn ClusterState,
     options: &EvalOptions,
 ) -> PolicyEvaluation {
-    let mut lookup_values = Vec::with_capacity(policy.lookups.len());
-    let mut lookup_map: HashMap<Key, Value> = HashMap::new();
-    for (i, spec) in policy.lookups.iter().enumerate() {
-        if !policy.reads.lookups.contains(&i) {
-            lookup_values.push(Value::Null);
-            continue;
-        }
-        match cluster.list(&spec.api_version, &spec.kind, spec.namespace.as_deref()) {
-            Ok(v) => {
-                lookup_map.insert(Key::String(Arc::new(spec.name.clone())), v.clone());
-                lookup_values.push(v);
-            }
-            Err(e) => {
-                return PolicyEvaluation::error(policy, format!("lookups.{}: {e}", spec.name));
-            }
-        }
-    }
     let mut scope = shared.new_inner_scope();
     if !policy.variables.is_empty() {
         let table = VariableTable::new(policy.variables.clone(), options.deadline);
         scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
-    }
-    if !lookup_map.is_empty() {
-        scope.add_variable_from_value(
-            "lookups",
-            Value::Map(Map {
-                map: Arc::new(lookup_map),
-            }),
-        );
     }
     let mut ev = Evaluator {
         policy,
@@ -400,8 +382,11 @@ fn evaluate_policy(
         cost_checked: vec![false; policy.variables.len()],
         data: PolicyData {
             bound,
-            lookups: &lookup_values,
+            lookups: vec![Value::Null; policy.lookups.len()],
         },
+        fetched: vec![false; policy.lookups.len()],
+        unavailable: None,
+        cluster,
         deadline: options.deadline,
     };
     ev.run(request, options)
@@ -545,6 +530,10 @@ impl Evaluator<'_, '_> {
 
     /// An evaluation error: enforced like a failure under Fail, ignored under Ignore.
     fn error(&self, result: &mut PolicyEvaluation, index: usize, message: String) {
+        let message = match &self.unavailable {
+            Some(u) if message.contains(u.as_str()) => u.clone(),
+            _ => message,
+        };
         match self.policy.failure_policy {
             FailurePolicy::Fail => result.failures.push(Failure {
                 index,
@@ -594,6 +583,7 @@ impl Evaluator<'_, '_> {
                 ));
             }
         }
+        self.fetch_lookups(expression)?;
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
@@ -604,6 +594,62 @@ impl Evaluator<'_, '_> {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the CEL interpreter failed on this input".to_string()),
         }
+    }
+
+    /// Reads from cluster state the lookups this expression (or a variable it
+    /// reads) needs, once per policy evaluation. Unavailable state is an error
+    /// of the expression, so failurePolicy decides — and expressions that do
+    /// not read it (matchConditions, say) are unaffected.
+    fn fetch_lookups(&mut self, expression: &CompiledExpression) -> Result<(), String> {
+        let mut needed: Vec<usize> = expression.reads.lookups.clone();
+        let mut pending: Vec<usize> = expression.reads.variables.clone();
+        let mut seen = vec![false; self.policy.variables.len()];
+        while let Some(v) = pending.pop() {
+            if std::mem::replace(&mut seen[v], true) {
+                continue;
+            }
+            if let Some(named) = self.policy.variables.get(v) {
+                needed.extend(&named.expression.reads.lookups);
+                pending.extend(&named.expression.reads.variables);
+            }
+        }
+        let mut changed = false;
+        for index in needed {
+            if self.fetched.get(index).copied().unwrap_or(true) {
+                continue;
+            }
+            let spec = &self.policy.lookups[index];
+            let value =
+                match self
+                    .cluster
+                    .list(&spec.api_version, &spec.kind, spec.namespace.as_deref())
+                {
+                    Ok(v) => v,
+                    Err(e) => {
+                        let message =
+                            format!("cluster state unavailable: lookups.{}: {e}", spec.name);
+                        self.unavailable.get_or_insert(message.clone());
+                        return Err(message);
+                    }
+                };
+            self.data.lookups[index] = value;
+            self.fetched[index] = true;
+            changed = true;
+        }
+        if changed {
+            let map: HashMap<Key, Value> = self
+                .policy
+                .lookups
+                .iter()
+                .zip(&self.data.lookups)
+                .zip(&self.fetched)
+                .filter(|(_, fetched)| **fetched)
+                .map(|((spec, value), _)| (Key::String(Arc::new(spec.name.clone())), value.clone()))
+                .collect();
+            self.scope
+                .add_variable_from_value("lookups", Value::Map(Map { map: Arc::new(map) }));
+        }
+        Ok(())
     }
 
     /// Variables run inside the expressions that read them: bound their cost
