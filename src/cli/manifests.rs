@@ -87,7 +87,7 @@ fn read_file(file: &Path, out: &mut Vec<Manifest>) -> Result<(), Located> {
 /// Parses one file's text into objects.
 pub fn parse_text(file: &Path, text: &str, out: &mut Vec<Manifest>) -> Result<(), Located> {
     for doc in split_documents(file, text) {
-        let value: serde_json::Value = doc.decode()?;
+        let value: serde_json::Value = doc.decode_data()?;
         push_object(value, file, doc.first_line, &doc, out)?;
     }
     Ok(())
@@ -107,13 +107,13 @@ fn push_object(
         .get("kind")
         .and_then(|k| k.as_str())
         .unwrap_or_default();
-    if kind.ends_with("List") {
-        if let Some(serde_json::Value::Array(items)) = value.get("items") {
-            for item in items {
-                push_object(item.clone(), file, line, doc, out)?;
-            }
-            return Ok(());
+    if kind.ends_with("List")
+        && let Some(serde_json::Value::Array(items)) = value.get("items")
+    {
+        for item in items {
+            push_object(item.clone(), file, line, doc, out)?;
         }
+        return Ok(());
     }
     let ok = value.is_object()
         && value.get("apiVersion").and_then(|v| v.as_str()).is_some()

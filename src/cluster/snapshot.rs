@@ -65,7 +65,7 @@ impl Snapshot {
                 }),
                 Ok(text) => {
                     for doc in split_documents(file, &text) {
-                        match doc.decode::<serde_json::Value>() {
+                        match doc.decode_data::<serde_json::Value>() {
                             Ok(v) => flatten(v, &mut objects, &doc, &mut errors),
                             Err(e) => errors.push(e),
                         }

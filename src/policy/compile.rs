@@ -631,27 +631,25 @@ pub fn rewrite_optional_selects(expr: &mut Expression) {
 /// Replaces `variables.<name>` with a lazy, cached lookup by index (see
 /// `variables.rs`); `has(variables.<name>)` is always true for a declared name.
 fn rewrite_variables(expr: &mut Expression, names: &[String]) {
-    if let Expr::Select(select) = &expr.expr {
-        if let Expr::Ident(root) = &select.operand.expr {
-            if root == "variables" {
-                if let Some(index) = names.iter().position(|n| *n == select.field) {
-                    let id = expr.id;
-                    expr.expr = if select.test {
-                        Expr::Literal(LiteralValue::Boolean(true.into()))
-                    } else {
-                        Expr::Call(kube_cel::cel::common::ast::CallExpr {
-                            func_name: super::variables::VARIABLE_FUNCTION.to_string(),
-                            target: None,
-                            args: vec![Expression {
-                                id,
-                                expr: Expr::Literal(LiteralValue::Int((index as i64).into())),
-                            }],
-                        })
-                    };
-                    return;
-                }
-            }
-        }
+    if let Expr::Select(select) = &expr.expr
+        && let Expr::Ident(root) = &select.operand.expr
+        && root == "variables"
+        && let Some(index) = names.iter().position(|n| *n == select.field)
+    {
+        let id = expr.id;
+        expr.expr = if select.test {
+            Expr::Literal(LiteralValue::Boolean(true.into()))
+        } else {
+            Expr::Call(kube_cel::cel::common::ast::CallExpr {
+                func_name: super::variables::VARIABLE_FUNCTION.to_string(),
+                target: None,
+                args: vec![Expression {
+                    id,
+                    expr: Expr::Literal(LiteralValue::Int((index as i64).into())),
+                }],
+            })
+        };
+        return;
     }
     match &mut expr.expr {
         Expr::Call(call) => {

@@ -79,6 +79,23 @@ impl Document {
         serde_saphyr::from_str::<T>(&self.text).map_err(|e| self.error_from(&e))
     }
 
+    /// Decodes a data document (cluster snapshots, manifests) that may be far
+    /// larger than a policy: `kubectl get -A -o yaml` of a big cluster is one
+    /// List with millions of nodes. Alias-expansion limits stay in force.
+    pub fn decode_data<T: DeserializeOwned>(&self) -> Result<T, Located> {
+        let mut budget = serde_saphyr::Budget::default();
+        budget.max_events = usize::MAX;
+        budget.max_nodes = usize::MAX;
+        budget.max_total_scalar_bytes = usize::MAX;
+        budget.max_reader_input_bytes = None;
+        budget.max_depth = 256;
+        let mut options = serde_saphyr::Options::default();
+        options.budget = Some(budget);
+        options.emit_comments = false;
+        serde_saphyr::from_str_with_options::<T>(&self.text, options)
+            .map_err(|e| self.error_from(&e))
+    }
+
     /// The absolute line of a line number inside this document.
     pub fn line(&self, line_in_document: u64) -> usize {
         self.first_line + (line_in_document.max(1) as usize) - 1

@@ -40,10 +40,10 @@ impl VariableTable {
     }
 
     fn store(&self, index: usize, value: Result<Value, String>) {
-        if let Ok(mut values) = self.values.lock() {
-            if let Some(slot) = values.get_mut(index) {
-                *slot = Some(value);
-            }
+        if let Ok(mut values) = self.values.lock()
+            && let Some(slot) = values.get_mut(index)
+        {
+            *slot = Some(value);
         }
     }
 }
