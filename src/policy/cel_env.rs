@@ -17,6 +17,8 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     // use a handful of constant patterns, so compile each once.
     ctx.add_function("matches", cached_matches);
     ctx.add_function(OPTIONAL_SELECT, optional_select);
+    ctx.add_function(super::paths::PATH_FUNCTION, super::paths::path_function);
+    ctx.add_function(super::paths::HAS_FUNCTION, super::paths::has_function);
     ctx.add_function(
         super::variables::VARIABLE_FUNCTION,
         super::variables::variable_function,

@@ -225,6 +225,7 @@ pub fn compile(
         .located_in(source));
     }
     let mut ast = ast;
+    rewrite_data_paths(&mut ast);
     rewrite_optional_selects(&mut ast);
     rewrite_variables(&mut ast, scope.variables);
     Ok(CompiledExpression {
@@ -682,6 +683,110 @@ fn rewrite_variables(expr: &mut Expression, names: &[String]) {
                 &mut c.result,
             ] {
                 rewrite_variables(part, names);
+            }
+        }
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+    }
+}
+
+/// A constant access path rooted at `object`, `oldObject` or `namespaceObject`:
+/// the root's code and the steps (see `paths.rs` for their encoding).
+fn data_chain(expr: &Expression) -> Option<(usize, Vec<String>)> {
+    use super::paths::{OPTIONAL_STEP, REQUIRED_STEP, ROOTS};
+    match &expr.expr {
+        Expr::Ident(name) => ROOTS
+            .iter()
+            .position(|r| r == name)
+            .map(|i| (i, Vec::new())),
+        Expr::Select(s) if !s.test => {
+            let (root, mut steps) = data_chain(&s.operand)?;
+            steps.push(format!("{REQUIRED_STEP}{}", s.field));
+            Some((root, steps))
+        }
+        Expr::Call(call) if call.target.is_none() && call.args.len() == 2 => {
+            let optional = match call.func_name.as_str() {
+                operators::OPT_SELECT | operators::OPT_INDEX => true,
+                operators::INDEX => false,
+                _ => return None,
+            };
+            let Expr::Literal(LiteralValue::String(key)) = &call.args[1].expr else {
+                return None;
+            };
+            let (root, mut steps) = data_chain(&call.args[0])?;
+            steps.push(format!(
+                "{}{}",
+                if optional {
+                    OPTIONAL_STEP
+                } else {
+                    REQUIRED_STEP
+                },
+                key.inner()
+            ));
+            Some((root, steps))
+        }
+        _ => None,
+    }
+}
+
+fn path_call(id: u64, function: &str, root: usize, steps: Vec<String>) -> Expr {
+    let mut args = Vec::with_capacity(steps.len() + 1);
+    args.push(Expression {
+        id,
+        expr: Expr::Literal(LiteralValue::Int((root as i64).into())),
+    });
+    args.extend(steps.into_iter().map(|s| Expression {
+        id,
+        expr: Expr::Literal(LiteralValue::String(s.into())),
+    }));
+    Expr::Call(kube_cel::cel::common::ast::CallExpr {
+        func_name: function.to_string(),
+        target: None,
+        args,
+    })
+}
+
+/// Replaces access paths into the request's objects with calls that walk the
+/// shared tree without copying it (see `paths.rs`).
+fn rewrite_data_paths(expr: &mut Expression) {
+    use super::paths::{HAS_FUNCTION, PATH_FUNCTION, REQUIRED_STEP};
+    if let Some((root, steps)) = data_chain(expr) {
+        expr.expr = path_call(expr.id, PATH_FUNCTION, root, steps);
+        return;
+    }
+    if let Expr::Select(s) = &expr.expr
+        && s.test
+        && let Some((root, mut steps)) = data_chain(&s.operand)
+    {
+        steps.push(format!("{REQUIRED_STEP}{}", s.field));
+        expr.expr = path_call(expr.id, HAS_FUNCTION, root, steps);
+        return;
+    }
+    match &mut expr.expr {
+        Expr::Call(call) => {
+            if let Some(target) = call.target.as_deref_mut() {
+                rewrite_data_paths(target);
+            }
+            call.args.iter_mut().for_each(rewrite_data_paths);
+        }
+        Expr::Select(select) => rewrite_data_paths(&mut select.operand),
+        Expr::List(list) => list.elements.iter_mut().for_each(rewrite_data_paths),
+        Expr::Map(map) => {
+            for entry in &mut map.entries {
+                if let EntryExpr::MapEntry(e) = &mut entry.expr {
+                    rewrite_data_paths(&mut e.key);
+                    rewrite_data_paths(&mut e.value);
+                }
+            }
+        }
+        Expr::Comprehension(c) => {
+            for part in [
+                &mut c.iter_range,
+                &mut c.accu_init,
+                &mut c.loop_cond,
+                &mut c.loop_step,
+                &mut c.result,
+            ] {
+                rewrite_data_paths(part);
             }
         }
         Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}

@@ -6,6 +6,7 @@ use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
 use super::matching::Attributes;
 use super::model::{FailurePolicy, Reason};
 use super::mutate;
+use super::paths::{DATA_BINDING, DataRoots};
 use super::values::{PathSet, node_count, widest_container};
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
@@ -172,15 +173,21 @@ impl PolicySet {
         };
 
         let mut shared = cel_env::root().new_inner_scope();
-        shared.add_variable_from_value("object", bound.object.clone().unwrap_or(Value::Null));
-        shared
-            .add_variable_from_value("oldObject", bound.old_object.clone().unwrap_or(Value::Null));
-        shared.add_variable_from_value("request", request.to_cel());
+        // Expressions reach the objects only through the path functions (see
+        // paths.rs), so the trees are shared, never converted or copied here.
         let namespace_object = match &bound.namespace {
             Some(Ok(Some(ns))) => ns.object.clone(),
             _ => Value::Null,
         };
-        shared.add_variable_from_value("namespaceObject", namespace_object);
+        let roots = DataRoots {
+            roots: [
+                bound.object.clone().unwrap_or(Value::Null),
+                bound.old_object.clone().unwrap_or(Value::Null),
+                namespace_object,
+            ],
+        };
+        shared.add_variable_from_value(DATA_BINDING, Value::Opaque(Arc::new(roots)));
+        shared.add_variable_from_value("request", request.to_cel());
 
         let mut evaluations = Vec::with_capacity(candidates.len());
         for policy in candidates {

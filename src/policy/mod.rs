@@ -12,6 +12,7 @@ mod load;
 mod matching;
 pub mod model;
 mod mutate;
+mod paths;
 mod request;
 pub mod values;
 mod variables;

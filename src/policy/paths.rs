@@ -1,0 +1,163 @@
+//! Reading the request's objects without copying them.
+//!
+//! The `cel` crate deep-copies the selected subtree on every field access, so
+//! `object.spec.selector` used to copy all of `spec` first. At compile time
+//! every access path rooted at `object`, `oldObject` or `namespaceObject`
+//! (field selections, `.?field`, `['key']`, `[?'key']`) becomes one call of
+//! [`PATH_FUNCTION`], and `has(path.field)` one call of [`HAS_FUNCTION`]. They
+//! walk the shared, reference-counted tree bound once per request and hand the
+//! interpreter only the value at the end of the path.
+
+use kube_cel::cel::common::ast::{Expr, LiteralValue};
+use kube_cel::cel::objects::{KeyRef, Opaque, OptionalValue};
+use kube_cel::cel::{ExecutionError, FunctionContext, ResolveResult, Value};
+use std::fmt;
+use std::sync::Arc;
+
+pub const PATH_FUNCTION: &str = "@gate_path";
+pub const HAS_FUNCTION: &str = "@gate_has";
+/// The scope entry holding [`DataRoots`]; not a name CEL source can spell.
+pub const DATA_BINDING: &str = "@gate_data";
+
+/// The roots a path can start from, in the order of their numeric codes.
+pub const ROOTS: [&str; 3] = ["object", "oldObject", "namespaceObject"];
+
+/// A step's first character says how a missing key is treated.
+pub const REQUIRED_STEP: char = '.';
+pub const OPTIONAL_STEP: char = '?';
+
+/// The decoded (projected) input of one request; `Value::Null` where absent.
+pub struct DataRoots {
+    pub roots: [Value; 3],
+}
+
+impl fmt::Debug for DataRoots {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("DataRoots")
+    }
+}
+
+impl PartialEq for DataRoots {
+    fn eq(&self, other: &Self) -> bool {
+        std::ptr::eq(self, other)
+    }
+}
+
+impl Eq for DataRoots {}
+
+impl Opaque for DataRoots {
+    fn runtime_type_name(&self) -> &str {
+        "safety-gate.dev/data"
+    }
+}
+
+fn roots(ftx: &FunctionContext) -> Result<Arc<dyn Opaque>, ExecutionError> {
+    let binding = ftx
+        .ptx
+        .get_variable(DATA_BINDING)
+        .ok_or_else(|| ftx.error("request data is not bound"))?;
+    match Value::try_from(binding.as_ref())? {
+        Value::Opaque(o) if o.downcast_ref::<DataRoots>().is_some() => Ok(o),
+        _ => Err(ftx.error("request data is not bound")),
+    }
+}
+
+fn literal_int(ftx: &FunctionContext, index: usize) -> Result<usize, ExecutionError> {
+    match ftx.args.get(index).map(|a| &a.expr) {
+        Some(Expr::Literal(LiteralValue::Int(i))) => {
+            usize::try_from(*i.inner()).map_err(|_| ftx.error("bad path root"))
+        }
+        _ => Err(ftx.error("bad path root")),
+    }
+}
+
+fn literal_str<'a>(ftx: &'a FunctionContext, index: usize) -> Result<&'a str, ExecutionError> {
+    match ftx.args.get(index).map(|a| &a.expr) {
+        Some(Expr::Literal(LiteralValue::String(s))) => Ok(s.inner()),
+        _ => Err(ftx.error("bad path step")),
+    }
+}
+
+enum Walk<'a> {
+    Found(&'a Value),
+    /// An optional step found nothing: the result is `optional.none()`.
+    Absent,
+}
+
+/// Follows the steps in arguments `1..end` from the root in argument 0.
+fn walk<'a>(
+    ftx: &FunctionContext,
+    data: &'a DataRoots,
+    end: usize,
+    optional: &mut bool,
+) -> Result<Walk<'a>, ExecutionError> {
+    let root = literal_int(ftx, 0)?;
+    let mut current = data
+        .roots
+        .get(root)
+        .ok_or_else(|| ftx.error("bad path root"))?;
+    for i in 1..end {
+        let step = literal_str(ftx, i)?;
+        let mut chars = step.chars();
+        *optional |= chars.next() == Some(OPTIONAL_STEP);
+        let key = chars.as_str();
+        match current {
+            Value::Map(map) => match map.get(&KeyRef::String(key)) {
+                Some(v) => current = v,
+                None if *optional => return Ok(Walk::Absent),
+                None => return Err(ExecutionError::no_such_key(key)),
+            },
+            Value::Null if *optional => return Ok(Walk::Absent),
+            // Kubernetes errors here; the `cel` crate would quietly give `false`.
+            other => {
+                return Err(ftx.error(format!(
+                    "no such key: {key} (selected from a {} value)",
+                    other.type_of()
+                )));
+            }
+        }
+    }
+    Ok(Walk::Found(current))
+}
+
+/// `object.a.?b['c']` → the value, or an optional once an optional step was taken.
+pub fn path_function(ftx: &FunctionContext) -> ResolveResult {
+    let data = roots(ftx)?;
+    let Some(data) = data.downcast_ref::<DataRoots>() else {
+        return Err(ftx.error("request data is not bound"));
+    };
+    let mut optional = false;
+    match walk(ftx, data, ftx.args.len(), &mut optional)? {
+        Walk::Found(v) if optional => Ok(Value::Opaque(Arc::new(OptionalValue::of(v.clone())))),
+        Walk::Found(v) => Ok(v.clone()),
+        Walk::Absent => Ok(Value::Opaque(Arc::new(OptionalValue::none()))),
+    }
+}
+
+/// `has(object.a.b)`: the path up to the last step must exist (as in CEL), the
+/// last field is tested for presence.
+pub fn has_function(ftx: &FunctionContext) -> ResolveResult {
+    let data = roots(ftx)?;
+    let Some(data) = data.downcast_ref::<DataRoots>() else {
+        return Err(ftx.error("request data is not bound"));
+    };
+    let last = ftx
+        .args
+        .len()
+        .checked_sub(1)
+        .filter(|l| *l >= 1)
+        .ok_or_else(|| ftx.error("bad has() path"))?;
+    let mut optional = false;
+    let parent = match walk(ftx, data, last, &mut optional)? {
+        Walk::Found(v) => v,
+        Walk::Absent => return Ok(Value::Bool(false)),
+    };
+    let field = literal_str(ftx, last)?;
+    let field = field.strip_prefix(REQUIRED_STEP).unwrap_or(field);
+    match parent {
+        Value::Map(map) => Ok(Value::Bool(map.get(&KeyRef::String(field)).is_some())),
+        // `has(oldObject.metadata)` on CREATE: false, so policies can guard with it.
+        Value::Null => Ok(Value::Bool(false)),
+        other => Err(ftx.error(format!("has() on a {} value", other.type_of()))),
+    }
+}
