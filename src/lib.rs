@@ -8,3 +8,4 @@ pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod policy;
+pub mod server;

@@ -1,10 +1,12 @@
 //! The command line: one file per subcommand; `main` only parses and calls [`run`].
 
 pub mod audit;
+pub mod certs;
 pub mod check;
 pub mod manifests;
 pub mod report;
 pub mod review;
+pub mod serve;
 pub mod test;
 
 use clap::{Parser, Subcommand};
@@ -23,6 +25,10 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the admission webhook over HTTPS.
+    Serve(serve::ServeArgs),
+    /// Write a CA and a serving certificate for <service>.<namespace>.svc; print the caBundle.
+    Certs(certs::CertsArgs),
     /// Parse, compile and lint policy files; print every problem with file:line.
     Check(check::CheckArgs),
     /// Run PolicyTest suites (default: tests/policies).
@@ -40,6 +46,20 @@ pub const EXIT_USAGE: u8 = 2;
 
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
+        Command::Serve(args) => match serve::run_blocking(args) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_USAGE
+            }
+        },
+        Command::Certs(args) => match certs::run(args) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_USAGE
+            }
+        },
         Command::Check(args) => check::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Review(args) => review::run(&args),

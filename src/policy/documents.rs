@@ -145,7 +145,13 @@ pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
-        let path = entry?.path();
+        let entry = entry?;
+        // kubelet projects ConfigMaps as `..data` → `..<timestamp>/` plus symlinks:
+        // hidden entries would load every file a second and third time.
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
         if path.is_dir() {
             collect(&path, out)?;
         } else if matches!(

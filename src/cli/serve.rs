@@ -1,0 +1,213 @@
+//! `safety-gate serve`: the HTTPS admission webhook.
+
+use crate::cluster::{ClusterState, NoCluster, Snapshot};
+use crate::policy::Mode;
+use crate::server::{DEFAULT_MAX_BODY_BYTES, Server, ServerConfig, TlsSource, router};
+use anyhow::{Context, bail};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Directory of policy files (searched recursively); reloaded when it changes.
+    #[arg(long, env = "SAFETY_GATE_POLICIES", default_value = "policies")]
+    pub policies: PathBuf,
+
+    /// Address of the HTTPS webhook port.
+    #[arg(long, env = "SAFETY_GATE_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+
+    /// PEM certificate chain for the webhook port; re-read when it changes.
+    #[arg(
+        long,
+        env = "SAFETY_GATE_TLS_CERT",
+        requires = "tls_key",
+        required_unless_present = "dev_cert"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) matching --tls-cert.
+    #[arg(long, env = "SAFETY_GATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Serve an in-memory self-signed certificate for localhost/127.0.0.1 (local use only).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
+    pub dev_cert: bool,
+
+    /// enforce: deny what policies deny; audit: deny nothing, report would-be denials as warnings.
+    #[arg(long, env = "SAFETY_GATE_MODE", value_enum, default_value = "enforce")]
+    pub mode: Mode,
+
+    /// Directory of YAML/JSON objects that lookups and namespace labels read.
+    #[arg(long, env = "SAFETY_GATE_CLUSTER_STATE", conflicts_with = "kubeconfig")]
+    pub cluster_state: Option<PathBuf>,
+
+    /// Kubeconfig for live lookups (accepted; the live cluster cache is not implemented yet).
+    #[arg(long, env = "SAFETY_GATE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Largest request body accepted; larger ones get HTTP 413.
+    #[arg(long, env = "SAFETY_GATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    pub max_body_bytes: usize,
+
+    /// Evaluations running at once (default: twice the number of cores).
+    #[arg(long, env = "SAFETY_GATE_MAX_CONCURRENCY")]
+    pub max_concurrency: Option<usize>,
+
+    #[arg(
+        long,
+        env = "SAFETY_GATE_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+
+    /// Plain-HTTP address for /healthz, /readyz and /metrics (they are also on the TLS port).
+    #[arg(long, env = "SAFETY_GATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
+    /// How often the policy directory and certificate files are checked for changes.
+    #[arg(long, env = "SAFETY_GATE_RELOAD_INTERVAL", default_value = "5s", value_parser = duration)]
+    pub reload_interval: Duration,
+
+    /// Time a client has for the TLS handshake, the headers and the body (then 408 or close).
+    #[arg(long, env = "SAFETY_GATE_READ_TIMEOUT", default_value = "10s", value_parser = duration)]
+    pub read_timeout: Duration,
+
+    /// How long in-flight requests may finish after SIGTERM.
+    #[arg(long, env = "SAFETY_GATE_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = duration)]
+    pub shutdown_timeout: Duration,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    router::parse_go_duration(text)
+        .ok_or_else(|| format!("'{text}' is not a duration like 5s, 500ms or 1m30s"))
+}
+
+/// Installs the log subscriber: text for people, JSON for log pipelines.
+/// `RUST_LOG` overrides the default level; hyper and rustls stay quiet.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    // A subscriber installed earlier (tests, an embedding program) wins.
+    let _ = match format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Builds the server configuration from the flags.
+pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
+    let tls = match (&args.tls_cert, &args.tls_key, args.dev_cert) {
+        (_, _, true) => TlsSource::DevCert,
+        (Some(cert), Some(key), false) => TlsSource::Files {
+            cert: cert.clone(),
+            key: key.clone(),
+        },
+        _ => bail!("TLS is required: pass --tls-cert and --tls-key, or --dev-cert for local use"),
+    };
+    let mut config = ServerConfig::new(args.listen, tls, args.policies.clone());
+    config.admin_listen = args.admin_listen;
+    config.mode = args.mode;
+    config.max_body_bytes = args.max_body_bytes;
+    if let Some(n) = args.max_concurrency {
+        if n == 0 {
+            bail!("--max-concurrency must be at least 1");
+        }
+        config.max_concurrency = n;
+    }
+    config.read_timeout = args.read_timeout;
+    config.reload_interval = args.reload_interval.max(Duration::from_millis(100));
+    config.shutdown_timeout = args.shutdown_timeout;
+    let (cluster, description): (Arc<dyn ClusterState>, String) = match (
+        &args.cluster_state,
+        &args.kubeconfig,
+    ) {
+        (Some(dir), _) => {
+            let snapshot = Snapshot::load_dir(dir).map_err(|e| {
+                anyhow::anyhow!("the cluster state in {} does not load:\n{e}", dir.display())
+            })?;
+            (
+                Arc::new(snapshot),
+                format!("snapshot {} (--cluster-state)", dir.display()),
+            )
+        }
+        (None, Some(kubeconfig)) => {
+            tracing::warn!(
+                kubeconfig = %kubeconfig.display(),
+                "the live cluster cache is not implemented yet: lookups and namespace labels are unavailable, \
+                 so policies that need them follow their failurePolicy; use --cluster-state DIR for a snapshot"
+            );
+            (
+                Arc::new(NoCluster),
+                format!(
+                    "none: --kubeconfig {} given, but the live cluster cache is not implemented yet",
+                    kubeconfig.display()
+                ),
+            )
+        }
+        (None, None) => (
+            Arc::new(NoCluster),
+            "none (no --cluster-state): lookups and namespace labels are unavailable".to_string(),
+        ),
+    };
+    config.cluster = cluster;
+    config.cluster_description = description;
+    Ok(config)
+}
+
+/// Runs the webhook until SIGTERM or Ctrl-C, then drains and returns `Ok`.
+pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = config(&args)?;
+    let server = Server::bind(config)
+        .await
+        .context("safety-gate serve cannot start")?;
+    server.serve(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// For a synchronous `main`: builds the runtime and runs [`run`].
+pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("safety-gate")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(run(args))
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => tracing::info!("SIGTERM received"),
+                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
