@@ -273,3 +273,27 @@ fn check_reports_file_and_line_and_exits_1() {
     let (code, _, _) = run(&["check", "--policies", "no/such/dir"]);
     assert_eq!(code, 2);
 }
+
+#[test]
+fn check_prints_the_rbac_the_lookups_need() {
+    let (code, out, _) = run(&["check", "--policies", "policies", "--print-rbac"]);
+    assert_eq!(code, 0);
+    let role: serde_json::Value = serde_saphyr::from_str(&out).expect("yaml");
+    assert_eq!(role["kind"], "ClusterRole");
+    let rules = role["rules"].as_array().expect("rules");
+    let kubefed = rules
+        .iter()
+        .find(|r| r["apiGroups"][0] == "core.kubefed.io")
+        .expect("the KubeFedCluster lookup");
+    assert_eq!(kubefed["resources"], serde_json::json!(["kubefedclusters"]));
+    assert_eq!(
+        kubefed["verbs"],
+        serde_json::json!(["get", "list", "watch"])
+    );
+    assert!(
+        rules
+            .iter()
+            .all(|r| r["verbs"] == serde_json::json!(["get", "list", "watch"])),
+        "read-only: {out}"
+    );
+}

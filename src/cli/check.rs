@@ -9,6 +9,9 @@ pub struct CheckArgs {
     /// Directory (searched recursively) or file of policies.
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
     pub policies: PathBuf,
+    /// Print the ClusterRole the loaded policies' lookups need (get/list/watch), then exit.
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 pub fn run(args: &CheckArgs) -> u8 {
@@ -20,6 +23,13 @@ pub fn run(args: &CheckArgs) -> u8 {
         return EXIT_USAGE;
     }
     match PolicySet::load_dir(&args.policies) {
+        Ok(set) if args.print_rbac => {
+            print!(
+                "{}",
+                crate::cluster::rbac_cluster_role_yaml(&set.cluster_needs(), "safety-gate")
+            );
+            EXIT_OK
+        }
         Ok(set) => {
             for p in set.policies() {
                 println!(

@@ -1,6 +1,6 @@
 //! `safety-gate serve`: the HTTPS admission webhook.
 
-use crate::cluster::{ClusterState, NoCluster, Snapshot};
+use crate::cluster::{ClusterState, LiveCluster, NoCluster, Snapshot, client_from};
 use crate::policy::Mode;
 use crate::server::{DEFAULT_MAX_BODY_BYTES, Server, ServerConfig, TlsSource, router};
 use anyhow::{Context, bail};
@@ -50,7 +50,8 @@ pub struct ServeArgs {
     #[arg(long, env = "SAFETY_GATE_CLUSTER_STATE", conflicts_with = "kubeconfig")]
     pub cluster_state: Option<PathBuf>,
 
-    /// Kubeconfig for live lookups (accepted; the live cluster cache is not implemented yet).
+    /// Kubeconfig for live lookups (watch caches). Inside a Pod the in-cluster
+    /// configuration is used without this flag.
     #[arg(long, env = "SAFETY_GATE_KUBECONFIG")]
     pub kubeconfig: Option<PathBuf>,
 
@@ -131,47 +132,56 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     config.read_timeout = args.read_timeout;
     config.reload_interval = args.reload_interval.max(Duration::from_millis(100));
     config.shutdown_timeout = args.shutdown_timeout;
-    let (cluster, description): (Arc<dyn ClusterState>, String) = match (
-        &args.cluster_state,
-        &args.kubeconfig,
-    ) {
-        (Some(dir), _) => {
-            let snapshot = Snapshot::load_dir(dir).map_err(|e| {
-                anyhow::anyhow!("the cluster state in {} does not load:\n{e}", dir.display())
-            })?;
-            (
-                Arc::new(snapshot),
-                format!("snapshot {} (--cluster-state)", dir.display()),
-            )
-        }
-        (None, Some(kubeconfig)) => {
-            tracing::warn!(
-                kubeconfig = %kubeconfig.display(),
-                "the live cluster cache is not implemented yet: lookups and namespace labels are unavailable, \
-                 so policies that need them follow their failurePolicy; use --cluster-state DIR for a snapshot"
-            );
-            (
+    let (cluster, description): (Arc<dyn ClusterState>, String) =
+        match (&args.cluster_state, &args.kubeconfig) {
+            (Some(dir), _) => {
+                let snapshot = Snapshot::load_dir(dir).map_err(|e| {
+                    anyhow::anyhow!("the cluster state in {} does not load:\n{e}", dir.display())
+                })?;
+                (
+                    Arc::new(snapshot),
+                    format!("snapshot {} (--cluster-state)", dir.display()),
+                )
+            }
+            (None, Some(kubeconfig)) => (
                 Arc::new(NoCluster),
-                format!(
-                    "none: --kubeconfig {} given, but the live cluster cache is not implemented yet",
-                    kubeconfig.display()
-                ),
-            )
-        }
-        (None, None) => (
-            Arc::new(NoCluster),
-            "none (no --cluster-state): lookups and namespace labels are unavailable".to_string(),
-        ),
-    };
+                format!("live cluster (--kubeconfig {})", kubeconfig.display()),
+            ),
+            (None, None) if in_cluster() => (
+                Arc::new(NoCluster),
+                "live cluster (in-cluster configuration)".to_string(),
+            ),
+            (None, None) => (
+                Arc::new(NoCluster),
+                "none (no --cluster-state): lookups and namespace labels are unavailable"
+                    .to_string(),
+            ),
+        };
     config.cluster = cluster;
     config.cluster_description = description;
     Ok(config)
 }
 
+/// Running in a Pod: the service-account credentials are mounted and the
+/// API server's address is in the environment.
+fn in_cluster() -> bool {
+    std::env::var_os("KUBERNETES_SERVICE_HOST").is_some()
+}
+
 /// Runs the webhook until SIGTERM or Ctrl-C, then drains and returns `Ok`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config = config(&args)?;
+    let mut config = config(&args)?;
+    if args.cluster_state.is_none() && (args.kubeconfig.is_some() || in_cluster()) {
+        // Watch caches for exactly the kinds the policies look up (and
+        // Namespaces when selectors need them); /readyz waits for them.
+        let client = client_from(args.kubeconfig.as_deref())
+            .await
+            .context("cannot build the Kubernetes client for lookups")?;
+        let live = LiveCluster::new(client);
+        config.cluster = Arc::new(live.clone());
+        config.live = Some(live);
+    }
     let server = Server::bind(config)
         .await
         .context("safety-gate serve cannot start")?;

@@ -2,8 +2,12 @@
 //! `namespaceObject`) and `lookups`. The same trait is served by a snapshot of
 //! YAML/JSON files (CI, audit, tests) and, in the cluster, by watch caches.
 
+pub mod live;
+pub mod rbac;
 mod snapshot;
 
+pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};
+pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
 pub use snapshot::{Snapshot, SnapshotError};
 
 use kube_cel::cel::Value;

@@ -43,6 +43,12 @@ pub struct PolicyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `<kind>.<apiVersion>` of a watched kind, e.g. `KubeFedCluster.core.kubefed.io/v1beta1`.
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConnectionErrorLabels {
     /// `handshake_timeout`, `not_tls`, `no_application_protocol`, `handshake_failed`.
     pub reason: &'static str,
@@ -66,6 +72,10 @@ pub struct Metrics {
     pub tls_reload_failures: Counter,
     pub connection_errors: Family<ConnectionErrorLabels, Counter>,
     pub connections: Counter,
+    pub cluster_sync_age: Family<KindLabels, Gauge<f64, AtomicU64>>,
+    pub cluster_objects: Family<KindLabels, Gauge>,
+    pub cluster_watch_errors: Family<KindLabels, Gauge>,
+    pub cluster_synced: Family<KindLabels, Gauge>,
 }
 
 impl Metrics {
@@ -87,8 +97,32 @@ impl Metrics {
             tls_reload_failures: Counter::default(),
             connection_errors: Family::default(),
             connections: Counter::default(),
+            cluster_sync_age: Family::default(),
+            cluster_objects: Family::default(),
+            cluster_watch_errors: Family::default(),
+            cluster_synced: Family::default(),
         };
         let mut registry = Registry::with_prefix("safety_gate");
+        registry.register(
+            "cluster_cache_last_sync_age_seconds",
+            "Seconds since a lookup cache last completed a list or received a watch event, by kind",
+            metrics.cluster_sync_age.clone(),
+        );
+        registry.register(
+            "cluster_cache_objects",
+            "Objects held by a lookup cache, by kind",
+            metrics.cluster_objects.clone(),
+        );
+        registry.register(
+            "cluster_cache_watch_errors",
+            "Watch or list errors a lookup cache has seen, by kind",
+            metrics.cluster_watch_errors.clone(),
+        );
+        registry.register(
+            "cluster_cache_synced",
+            "1 when a lookup cache is synced and usable, by kind",
+            metrics.cluster_synced.clone(),
+        );
         registry.register(
             "admission_requests",
             "AdmissionReviews answered, by endpoint and verdict (allowed, denied, warned, would_deny, error)",

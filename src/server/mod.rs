@@ -48,6 +48,9 @@ pub struct ServerConfig {
     pub policies_dir: PathBuf,
     pub mode: Mode,
     pub cluster: Arc<dyn ClusterState>,
+    /// The watch caches behind `cluster`, when it is the live cluster: started
+    /// for the loaded policies' needs and re-aimed after every reload.
+    pub live: Option<crate::cluster::LiveCluster>,
     /// Shown in `/readyz`: where lookups and namespace labels come from.
     pub cluster_description: String,
     pub max_body_bytes: usize,
@@ -88,6 +91,7 @@ impl ServerConfig {
             policies_dir,
             mode: Mode::Enforce,
             cluster: Arc::new(NoCluster),
+            live: None,
             cluster_description:
                 "none (no --cluster-state): lookups and namespace labels are unavailable"
                     .to_string(),
@@ -165,6 +169,9 @@ impl Server {
 
         let (metrics, registry) = Metrics::new();
         let serving = store.current();
+        if let Some(live) = &config.live {
+            live.reconcile(&serving.set.cluster_needs()).await;
+        }
         metrics.policy_generation.set(serving.generation as i64);
         metrics.policies_loaded.set(serving.set.len() as i64);
         metrics.tls_not_after.set(cert.not_after as f64);
@@ -182,6 +189,7 @@ impl Server {
         let state = Arc::new(AppState {
             policies: store,
             cluster: Arc::clone(&config.cluster),
+            live: config.live.clone(),
             cluster_description: config.cluster_description.clone(),
             mode: config.mode,
             limits: Limits {
@@ -442,6 +450,11 @@ async fn poll_policies(state: Arc<AppState>, every: Duration, mut stop: watch::R
                 state.metrics.policy_generation.set(generation as i64);
                 state.metrics.policies_loaded.set(policies as i64);
                 state.metrics.policy_reloads.inc();
+                if let Some(live) = &state.live {
+                    // A reload may add or drop looked-up kinds: start or stop their caches.
+                    live.reconcile(&state.policies.current().set.cluster_needs())
+                        .await;
+                }
                 tracing::info!(
                     generation,
                     policies,

@@ -69,6 +69,7 @@ impl TlsStatus {
 pub struct AppState {
     pub policies: Arc<PolicyStore>,
     pub cluster: Arc<dyn ClusterState>,
+    pub live: Option<crate::cluster::LiveCluster>,
     pub cluster_description: String,
     pub mode: Mode,
     pub limits: Limits,
@@ -527,7 +528,9 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         .map(|g| g.clone())
         .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
     let draining = state.draining.load(Ordering::Relaxed);
-    let ready = !draining && tls.loaded_at.is_some();
+    let cluster = state.live.as_ref().map(|live| live.ready());
+    let synced = cluster.as_ref().is_none_or(|r| r.ready);
+    let ready = !draining && tls.loaded_at.is_some() && synced;
     let body = json!({
         "ready": ready,
         "draining": draining,
@@ -554,7 +557,8 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
         },
         "cluster": {
             "source": state.cluster_description,
-            "synced": true,
+            "synced": synced,
+            "detail": cluster.as_ref().map(|r| r.to_string()),
         },
     });
     let status = if ready {
@@ -567,6 +571,33 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    if let Some(live) = &state.live {
+        for k in live.stats() {
+            let labels = super::metrics::KindLabels {
+                kind: format!("{}.{}", k.kind, k.api_version),
+            };
+            state
+                .metrics
+                .cluster_sync_age
+                .get_or_create(&labels)
+                .set(k.last_sync_age_seconds.unwrap_or(-1.0));
+            state
+                .metrics
+                .cluster_objects
+                .get_or_create(&labels)
+                .set(k.objects as i64);
+            state
+                .metrics
+                .cluster_watch_errors
+                .get_or_create(&labels)
+                .set(k.watch_errors as i64);
+            state
+                .metrics
+                .cluster_synced
+                .get_or_create(&labels)
+                .set(i64::from(k.usable));
+        }
+    }
     let text = super::metrics::encode(&state.registry);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(
@@ -586,6 +617,7 @@ mod tests {
         Arc::new(AppState {
             policies: Arc::new(PolicyStore::load(dir).expect("policies load")),
             cluster: Arc::new(crate::cluster::NoCluster),
+            live: None,
             cluster_description: String::new(),
             mode: Mode::Enforce,
             limits: Limits {
