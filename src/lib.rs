@@ -7,5 +7,6 @@
 pub mod admission;
 pub mod cli;
 pub mod cluster;
+pub mod deploy;
 pub mod policy;
 pub mod server;

@@ -4,6 +4,7 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod manifests;
+pub mod manifests_cmd;
 pub mod report;
 pub mod review;
 pub mod serve;
@@ -25,6 +26,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Render the webhook configurations, ClusterRole and policies ConfigMap for deploy/.
+    Manifests(manifests_cmd::ManifestsArgs),
     /// Run the admission webhook over HTTPS.
     Serve(serve::ServeArgs),
     /// Write a CA and a serving certificate for <service>.<namespace>.svc; print the caBundle.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Check(args) => check::run(&args),
+        Command::Manifests(args) => manifests_cmd::run(&args),
         Command::Test(args) => test::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Audit(args) => audit::run(&args),

@@ -233,8 +233,13 @@ impl LiveCluster {
 
     pub fn ready(&self) -> Readiness {
         let kinds = self.stats();
+        // Ready once every cache has settled: synced, or answered with an
+        // error (RBAC, unreachable API server). An unready gate behind a
+        // fail-closed webhook denies everything it matches; a serving gate
+        // whose lookup fails denies only what needs that lookup, through the
+        // policy's own failurePolicy. /readyz still names each unsynced kind.
         Readiness {
-            ready: kinds.iter().all(|k| k.usable),
+            ready: kinds.iter().all(|k| k.usable || k.last_error.is_some()),
             kinds,
         }
     }
@@ -351,6 +356,7 @@ async fn run(client: Client, mut writer: KindWriter) {
     writer.record(Failure {
         message: "the watch stream ended; lookups serve the last state".to_string(),
         forbidden: false,
+        not_served: false,
     });
 }
 
@@ -365,6 +371,7 @@ async fn resolve_until_served(client: &Client, writer: &mut KindWriter) -> ApiRe
     loop {
         match resolve(client, &api_version, &kind).await {
             Ok(resource) => return resource,
+            Err(failure) if failure.not_served => writer.not_served(failure),
             Err(failure) => {
                 writer.record(failure);
                 let wait = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -385,18 +392,22 @@ async fn resolve(client: &Client, api_version: &str, kind: &str) -> Result<ApiRe
                 describe_status(&status)
             ),
             forbidden: false,
+            not_served: true,
         }),
         Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => Err(Failure {
             message: format!("the API server serves {api_version} but no kind {kind} in it"),
             forbidden: false,
+            not_served: true,
         }),
         Err(kube::Error::Api(status)) => Err(Failure {
             message: format!("discovery of {api_version}: {}", describe_status(&status)),
             forbidden: status.is_forbidden(),
+            not_served: false,
         }),
         Err(e) => Err(Failure {
             message: format!("discovery of {api_version}: {e}"),
             forbidden: false,
+            not_served: false,
         }),
     }
 }

@@ -288,6 +288,8 @@ impl KindCache {
 pub(crate) struct Failure {
     pub(crate) message: String,
     pub(crate) forbidden: bool,
+    /// Discovery says the API server does not serve the kind at all.
+    pub(crate) not_served: bool,
 }
 
 impl Failure {
@@ -300,6 +302,7 @@ impl Failure {
                 return Failure {
                     message: format!("watch: {}", describe_status(status)),
                     forbidden: status.is_forbidden(),
+                    not_served: false,
                 };
             }
             watcher::Error::NoResourceVersion => ("list", None),
@@ -308,14 +311,17 @@ impl Failure {
             Some(kube::Error::Api(status)) => Failure {
                 message: format!("{stage}: {}", describe_status(status)),
                 forbidden: status.is_forbidden(),
+                not_served: false,
             },
             Some(e) => Failure {
                 message: format!("{stage}: {e}"),
                 forbidden: false,
+                not_served: false,
             },
             None => Failure {
                 message: format!("{stage}: {err}"),
                 forbidden: false,
+                not_served: false,
             },
         }
     }
@@ -420,6 +426,23 @@ impl KindWriter {
                 self.cache.usable.store(status.synced, Ordering::Release);
             }
         }
+    }
+
+    /// The API server does not serve the kind (its CRD is not installed): no
+    /// object of it can exist, so lookups answer an empty list instead of an
+    /// error — a cluster without KubeFed must not fail every fail-closed
+    /// policy that looks KubeFed up. Discovery keeps retrying; once the kind is
+    /// served, the watch lists it and replaces this empty state.
+    pub(crate) fn not_served(&mut self, failure: Failure) {
+        if !lock(&self.cache.status).synced {
+            self.apply(watcher::Event::Init);
+            self.apply(watcher::Event::InitDone);
+        }
+        let mut status = lock(&self.cache.status);
+        status.last_error = Some(failure.message.clone());
+        drop(status);
+        tracing::info!(kind = %self.cache.kind, api_version = %self.cache.api_version,
+            note = %failure.message, "kind not served by the API server; lookups answer an empty list");
     }
 
     /// Counts and logs a failure. The store keeps its last state; only an RBAC

@@ -1,0 +1,171 @@
+//! `safety-gate manifests`: the webhook configurations (and, with `--out`,
+//! the ClusterRole and policies ConfigMap) that the loaded policies need, so
+//! kube-apiserver calls the gate only for what its policies match.
+
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use crate::deploy::{self, Target};
+use crate::policy::PolicySet;
+use base64::Engine as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct ManifestsArgs {
+    /// Directory (searched recursively) or file of policies.
+    #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
+    pub policies: PathBuf,
+
+    /// PEM file of the CA that signed the serving certificate (e.g. ca.crt from `safety-gate certs`).
+    #[arg(long, conflicts_with = "ca_bundle_base64")]
+    pub ca_bundle: Option<PathBuf>,
+
+    /// The caBundle as base64 of the PEM, as `safety-gate certs` prints it.
+    #[arg(long)]
+    pub ca_bundle_base64: Option<String>,
+
+    /// Namespace of the gate's Service; always excluded from the webhooks, like kube-system.
+    #[arg(long, default_value = deploy::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+
+    /// Name of the gate's Service.
+    #[arg(long, default_value = deploy::DEFAULT_SERVICE)]
+    pub service: String,
+
+    /// Port of the gate's Service.
+    #[arg(long, default_value_t = deploy::DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Write webhooks.yaml, clusterrole.yaml and policies.yaml into DIR instead of
+    /// printing the webhook configurations (`--out deploy/base` refreshes the committed copy).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+
+    /// With --out: write nothing; exit 1 if a file in DIR differs from what would be written.
+    #[arg(long, requires = "out")]
+    pub check: bool,
+}
+
+pub fn run(args: &ManifestsArgs) -> u8 {
+    if !args.policies.exists() {
+        eprintln!(
+            "error: {}: no such file or directory",
+            args.policies.display()
+        );
+        return EXIT_USAGE;
+    }
+    let set = match PolicySet::load_dir(&args.policies) {
+        Ok(set) => set,
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            eprintln!(
+                "{} problem(s); nothing rendered (run `safety-gate check` for details)",
+                errors.0.len()
+            );
+            return EXIT_USAGE;
+        }
+    };
+    let ca_bundle = match ca_bundle(args) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let target = Target {
+        namespace: args.namespace.clone(),
+        service: args.service.clone(),
+        port: args.port,
+        ca_bundle,
+    };
+    match &args.out {
+        None => match deploy::render_webhooks(&set, &target) {
+            Ok(text) => {
+                print!("{text}");
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+        Some(dir) => match deploy::render_all(&args.policies, &set, &target) {
+            Ok(files) if args.check => check(dir, &files),
+            Ok(files) => write(dir, &files),
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_USAGE
+            }
+        },
+    }
+}
+
+/// The caBundle as the API wants it: base64 of PEM certificates.
+fn ca_bundle(args: &ManifestsArgs) -> Result<Option<String>, String> {
+    let pem = match (&args.ca_bundle, &args.ca_bundle_base64) {
+        (Some(path), _) => std::fs::read(path)
+            .map_err(|e| format!("cannot read --ca-bundle {}: {e}", path.display()))?,
+        (None, Some(text)) => base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("--ca-bundle-base64 is not base64: {e}"))?,
+        (None, None) => return Ok(None),
+    };
+    // A bundle kube-apiserver cannot use fails every call, and the
+    // fail-closed webhook then denies: refuse it here instead.
+    let text = String::from_utf8_lossy(&pem);
+    if !text.contains("-----BEGIN CERTIFICATE-----") {
+        return Err(
+            "the CA bundle holds no PEM certificate (-----BEGIN CERTIFICATE-----)".to_string(),
+        );
+    }
+    if text.contains("PRIVATE KEY-----") {
+        return Err(
+            "the CA bundle contains a private key; pass the CA certificate (ca.crt) only"
+                .to_string(),
+        );
+    }
+    Ok(Some(base64::engine::general_purpose::STANDARD.encode(&pem)))
+}
+
+fn write(dir: &Path, files: &[deploy::RenderedFile]) -> u8 {
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        eprintln!("error: cannot create {}: {e}", dir.display());
+        return EXIT_USAGE;
+    }
+    for f in files {
+        let path = dir.join(f.name);
+        if let Err(e) = std::fs::write(&path, &f.contents) {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            return EXIT_USAGE;
+        }
+        println!("wrote {}", path.display());
+    }
+    EXIT_OK
+}
+
+fn check(dir: &Path, files: &[deploy::RenderedFile]) -> u8 {
+    let mut stale = 0;
+    for f in files {
+        let path = dir.join(f.name);
+        match std::fs::read_to_string(&path) {
+            Ok(text) if text == f.contents => println!("ok     {}", path.display()),
+            Ok(_) => {
+                stale += 1;
+                println!("stale  {}", path.display());
+            }
+            Err(e) => {
+                stale += 1;
+                println!("stale  {} ({e})", path.display());
+            }
+        }
+    }
+    if stale > 0 {
+        eprintln!(
+            "{stale} file(s) differ from what the policies render; run `safety-gate manifests --out {}`",
+            dir.display()
+        );
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
+    }
+}
