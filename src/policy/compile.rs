@@ -591,41 +591,15 @@ fn rooted_in_local(expr: &Expression, locals: &[String]) -> bool {
 /// Replaces `x.?f` with the engine's own optional selection (see
 /// [`cel_env::OPTIONAL_SELECT`]); run after analysis, which knows `_?._`.
 pub fn rewrite_optional_selects(expr: &mut Expression) {
-    match &mut expr.expr {
-        Expr::Call(call) => {
-            if call.func_name == operators::OPT_SELECT
-                && call.args.len() == 2
-                && call.target.is_none()
-            {
-                call.func_name = cel_env::OPTIONAL_SELECT.to_string();
-            }
-            if let Some(target) = call.target.as_deref_mut() {
-                rewrite_optional_selects(target);
-            }
-            call.args.iter_mut().for_each(rewrite_optional_selects);
-        }
-        Expr::Select(select) => rewrite_optional_selects(&mut select.operand),
-        Expr::List(list) => list.elements.iter_mut().for_each(rewrite_optional_selects),
-        Expr::Map(map) => {
-            for entry in &mut map.entries {
-                if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                    rewrite_optional_selects(&mut e.key);
-                    rewrite_optional_selects(&mut e.value);
-                }
-            }
-        }
-        Expr::Comprehension(c) => {
-            for part in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_optional_selects(part);
-            }
-        }
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+    if let Expr::Call(call) = &mut expr.expr
+        && call.func_name == operators::OPT_SELECT
+        && call.args.len() == 2
+        && call.target.is_none()
+    {
+        call.func_name = cel_env::OPTIONAL_SELECT.to_string();
+    }
+    for child in children_mut(expr) {
+        rewrite_optional_selects(child);
     }
 }
 
@@ -652,40 +626,8 @@ fn rewrite_variables(expr: &mut Expression, names: &[String]) {
         };
         return;
     }
-    match &mut expr.expr {
-        Expr::Call(call) => {
-            if let Some(target) = call.target.as_deref_mut() {
-                rewrite_variables(target, names);
-            }
-            call.args
-                .iter_mut()
-                .for_each(|a| rewrite_variables(a, names));
-        }
-        Expr::Select(select) => rewrite_variables(&mut select.operand, names),
-        Expr::List(list) => list
-            .elements
-            .iter_mut()
-            .for_each(|e| rewrite_variables(e, names)),
-        Expr::Map(map) => {
-            for entry in &mut map.entries {
-                if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                    rewrite_variables(&mut e.key, names);
-                    rewrite_variables(&mut e.value, names);
-                }
-            }
-        }
-        Expr::Comprehension(c) => {
-            for part in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_variables(part, names);
-            }
-        }
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+    for child in children_mut(expr) {
+        rewrite_variables(child, names);
     }
 }
 
@@ -761,34 +703,38 @@ fn rewrite_data_paths(expr: &mut Expression) {
         expr.expr = path_call(expr.id, HAS_FUNCTION, root, steps);
         return;
     }
+    for child in children_mut(expr) {
+        rewrite_data_paths(child);
+    }
+}
+
+/// The direct sub-expressions of `expr`, for the compile-time rewrites.
+fn children_mut(expr: &mut Expression) -> Vec<&mut Expression> {
     match &mut expr.expr {
-        Expr::Call(call) => {
-            if let Some(target) = call.target.as_deref_mut() {
-                rewrite_data_paths(target);
-            }
-            call.args.iter_mut().for_each(rewrite_data_paths);
-        }
-        Expr::Select(select) => rewrite_data_paths(&mut select.operand),
-        Expr::List(list) => list.elements.iter_mut().for_each(rewrite_data_paths),
-        Expr::Map(map) => {
-            for entry in &mut map.entries {
-                if let EntryExpr::MapEntry(e) = &mut entry.expr {
-                    rewrite_data_paths(&mut e.key);
-                    rewrite_data_paths(&mut e.value);
-                }
-            }
-        }
-        Expr::Comprehension(c) => {
-            for part in [
-                &mut c.iter_range,
-                &mut c.accu_init,
-                &mut c.loop_cond,
-                &mut c.loop_step,
-                &mut c.result,
-            ] {
-                rewrite_data_paths(part);
-            }
-        }
-        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => {}
+        Expr::Call(call) => call
+            .target
+            .as_deref_mut()
+            .into_iter()
+            .chain(call.args.iter_mut())
+            .collect(),
+        Expr::Select(select) => vec![&mut *select.operand],
+        Expr::List(list) => list.elements.iter_mut().collect(),
+        Expr::Map(map) => map
+            .entries
+            .iter_mut()
+            .filter_map(|entry| match &mut entry.expr {
+                EntryExpr::MapEntry(e) => Some([&mut e.key, &mut e.value]),
+                EntryExpr::StructField(_) => None,
+            })
+            .flatten()
+            .collect(),
+        Expr::Comprehension(c) => vec![
+            &mut c.iter_range,
+            &mut c.accu_init,
+            &mut c.loop_cond,
+            &mut c.loop_step,
+            &mut c.result,
+        ],
+        Expr::Ident(_) | Expr::Literal(_) | Expr::Struct(_) | Expr::Unspecified => Vec::new(),
     }
 }
