@@ -3,11 +3,13 @@
 //! Objects stream through one at a time; only the state lookups need
 //! (namespaces, looked-up kinds) is held in memory.
 
-use super::manifests::{Manifest, parse_text};
+use super::live_source::LiveSource;
+use super::load_policies;
+use super::manifests::parse_text;
 use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 use crate::admission::synthetic::{RequestSpec, build_request};
-use crate::cluster::Snapshot;
+use crate::cluster::{ClusterState, Snapshot};
 use crate::policy::documents::files_in;
 use crate::policy::{EvalOptions, PolicySet};
 use k8s_openapi::api::authentication::v1::UserInfo;
@@ -24,6 +26,9 @@ pub struct AuditArgs {
     /// Read the objects from the cluster (read-only).
     #[arg(long, conflicts_with = "snapshot")]
     pub cluster: bool,
+    /// Kubeconfig for --cluster (the current context is used).
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
     pub policies: PathBuf,
     #[arg(long, value_enum, default_value = "table")]
@@ -35,78 +40,26 @@ pub fn run(args: &AuditArgs) -> u8 {
         eprintln!("error: audit supports --format table, json or policyreport");
         return EXIT_USAGE;
     }
-    let Some(snapshot) = &args.snapshot else {
-        eprintln!(
-            "error: --cluster needs the live cluster reader, which this build does not include yet; use --snapshot DIR with `kubectl get -A -o yaml` output"
-        );
-        return EXIT_USAGE;
-    };
-    let policies = match PolicySet::load_dir(&args.policies) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "{e}\nerror: the policies in {} do not load",
-                args.policies.display()
-            );
-            return EXIT_USAGE;
-        }
-    };
-    let files = if snapshot.is_dir() {
-        match files_in(snapshot) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("error: {}: {e}", snapshot.display());
-                return EXIT_USAGE;
-            }
-        }
-    } else if snapshot.exists() {
-        vec![snapshot.clone()]
-    } else {
-        eprintln!("error: {}: no such file or directory", snapshot.display());
+    let Some(policies) = load_policies(&args.policies) else {
         return EXIT_USAGE;
     };
     let started = Instant::now();
-    let state = match load_needed_state(&files, &policies) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return EXIT_USAGE;
-        }
-    };
-    let progress = progress_bar(files.len());
     let user = UserInfo {
         username: Some("system:safety-gate:audit".into()),
         groups: Some(vec!["system:authenticated".into()]),
         ..Default::default()
     };
-    let mut results = Vec::new();
-    let mut scanned = 0usize;
-    for file in &files {
-        let mut objects = Vec::new();
-        let read = std::fs::read_to_string(file)
-            .map_err(|e| format!("{}: {e}", file.display()))
-            .and_then(|text| parse_text(file, &text, &mut objects).map_err(|e| e.to_string()));
-        if let Err(e) = read {
-            progress.finish_and_clear();
+    let scan = match &args.snapshot {
+        Some(snapshot) => audit_snapshot(snapshot, &policies, &user),
+        None => audit_cluster(args.kubeconfig.as_deref(), &policies, &user),
+    };
+    let (results, scanned) = match scan {
+        Ok(r) => r,
+        Err(e) => {
             eprintln!("error: {e}");
             return EXIT_USAGE;
         }
-        for object in objects {
-            scanned += 1;
-            match audit_one(scanned, &object, &policies, &state, &user) {
-                Ok(Some(r)) => results.push(r),
-                Ok(None) => {}
-                Err(e) => {
-                    progress.finish_and_clear();
-                    eprintln!("error: {}: {e}", object.location());
-                    return EXIT_USAGE;
-                }
-            }
-        }
-        progress.inc(1);
-        progress.set_message(format!("{scanned} objects"));
-    }
-    progress.finish_and_clear();
+    };
     let output = match args.format {
         Format::Json => report::json(&results),
         Format::Policyreport => report::policy_reports(&results),
@@ -136,6 +89,80 @@ pub fn run(args: &AuditArgs) -> u8 {
     }
 }
 
+/// Streams the snapshot's files one at a time through the policies.
+fn audit_snapshot(
+    snapshot: &Path,
+    policies: &PolicySet,
+    user: &UserInfo,
+) -> Result<(Vec<ObjectResult>, usize), String> {
+    let files = if snapshot.is_dir() {
+        files_in(snapshot).map_err(|e| format!("{}: {e}", snapshot.display()))?
+    } else if snapshot.exists() {
+        vec![snapshot.to_path_buf()]
+    } else {
+        return Err(format!("{}: no such file or directory", snapshot.display()));
+    };
+    let state = load_needed_state(&files, policies)?;
+    let progress = progress_bar(files.len());
+    let mut results = Vec::new();
+    let mut scanned = 0usize;
+    for file in &files {
+        let mut objects = Vec::new();
+        let read = std::fs::read_to_string(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| parse_text(file, &text, &mut objects).map_err(|e| e.to_string()));
+        if let Err(e) = read {
+            progress.finish_and_clear();
+            return Err(e);
+        }
+        for object in objects {
+            scanned += 1;
+            let location = Some((display(&object.file), object.line));
+            match audit_one(scanned, &object.object, location, policies, &state, user) {
+                Ok(Some(r)) => results.push(r),
+                Ok(None) => {}
+                Err(e) => {
+                    progress.finish_and_clear();
+                    return Err(format!("{}: {e}", object.location()));
+                }
+            }
+        }
+        progress.inc(1);
+        progress.set_message(format!("{scanned} objects"));
+    }
+    progress.finish_and_clear();
+    Ok((results, scanned))
+}
+
+/// Lists, page by page, every object of the kinds the policies match on CREATE.
+fn audit_cluster(
+    kubeconfig: Option<&Path>,
+    policies: &PolicySet,
+    user: &UserInfo,
+) -> Result<(Vec<ObjectResult>, usize), String> {
+    let source = LiveSource::connect(kubeconfig, &policies.cluster_needs())
+        .map_err(|e| format!("--cluster: {e}"))?;
+    let Some((runtime, reader)) = source.reader() else {
+        return Err("--cluster: not connected".to_string());
+    };
+    let rules: Vec<_> = policies
+        .policies()
+        .iter()
+        .filter(|p| p.validates())
+        .flat_map(|p| p.webhook_rules())
+        .collect();
+    let mut results = Vec::new();
+    let mut scanned = 0usize;
+    runtime.block_on(reader.list_matching(&rules, |object| {
+        scanned += 1;
+        if let Some(r) = audit_one(scanned, &object, None, policies, source.state(), user)? {
+            results.push(r);
+        }
+        Ok(())
+    }))?;
+    Ok((results, scanned))
+}
+
 /// One pass over the files to keep only what lookups and namespace selectors read.
 fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot, String> {
     let needs = policies.cluster_needs();
@@ -163,15 +190,16 @@ fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot
 
 fn audit_one(
     index: usize,
-    object: &Manifest,
+    object: &serde_json::Value,
+    location: Option<(String, usize)>,
     policies: &PolicySet,
-    state: &Snapshot,
+    state: &dyn ClusterState,
     user: &UserInfo,
 ) -> Result<Option<ObjectResult>, String> {
     let request = build_request(RequestSpec {
         uid: format!("audit-{index}"),
         operation: Some(Operation::Create),
-        object: Some(object.object.clone()),
+        object: Some(object.clone()),
         user_info: user.clone(),
         ..Default::default()
     })?;
@@ -182,10 +210,7 @@ fn audit_one(
         return Ok(None);
     }
     Ok(Some(ObjectResult::new(
-        &object.object,
-        "CREATE",
-        &decision,
-        Some((display(&object.file), object.line)),
+        object, "CREATE", &decision, location,
     )))
 }
 

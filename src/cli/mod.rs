@@ -3,6 +3,7 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod live_source;
 pub mod manifests;
 pub mod manifests_cmd;
 pub mod report;
@@ -84,4 +85,15 @@ pub(crate) fn paint(text: &str, ansi: &str, enabled: bool) -> String {
 pub(crate) fn stdout_is_color_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// Loads the policy set for `review` and `audit`, printing every problem.
+pub(crate) fn load_policies(dir: &std::path::Path) -> Option<crate::policy::PolicySet> {
+    match crate::policy::PolicySet::load_dir(dir) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            eprintln!("{e}\nerror: the policies in {} do not load", dir.display());
+            None
+        }
+    }
 }

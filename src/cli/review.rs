@@ -3,6 +3,8 @@
 //! would send (CREATE, UPDATE over the live object, or DELETE) and goes through
 //! the same engine as the webhook.
 
+use super::live_source::LiveSource;
+use super::load_policies;
 use super::manifests::{Manifest, is_cluster_scoped, read_all};
 use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
@@ -31,9 +33,12 @@ pub struct ReviewArgs {
     /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output).
     #[arg(long, conflicts_with = "cluster")]
     pub live: Option<PathBuf>,
-    /// Read live objects from the cluster (read-only).
+    /// Read live objects from the cluster (read-only; in-cluster config or --kubeconfig).
     #[arg(long)]
     pub cluster: bool,
+    /// Kubeconfig for --cluster (the current context is used).
+    #[arg(long, requires = "cluster")]
+    pub kubeconfig: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "apply")]
     pub operation: ReviewOperation,
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
@@ -61,19 +66,12 @@ pub fn run(args: &ReviewArgs) -> u8 {
         );
         return EXIT_USAGE;
     }
-    let policies = match PolicySet::load_dir(&args.policies) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!(
-                "{e}\nerror: the policies in {} do not load",
-                args.policies.display()
-            );
-            return EXIT_USAGE;
-        }
+    let Some(policies) = load_policies(&args.policies) else {
+        return EXIT_USAGE;
     };
     let live = match (&args.live, args.cluster) {
         (Some(dir), _) => match Snapshot::load_dir(dir) {
-            Ok(s) => s,
+            Ok(s) => LiveSource::Snapshot(s),
             Err(e) => {
                 eprintln!(
                     "{e}\nerror: the live snapshot {} cannot be read",
@@ -83,12 +81,15 @@ pub fn run(args: &ReviewArgs) -> u8 {
             }
         },
         (None, true) => {
-            eprintln!(
-                "error: --cluster needs the live cluster reader, which this build does not include yet; use --live DIR with `kubectl get -A -o yaml` output"
-            );
-            return EXIT_USAGE;
+            match LiveSource::connect(args.kubeconfig.as_deref(), &policies.cluster_needs()) {
+                Ok(source) => source,
+                Err(e) => {
+                    eprintln!("error: --cluster: {e}");
+                    return EXIT_USAGE;
+                }
+            }
         }
-        (None, false) => Snapshot::empty(),
+        (None, false) => LiveSource::Snapshot(Snapshot::empty()),
     };
     let manifests = match read_all(&args.manifests) {
         Ok(m) => m,
@@ -138,7 +139,7 @@ fn review_one(
     index: usize,
     manifest: &Manifest,
     args: &ReviewArgs,
-    live: &Snapshot,
+    live: &LiveSource,
     policies: &PolicySet,
     user: &UserInfo,
 ) -> Result<ObjectResult, String> {
@@ -160,22 +161,20 @@ fn review_one(
             manifest.kind(),
             &namespace,
             manifest.name(),
-        )
+        )?
     };
     let (operation, new, old) = match (args.operation, existing) {
-        (ReviewOperation::Delete, live_object) => (
-            Operation::Delete,
-            None,
-            Some(live_object.cloned().unwrap_or(object)),
-        ),
+        (ReviewOperation::Delete, live_object) => {
+            (Operation::Delete, None, Some(live_object.unwrap_or(object)))
+        }
         (ReviewOperation::Create, _) | (ReviewOperation::Apply, None) => {
             (Operation::Create, Some(object), None)
         }
         (ReviewOperation::Update, None) => (Operation::Update, Some(object.clone()), Some(object)),
         (ReviewOperation::Update | ReviewOperation::Apply, Some(live_object)) => (
             Operation::Update,
-            Some(merge_over_live(live_object, &object)),
-            Some(live_object.clone()),
+            Some(merge_over_live(&live_object, &object)),
+            Some(live_object),
         ),
     };
     let reported = new.clone().or_else(|| old.clone()).unwrap_or_default();
@@ -189,7 +188,7 @@ fn review_one(
         ..Default::default()
     })?;
     let decision = policies
-        .evaluate(&request, live, &EvalOptions::default())
+        .evaluate(&request, live.state(), &EvalOptions::default())
         .map_err(|e| e.to_string())?;
     Ok(ObjectResult::new(
         &reported,

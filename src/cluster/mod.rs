@@ -4,10 +4,12 @@
 
 pub mod live;
 pub mod rbac;
+mod reader;
 mod snapshot;
 
 pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};
 pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
+pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
 
 use kube_cel::cel::Value;
