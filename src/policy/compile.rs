@@ -3,7 +3,7 @@
 //! and can bound its own cost before it starts.
 
 use super::cel_env;
-use super::values::{PathSet, length_of, node_count, select_path};
+use super::values::{PathSet, Shape};
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
 use kube_cel::cel::parser::{Expression, Parser};
 
@@ -92,13 +92,17 @@ enum SizeBound {
     Nodes(Origin),
     /// Any container reachable from a loop variable: the widest container in the input.
     Widest,
+    /// Any container reachable from a loop variable whose values come from these
+    /// input subtrees: the widest container among them.
+    WidestIn(Vec<Origin>),
     /// A computed value: no larger than all the input together.
     Total,
 }
 
 /// What evaluation needs to know about the input to bound an expression's work.
 pub trait SizeOracle {
-    fn root(&self, root: DataRoot) -> Option<&kube_cel::cel::Value>;
+    /// The shape of the input value at `path` under `root`, if present.
+    fn shape_at(&self, root: DataRoot, path: &[String]) -> Option<Shape>;
     fn widest(&self) -> u64;
     fn total(&self) -> u64;
 }
@@ -150,16 +154,18 @@ impl CompiledExpression {
                 let size = match factor {
                     SizeBound::Const(n) => *n,
                     SizeBound::Length(origin) => input
-                        .root(origin.root)
-                        .and_then(|v| select_path(v, &origin.path))
-                        .map(length_of)
-                        .unwrap_or(0),
+                        .shape_at(origin.root, &origin.path)
+                        .map_or(0, |s| s.length),
                     SizeBound::Nodes(origin) => input
-                        .root(origin.root)
-                        .and_then(|v| select_path(v, &origin.path))
-                        .map(node_count)
-                        .unwrap_or(0),
+                        .shape_at(origin.root, &origin.path)
+                        .map_or(0, |s| s.nodes),
                     SizeBound::Widest => input.widest(),
+                    SizeBound::WidestIn(origins) => origins
+                        .iter()
+                        .filter_map(|o| input.shape_at(o.root, &o.path))
+                        .map(|s| s.widest)
+                        .max()
+                        .unwrap_or(0),
                     SizeBound::Total => input.total(),
                 };
                 product = product.saturating_mul(size.max(1));
@@ -208,6 +214,8 @@ pub fn compile(
         scope,
         reads: Reads::default(),
         locals: Vec::new(),
+        local_sources: Vec::new(),
+        consumed: Vec::new(),
         errors: Vec::new(),
         cost_terms: Vec::new(),
         uses_request: false,
@@ -256,6 +264,10 @@ struct Analysis<'a> {
     scope: &'a Scope<'a>,
     reads: Reads,
     locals: Vec<String>,
+    /// Per local (parallel to `locals`): the input subtrees its values can come from.
+    local_sources: Vec<Vec<Origin>>,
+    /// Every origin consumed so far, in order (to see what one range read).
+    consumed: Vec<Origin>,
     errors: Vec<String>,
     cost_terms: Vec<Vec<SizeBound>>,
     uses_request: bool,
@@ -265,7 +277,15 @@ impl Analysis<'_> {
     fn consume(&mut self, origins: &[Origin]) {
         for o in origins {
             self.reads.mark(o, true);
+            self.consumed.push(o.clone());
         }
+    }
+
+    /// The input subtrees the loop variable at the root of `range` draws from.
+    fn sources_of(&self, range: &Expression) -> Option<Vec<Origin>> {
+        let name = local_root(range, &self.locals)?;
+        let index = self.locals.iter().rposition(|l| l == name)?;
+        self.local_sources.get(index).cloned()
     }
 
     fn is_local(&self, name: &str) -> bool {
@@ -328,9 +348,16 @@ impl Analysis<'_> {
                         nesting + 1
                     ));
                 }
+                let mark = self.consumed.len();
                 let range = self.walk(&c.iter_range, loops, nesting);
                 self.consume(&range);
                 let bound = self.range_bound(&c.iter_range, &range);
+                // What the loop variable can hold: the data the range read, or,
+                // for a range drawn from another loop variable, that one's sources.
+                let sources = match self.sources_of(&c.iter_range) {
+                    Some(s) => s,
+                    None => self.consumed[mark..].to_vec(),
+                };
                 let init = self.walk(&c.accu_init, loops, nesting);
                 self.consume(&init);
                 let mut inner = loops.to_vec();
@@ -345,10 +372,13 @@ impl Analysis<'_> {
                 }
                 let before = self.locals.len();
                 self.locals.push(c.iter_var.clone());
+                self.local_sources.push(sources.clone());
                 if let Some(v2) = &c.iter_var2 {
                     self.locals.push(v2.clone());
+                    self.local_sources.push(sources);
                 }
                 self.locals.push(c.accu_var.clone());
+                self.local_sources.push(Vec::new());
                 for part in [&c.loop_cond, &c.loop_step] {
                     let o = self.walk(part, &inner, nesting + 1);
                     self.consume(&o);
@@ -357,6 +387,7 @@ impl Analysis<'_> {
                 let o = self.walk(&c.result, loops, nesting);
                 self.consume(&o);
                 self.locals.truncate(before);
+                self.local_sources.truncate(before);
                 Vec::new()
             }
             Expr::Struct(_) => {
@@ -555,8 +586,11 @@ impl Analysis<'_> {
                 Expr::Literal(LiteralValue::Int(n)) => SizeBound::Const((*n.inner()).max(0) as u64),
                 _ => SizeBound::Total,
             },
-            _ if rooted_in_local(range, &self.locals) => SizeBound::Widest,
-            _ => SizeBound::Total,
+            _ => match self.sources_of(range) {
+                Some(sources) if !sources.is_empty() => SizeBound::WidestIn(sources),
+                _ if local_root(range, &self.locals).is_some() => SizeBound::Widest,
+                _ => SizeBound::Total,
+            },
         }
     }
 }
@@ -572,19 +606,19 @@ fn extend(origins: &[Origin], field: &str) -> Vec<Origin> {
         .collect()
 }
 
-fn rooted_in_local(expr: &Expression, locals: &[String]) -> bool {
+fn local_root<'e>(expr: &'e Expression, locals: &[String]) -> Option<&'e str> {
     match &expr.expr {
-        Expr::Ident(name) => locals.contains(name),
-        Expr::Select(s) => rooted_in_local(&s.operand, locals),
+        Expr::Ident(name) => locals.contains(name).then_some(name.as_str()),
+        Expr::Select(s) => local_root(&s.operand, locals),
         Expr::Call(c)
             if matches!(
                 c.func_name.as_str(),
                 operators::INDEX | operators::OPT_INDEX | operators::OPT_SELECT
             ) =>
         {
-            c.args.first().is_some_and(|a| rooted_in_local(a, locals))
+            c.args.first().and_then(|a| local_root(a, locals))
         }
-        _ => false,
+        _ => None,
     }
 }
 

@@ -3,11 +3,12 @@
 use super::cel_env;
 use super::compile::{CompiledExpression, DataRoot, SizeOracle};
 use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
+use super::lazy::LazyValue;
 use super::matching::Attributes;
 use super::model::{FailurePolicy, Reason};
 use super::mutate;
 use super::paths::{DATA_BINDING, DataRoots};
-use super::values::{PathSet, node_count, widest_container};
+use super::values::Shape;
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
 use crate::cluster::{ClusterState, LookupError};
@@ -63,13 +64,22 @@ impl fmt::Display for InputError {
 
 impl std::error::Error for InputError {}
 
-/// The decoded input data one request binds.
+/// The input one request binds: decoded lazily, shared with the CEL scope.
 struct Bound {
-    object: Option<Value>,
-    old_object: Option<Value>,
+    data: Arc<DataRoots>,
     namespace: Option<Result<Option<crate::cluster::NamespaceInfo>, LookupError>>,
     widest: OnceCell<u64>,
     total: OnceCell<u64>,
+}
+
+impl Bound {
+    fn object(&self) -> &LazyValue {
+        &self.data.roots[0]
+    }
+
+    fn old_object(&self) -> &LazyValue {
+        &self.data.roots[1]
+    }
 }
 
 struct PolicyData<'a> {
@@ -79,38 +89,41 @@ struct PolicyData<'a> {
 }
 
 impl SizeOracle for PolicyData<'_> {
-    fn root(&self, root: DataRoot) -> Option<&Value> {
-        match root {
-            DataRoot::Object => self.bound.object.as_ref(),
-            DataRoot::OldObject => self.bound.old_object.as_ref(),
-            DataRoot::NamespaceObject => match &self.bound.namespace {
-                Some(Ok(Some(ns))) => Some(&ns.object),
-                _ => None,
-            },
-            DataRoot::Lookup(i) => self.lookups.get(i),
-        }
+    fn shape_at(&self, root: DataRoot, path: &[String]) -> Option<Shape> {
+        let lazy = match root {
+            DataRoot::Object => self.bound.object(),
+            DataRoot::OldObject => self.bound.old_object(),
+            DataRoot::NamespaceObject => &self.bound.data.roots[2],
+            DataRoot::Lookup(i) => {
+                return self
+                    .lookups
+                    .get(i)
+                    .and_then(|v| super::values::select_path(v, path))
+                    .map(Shape::of);
+            }
+        };
+        lazy.path(path).map(LazyValue::shape)
     }
     fn widest(&self) -> u64 {
         *self
             .bound
             .widest
-            .get_or_init(|| self.all_values().map(widest_container).max().unwrap_or(0))
+            .get_or_init(|| self.all_shapes().map(|s| s.widest).max().unwrap_or(0))
     }
     fn total(&self) -> u64 {
         *self
             .bound
             .total
-            .get_or_init(|| self.all_values().map(node_count).sum())
+            .get_or_init(|| self.all_shapes().map(|s| s.nodes).sum())
     }
 }
 
 impl PolicyData<'_> {
-    fn all_values(&self) -> impl Iterator<Item = &Value> {
-        self.bound
-            .object
-            .iter()
-            .chain(self.bound.old_object.iter())
-            .chain(self.lookups.iter())
+    /// Everything bound, measured without decoding the objects.
+    fn all_shapes(&self) -> impl Iterator<Item = Shape> + '_ {
+        [self.bound.object().shape(), self.bound.old_object().shape()]
+            .into_iter()
+            .chain(self.lookups.iter().map(Shape::of))
     }
 }
 
@@ -139,54 +152,33 @@ impl PolicySet {
             return Ok(Decision::allow(request, started));
         }
 
-        // Decode only what the candidates read: their expressions, plus labels for selectors.
-        let mut object_paths = PathSet::default();
-        let mut old_paths = PathSet::default();
         let mut wants_namespace = false;
-        let labels = ["metadata".to_string(), "labels".to_string()];
         for p in &candidates {
-            object_paths.merge(&p.reads.object);
-            old_paths.merge(&p.reads.old_object);
             let ns_selector = p.matcher.namespace_selectors().next().is_some();
-            if p.matcher.object_selectors().next().is_some()
-                || (ns_selector && attrs.is_namespace_object())
-            {
-                object_paths.insert(&labels);
-                old_paths.insert(&labels);
-            }
             wants_namespace |=
                 !p.reads.namespace_object.is_empty() || (ns_selector && !attrs.is_cluster_scoped());
         }
-        if options.stage == Stage::Mutate {
-            object_paths = PathSet::whole();
-        }
-        let object = project(request.object.as_deref(), &object_paths, "object")?;
-        let old_object = project(request.old_object.as_deref(), &old_paths, "oldObject")?;
+        let object = lazy_object(request.object.as_deref(), "object")?;
+        let old_object = lazy_object(request.old_object.as_deref(), "oldObject")?;
         let namespace = (wants_namespace && !attrs.is_cluster_scoped())
             .then(|| cluster.namespace(attrs.namespace));
+        let namespace_object = match &namespace {
+            Some(Ok(Some(ns))) => LazyValue::from_value(ns.object.clone()),
+            _ => LazyValue::null(),
+        };
         let bound = Bound {
-            object,
-            old_object,
+            data: Arc::new(DataRoots {
+                roots: [object, old_object, namespace_object],
+            }),
             namespace,
             widest: OnceCell::new(),
             total: OnceCell::new(),
         };
 
-        let mut shared = cel_env::root().new_inner_scope();
         // Expressions reach the objects only through the path functions (see
-        // paths.rs), so the trees are shared, never converted or copied here.
-        let namespace_object = match &bound.namespace {
-            Some(Ok(Some(ns))) => ns.object.clone(),
-            _ => Value::Null,
-        };
-        let roots = DataRoots {
-            roots: [
-                bound.object.clone().unwrap_or(Value::Null),
-                bound.old_object.clone().unwrap_or(Value::Null),
-                namespace_object,
-            ],
-        };
-        shared.add_variable_from_value(DATA_BINDING, Value::Opaque(Arc::new(roots)));
+        // paths.rs): the JSON is decoded where a taken branch reads it, once.
+        let mut shared = cel_env::root().new_inner_scope();
+        shared.add_variable_from_value(DATA_BINDING, Value::Opaque(bound.data.clone()));
         shared.add_variable_from_value("request", request.to_cel());
 
         let mut evaluations = Vec::with_capacity(candidates.len());
@@ -276,36 +268,31 @@ pub fn effective_name(request: &Request) -> String {
         .unwrap_or_default()
 }
 
-fn project(
+fn lazy_object(
     raw: Option<&serde_json::value::RawValue>,
-    paths: &PathSet,
     field: &str,
-) -> Result<Option<Value>, InputError> {
-    let Some(raw) = raw else { return Ok(None) };
+) -> Result<LazyValue, InputError> {
+    let Some(raw) = raw else {
+        return Ok(LazyValue::null());
+    };
     let text = raw.get();
     if text == "null" {
-        return Ok(None);
+        return Ok(LazyValue::null());
     }
     if !text.trim_start().starts_with('{') {
         return Err(InputError(format!("request.{field} must be a JSON object")));
     }
-    if paths.is_empty() {
-        return Ok(Some(Value::Map(Map {
-            map: Arc::new(HashMap::new()),
-        })));
-    }
-    paths
-        .project(text)
-        .map_err(|e| InputError(format!("request.{field}: {e}")))
+    Ok(LazyValue::from_text(Arc::from(text)))
 }
 
-fn labels_of(value: Option<&Value>) -> Option<BTreeMap<String, String>> {
-    let Value::Map(object) = value? else {
+fn labels_of(value: &LazyValue) -> Option<BTreeMap<String, String>> {
+    if value.is_null() {
         return None;
-    };
+    }
     let mut out = BTreeMap::new();
-    if let Some(Value::Map(meta)) = object.map.get(&Key::String(Arc::new("metadata".into())))
-        && let Some(Value::Map(labels)) = meta.map.get(&Key::String(Arc::new("labels".into())))
+    if let Some(Value::Map(labels)) = value
+        .path(&["metadata".to_string(), "labels".to_string()])
+        .and_then(|l| l.value().ok())
     {
         for (k, v) in labels.map.iter() {
             if let (Key::String(k), Value::String(v)) = (k, v) {
@@ -322,8 +309,8 @@ fn selectors_match(
     bound: &Bound,
 ) -> Result<bool, LookupError> {
     for selector in policy.matcher.object_selectors() {
-        let object = labels_of(bound.object.as_ref());
-        let old = labels_of(bound.old_object.as_ref());
+        let object = labels_of(bound.object());
+        let old = labels_of(bound.old_object());
         let any = object.iter().chain(old.iter()).any(|l| selector.matches(l));
         if !any {
             return Ok(false);
@@ -331,7 +318,12 @@ fn selectors_match(
     }
     for selector in policy.matcher.namespace_selectors() {
         let labels = if attrs.is_namespace_object() {
-            labels_of(bound.object.as_ref().or(bound.old_object.as_ref())).unwrap_or_default()
+            labels_of(if bound.object().is_null() {
+                bound.old_object()
+            } else {
+                bound.object()
+            })
+            .unwrap_or_default()
         } else if attrs.is_cluster_scoped() {
             // Other cluster-scoped objects are never filtered out by a namespace selector.
             continue;

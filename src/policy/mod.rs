@@ -8,6 +8,7 @@ mod compile;
 mod decision;
 pub mod documents;
 mod evaluate;
+mod lazy;
 mod load;
 mod matching;
 pub mod model;

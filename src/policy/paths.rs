@@ -8,8 +8,9 @@
 //! walk the shared, reference-counted tree bound once per request and hand the
 //! interpreter only the value at the end of the path.
 
+use super::lazy::LazyValue;
 use kube_cel::cel::common::ast::{Expr, LiteralValue};
-use kube_cel::cel::objects::{KeyRef, Opaque, OptionalValue};
+use kube_cel::cel::objects::{Opaque, OptionalValue};
 use kube_cel::cel::{ExecutionError, FunctionContext, ResolveResult, Value};
 use std::fmt;
 use std::sync::Arc;
@@ -26,9 +27,9 @@ pub const ROOTS: [&str; 3] = ["object", "oldObject", "namespaceObject"];
 pub const REQUIRED_STEP: char = '.';
 pub const OPTIONAL_STEP: char = '?';
 
-/// The decoded (projected) input of one request; `Value::Null` where absent.
+/// The input of one request, decoded at first access; null where absent.
 pub struct DataRoots {
-    pub roots: [Value; 3],
+    pub roots: [LazyValue; 3],
 }
 
 impl fmt::Debug for DataRoots {
@@ -79,7 +80,7 @@ fn literal_str<'a>(ftx: &'a FunctionContext, index: usize) -> Result<&'a str, Ex
 }
 
 enum Walk<'a> {
-    Found(&'a Value),
+    Found(&'a LazyValue),
     /// An optional step found nothing: the result is `optional.none()`.
     Absent,
 }
@@ -101,19 +102,20 @@ fn walk<'a>(
         let mut chars = step.chars();
         *optional |= chars.next() == Some(OPTIONAL_STEP);
         let key = chars.as_str();
-        match current {
-            Value::Map(map) => match map.get(&KeyRef::String(key)) {
+        match current.members().map_err(|e| ftx.error(e))? {
+            Some(members) => match members.get(key) {
                 Some(v) => current = v,
                 None if *optional => return Ok(Walk::Absent),
                 None => return Err(ExecutionError::no_such_key(key)),
             },
-            Value::Null if *optional => return Ok(Walk::Absent),
+            None if *optional && current.is_null() => return Ok(Walk::Absent),
             // Kubernetes errors here; the `cel` crate would quietly give `false`.
-            other => {
-                return Err(ftx.error(format!(
-                    "no such key: {key} (selected from a {} value)",
-                    other.type_of()
-                )));
+            None => {
+                let kind = current
+                    .value()
+                    .map(|v| v.type_of().to_string())
+                    .unwrap_or_default();
+                return Err(ftx.error(format!("no such key: {key} (selected from a {kind} value)")));
             }
         }
     }
@@ -128,8 +130,14 @@ pub fn path_function(ftx: &FunctionContext) -> ResolveResult {
     };
     let mut optional = false;
     match walk(ftx, data, ftx.args.len(), &mut optional)? {
-        Walk::Found(v) if optional => Ok(Value::Opaque(Arc::new(OptionalValue::of(v.clone())))),
-        Walk::Found(v) => Ok(v.clone()),
+        Walk::Found(v) => {
+            let value = v.value().map_err(|e| ftx.error(e))?.clone();
+            Ok(if optional {
+                Value::Opaque(Arc::new(OptionalValue::of(value)))
+            } else {
+                value
+            })
+        }
         Walk::Absent => Ok(Value::Opaque(Arc::new(OptionalValue::none()))),
     }
 }
@@ -154,10 +162,16 @@ pub fn has_function(ftx: &FunctionContext) -> ResolveResult {
     };
     let field = literal_str(ftx, last)?;
     let field = field.strip_prefix(REQUIRED_STEP).unwrap_or(field);
-    match parent {
-        Value::Map(map) => Ok(Value::Bool(map.get(&KeyRef::String(field)).is_some())),
+    match parent.members().map_err(|e| ftx.error(e))? {
+        Some(members) => Ok(Value::Bool(members.contains_key(field))),
         // `has(oldObject.metadata)` on CREATE: false, so policies can guard with it.
-        Value::Null => Ok(Value::Bool(false)),
-        other => Err(ftx.error(format!("has() on a {} value", other.type_of()))),
+        None if parent.is_null() => Ok(Value::Bool(false)),
+        None => {
+            let kind = parent
+                .value()
+                .map(|v| v.type_of().to_string())
+                .unwrap_or_default();
+            Err(ftx.error(format!("has() on a {kind} value")))
+        }
     }
 }

@@ -923,7 +923,7 @@ fn a_broken_document_rejects_the_whole_set() {
 }
 
 #[test]
-fn only_read_paths_are_decoded() {
+fn the_read_analysis_records_the_paths_expressions_read() {
     let spec = format!(
         "{CM_RULES}  validations:\n  - expression: \"has(object.data.keep) && !has(object.data.other) == false\"\n"
     );

@@ -236,6 +236,114 @@ impl<'de> Visitor<'de> for Projection<'_> {
     }
 }
 
+/// What the cost guard needs to know about a value: its own length (list,
+/// map or string), how many values it holds, and its widest container.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Shape {
+    pub length: u64,
+    pub nodes: u64,
+    pub widest: u64,
+}
+
+impl Shape {
+    pub fn of(value: &Value) -> Shape {
+        Shape {
+            length: length_of(value),
+            nodes: node_count(value),
+            widest: widest_container(value),
+        }
+    }
+
+    /// The shape of JSON text, in one pass that builds no values.
+    pub fn of_json(text: &str) -> Result<Shape, serde_json::Error> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let shape = ShapeScan.deserialize(&mut de)?;
+        de.end()?;
+        Ok(shape)
+    }
+}
+
+struct ShapeScan;
+
+impl<'de> DeserializeSeed<'de> for ShapeScan {
+    type Value = Shape;
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ShapeScan {
+    type Value = Shape;
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Shape, E> {
+        Ok(Shape {
+            nodes: 1,
+            ..Shape::default()
+        })
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
+        Ok(Shape {
+            nodes: 1,
+            ..Shape::default()
+        })
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
+        Ok(Shape {
+            nodes: 1,
+            ..Shape::default()
+        })
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
+        Ok(Shape {
+            nodes: 1,
+            ..Shape::default()
+        })
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
+        Ok(Shape {
+            nodes: 1,
+            ..Shape::default()
+        })
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
+        let len = v.len() as u64;
+        Ok(Shape {
+            length: len,
+            nodes: 1 + len / 64,
+            widest: 0,
+        })
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape {
+            nodes: 1,
+            ..Shape::default()
+        };
+        while let Some(child) = seq.next_element_seed(ShapeScan)? {
+            shape.length += 1;
+            shape.nodes += child.nodes;
+            shape.widest = shape.widest.max(child.widest);
+        }
+        shape.widest = shape.widest.max(shape.length);
+        Ok(shape)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Shape, A::Error> {
+        let mut shape = Shape {
+            nodes: 1,
+            ..Shape::default()
+        };
+        while access.next_key::<IgnoredAny>()?.is_some() {
+            let child = access.next_value_seed(ShapeScan)?;
+            shape.length += 1;
+            shape.nodes += child.nodes;
+            shape.widest = shape.widest.max(child.widest);
+        }
+        shape.widest = shape.widest.max(shape.length);
+        Ok(shape)
+    }
+}
+
 /// Number of values in a CEL value tree: the size bound used by the cost guard.
 pub fn node_count(value: &Value) -> u64 {
     match value {
@@ -352,6 +460,15 @@ mod tests {
     fn projection_rejects_malformed_json() {
         assert!(PathSet::whole().project("{\"a\":").is_err());
         assert!(paths(&[&["a"]]).project("{} trailing").is_err());
+    }
+
+    #[test]
+    fn shape_of_json_text_matches_shape_of_values() {
+        let json = serde_json::json!({"a": [1, 2, 3, {"b": "x".repeat(130)}], "c": {"d": null}});
+        let from_text = Shape::of_json(&json.to_string()).unwrap();
+        assert_eq!(from_text, Shape::of(&json_to_cel(&json)));
+        assert_eq!(from_text.length, 2);
+        assert_eq!(from_text.widest, 4);
     }
 
     #[test]
