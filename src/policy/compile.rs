@@ -3,7 +3,7 @@
 //! and can bound its own cost before it starts.
 
 use super::cel_env;
-use super::values::{PathSet, Shape};
+use super::values::Shape;
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
 use kube_cel::cel::parser::{Expression, Parser};
 
@@ -35,40 +35,31 @@ pub struct Origin {
     pub path: Vec<String>,
 }
 
-/// What one expression reads, per data root.
+/// What one expression reads besides `object`, `oldObject` and `request`
+/// (those are decoded lazily, at first access, whatever the analysis says).
 #[derive(Debug, Clone, Default)]
 pub struct Reads {
-    pub object: PathSet,
-    pub old_object: PathSet,
-    pub namespace_object: PathSet,
+    /// `namespaceObject` is read: its Namespace must be fetched from cluster state.
+    pub namespace_object: bool,
     pub variables: Vec<usize>,
     pub lookups: Vec<usize>,
 }
 
 impl Reads {
-    fn mark(&mut self, origin: &Origin, whole: bool) {
-        let set = match origin.root {
-            DataRoot::Object => &mut self.object,
-            DataRoot::OldObject => &mut self.old_object,
-            DataRoot::NamespaceObject => &mut self.namespace_object,
+    fn mark(&mut self, origin: &Origin) {
+        match origin.root {
+            DataRoot::Object | DataRoot::OldObject => {}
+            DataRoot::NamespaceObject => self.namespace_object = true,
             DataRoot::Lookup(i) => {
                 if !self.lookups.contains(&i) {
                     self.lookups.push(i);
                 }
-                return;
             }
-        };
-        if whole {
-            set.insert(&origin.path);
-        } else {
-            set.touch(&origin.path);
         }
     }
 
     pub fn merge(&mut self, other: &Reads) {
-        self.object.merge(&other.object);
-        self.old_object.merge(&other.old_object);
-        self.namespace_object.merge(&other.namespace_object);
+        self.namespace_object |= other.namespace_object;
         for v in &other.variables {
             if !self.variables.contains(v) {
                 self.variables.push(*v);
@@ -115,7 +106,6 @@ pub struct CompiledExpression {
     /// What the value of the expression aliases (used for variables).
     pub origins: Vec<Origin>,
     cost_terms: Vec<Vec<SizeBound>>,
-    pub uses_request: bool,
 }
 
 /// A compile error with the position inside the expression (1-based line and column).
@@ -218,7 +208,6 @@ pub fn compile(
         consumed: Vec::new(),
         errors: Vec::new(),
         cost_terms: Vec::new(),
-        uses_request: false,
     };
     let origins = analysis.walk(&ast, &[], 0);
     if consume_result {
@@ -242,7 +231,6 @@ pub fn compile(
         reads: analysis.reads,
         origins: if consume_result { Vec::new() } else { origins },
         cost_terms: analysis.cost_terms,
-        uses_request: analysis.uses_request,
     })
 }
 
@@ -270,13 +258,12 @@ struct Analysis<'a> {
     consumed: Vec<Origin>,
     errors: Vec<String>,
     cost_terms: Vec<Vec<SizeBound>>,
-    uses_request: bool,
 }
 
 impl Analysis<'_> {
     fn consume(&mut self, origins: &[Origin]) {
         for o in origins {
-            self.reads.mark(o, true);
+            self.reads.mark(o);
             self.consumed.push(o.clone());
         }
     }
@@ -309,7 +296,7 @@ impl Analysis<'_> {
                 let extended = extend(&origins, &select.field);
                 if select.test {
                     for o in &extended {
-                        self.reads.mark(o, false);
+                        self.reads.mark(o);
                     }
                     Vec::new()
                 } else {
@@ -410,10 +397,7 @@ impl Analysis<'_> {
             "object" => DataRoot::Object,
             "oldObject" => DataRoot::OldObject,
             "namespaceObject" => DataRoot::NamespaceObject,
-            "request" => {
-                self.uses_request = true;
-                return Vec::new();
-            }
+            "request" => return Vec::new(),
             "variables" if self.scope.allow_variables => {
                 self.errors
                     .push("'variables' must be used as variables.<name>".to_string());

@@ -156,7 +156,7 @@ impl PolicySet {
         for p in &candidates {
             let ns_selector = p.matcher.namespace_selectors().next().is_some();
             wants_namespace |=
-                !p.reads.namespace_object.is_empty() || (ns_selector && !attrs.is_cluster_scoped());
+                p.reads.namespace_object || (ns_selector && !attrs.is_cluster_scoped());
         }
         let object = lazy_object(request.object.as_deref(), "object")?;
         let old_object = lazy_object(request.old_object.as_deref(), "oldObject")?;

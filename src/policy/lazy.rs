@@ -7,7 +7,7 @@
 //! for their members (without building values) and decodes only `selector`.
 //! Every level is decoded at most once per request.
 
-use super::values::{PathSet, Shape, json_to_cel};
+use super::values::{Shape, decode_json, json_to_cel};
 use kube_cel::cel::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -135,10 +135,7 @@ impl LazyValue {
                 Source::Decoded(v) => Ok(v.clone()),
                 Source::Text { .. } => {
                     let raw = self.raw().ok_or("bad offsets")?;
-                    Ok(PathSet::whole()
-                        .project(raw)
-                        .map_err(|e| e.to_string())?
-                        .unwrap_or(Value::Null))
+                    decode_json(raw).map_err(|e| e.to_string())
                 }
             })
             .as_ref()

@@ -230,8 +230,8 @@ impl PolicySet {
                     needs.kinds.push(kind);
                 }
             }
-            needs.namespaces |= p.matcher.namespace_selectors().next().is_some()
-                || !p.reads.namespace_object.is_empty();
+            needs.namespaces |=
+                p.matcher.namespace_selectors().next().is_some() || p.reads.namespace_object;
         }
         needs.kinds.sort();
         needs

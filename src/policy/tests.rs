@@ -923,20 +923,25 @@ fn a_broken_document_rejects_the_whole_set() {
 }
 
 #[test]
-fn the_read_analysis_records_the_paths_expressions_read() {
+fn has_tests_presence_and_namespace_reads_are_recorded() {
     let spec = format!(
-        "{CM_RULES}  validations:\n  - expression: \"has(object.data.keep) && !has(object.data.other) == false\"\n"
+        "{CM_RULES}  validations:\n  - expression: \"has(object.data.keep) && !has(object.data.other) == false && !has(object.data.gone)\"\n"
     );
     let set = load(&policy("reads", &spec)).expect("loads");
-    let policy = &set.policies()[0];
-    let json = r#"{"metadata":{"name":"x","managedFields":[{"a":1}]},"data":{"keep":"1","other":"2","more":"3"}}"#;
-    let projected = policy
-        .reads
-        .object
-        .project(json)
-        .expect("json")
-        .expect("value");
-    let back = values::cel_to_json(&projected).expect("json");
-    assert_eq!(back, json!({"data": {"keep": "1", "other": "2"}}));
+    assert!(!set.policies()[0].reads.namespace_object);
     assert!(eval(&set, &create(cm("x", json!({"keep": "1", "other": "2"})))).allowed);
+    assert!(
+        !eval(
+            &set,
+            &create(cm("x", json!({"keep": "1", "other": "2", "gone": "3"})))
+        )
+        .allowed
+    );
+    let ns =
+        format!("{CM_RULES}  validations:\n  - expression: \"has(namespaceObject.metadata)\"\n");
+    assert!(
+        load(&policy("ns", &ns)).expect("loads").policies()[0]
+            .reads
+            .namespace_object
+    );
 }

@@ -1,12 +1,10 @@
-//! JSON → CEL values, the way Kubernetes reads them, and the projection that
-//! decodes only the parts of an object that the matching policies read.
+//! JSON → CEL values, the way Kubernetes reads them, and the sizes the cost
+//! guard needs.
 //!
 //! Why our own conversion: `cel::to_value` turns every non-negative JSON
 //! integer into `uint`, so `object.spec.replicas + 1` fails; Kubernetes reads
-//! JSON integers as `int`. Why a projection: binding a whole 10 KB object costs
-//! more than parsing the request, and the `cel` crate copies the selected
-//! subtree on every field access; a tree that holds only the read paths makes
-//! both nearly free.
+//! JSON integers as `int`. Request objects are decoded lazily (`lazy.rs`),
+//! subtree by subtree, with [`decode_json`].
 
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
@@ -80,97 +78,25 @@ pub fn cel_to_json(value: &Value) -> Result<serde_json::Value, String> {
     })
 }
 
-/// The set of paths into an object that some expression reads. A node marked
-/// `whole` needs its entire subtree; otherwise only the named children.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct PathSet {
-    whole: bool,
-    children: HashMap<String, PathSet>,
+/// Decodes JSON text straight into CEL values (integers as `int`), without
+/// an intermediate `serde_json::Value`.
+pub fn decode_json(json: &str) -> Result<Value, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_str(json);
+    let value = Decode.deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
 }
 
-impl PathSet {
-    pub fn whole() -> Self {
-        PathSet {
-            whole: true,
-            children: HashMap::new(),
-        }
-    }
+struct Decode;
 
-    pub fn is_empty(&self) -> bool {
-        !self.whole && self.children.is_empty()
-    }
-
-    pub fn is_whole(&self) -> bool {
-        self.whole
-    }
-
-    /// Marks `path` (field names from the root) as read in full.
-    pub fn insert(&mut self, path: &[String]) {
-        let mut node = self;
-        for field in path {
-            if node.whole {
-                return;
-            }
-            node = node.children.entry(field.clone()).or_default();
-        }
-        node.whole = true;
-        node.children.clear();
-    }
-
-    /// Marks `path` as read for presence only (`has()`): its parents are kept,
-    /// its own subtree only as far as other paths need it.
-    pub fn touch(&mut self, path: &[String]) {
-        let mut node = self;
-        for field in path {
-            if node.whole {
-                return;
-            }
-            node = node.children.entry(field.clone()).or_default();
-        }
-    }
-
-    pub fn merge(&mut self, other: &PathSet) {
-        if self.whole {
-            return;
-        }
-        if other.whole {
-            *self = PathSet::whole();
-            return;
-        }
-        for (k, child) in &other.children {
-            self.children.entry(k.clone()).or_default().merge(child);
-        }
-    }
-
-    /// Decodes `json` keeping only these paths. `None` when nothing is read.
-    pub fn project(&self, json: &str) -> Result<Option<Value>, serde_json::Error> {
-        if self.is_empty() {
-            return Ok(None);
-        }
-        let mut de = serde_json::Deserializer::from_str(json);
-        let value = Projection {
-            paths: if self.whole { None } else { Some(self) },
-        }
-        .deserialize(&mut de)?;
-        de.end()?;
-        Ok(Some(value))
-    }
-}
-
-/// A serde seed that builds CEL values directly from JSON text, skipping
-/// (without allocating) every member that is not on a read path.
-struct Projection<'a> {
-    paths: Option<&'a PathSet>,
-}
-
-impl<'de> DeserializeSeed<'de> for Projection<'_> {
+impl<'de> DeserializeSeed<'de> for Decode {
     type Value = Value;
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
         deserializer.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for Projection<'_> {
+impl<'de> Visitor<'de> for Decode {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -203,34 +129,17 @@ impl<'de> Visitor<'de> for Projection<'_> {
         Ok(Value::String(Arc::new(v)))
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        // Paths never descend into list elements, so a list on a path is read whole.
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(item) = seq.next_element_seed(Projection { paths: None })? {
+        while let Some(item) = seq.next_element_seed(Decode)? {
             items.push(item);
         }
         Ok(Value::List(Arc::new(items)))
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = HashMap::new();
+        let mut map = HashMap::with_capacity(access.size_hint().unwrap_or(0));
         while let Some(key) = access.next_key::<std::borrow::Cow<'de, str>>()? {
-            match self.paths {
-                None => {
-                    let value = access.next_value_seed(Projection { paths: None })?;
-                    map.insert(Key::String(Arc::new(key.into_owned())), value);
-                }
-                Some(paths) => match paths.children.get(key.as_ref()) {
-                    Some(child) => {
-                        let seed = Projection {
-                            paths: if child.whole { None } else { Some(child) },
-                        };
-                        let value = access.next_value_seed(seed)?;
-                        map.insert(Key::String(Arc::new(key.into_owned())), value);
-                    }
-                    None => {
-                        access.next_value::<IgnoredAny>()?;
-                    }
-                },
-            }
+            let value = access.next_value_seed(Decode)?;
+            map.insert(Key::String(Arc::new(key.into_owned())), value);
         }
         Ok(Value::Map(Map { map: Arc::new(map) }))
     }
@@ -394,14 +303,6 @@ pub fn length_of(value: &Value) -> u64 {
 mod tests {
     use super::*;
 
-    fn paths(list: &[&[&str]]) -> PathSet {
-        let mut set = PathSet::default();
-        for p in list {
-            set.insert(&p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        }
-        set
-    }
-
     #[test]
     fn json_integers_are_cel_int_not_uint() {
         let v = json_to_cel(
@@ -425,41 +326,18 @@ mod tests {
     }
 
     #[test]
-    fn projection_keeps_only_read_paths_and_whole_subtrees() {
-        let json = r#"{"metadata":{"name":"web","labels":{"app":"web"},"managedFields":[{"x":1}]},
-                      "spec":{"replicas":2,"selector":{"matchLabels":{"app":"web"}},"template":{"big":true}}}"#;
-        let set = paths(&[&["metadata", "labels"], &["spec", "selector"]]);
-        let projected = set.project(json).unwrap().unwrap();
-        let expected = json_to_cel(&serde_json::json!({
-            "metadata": {"labels": {"app": "web"}},
-            "spec": {"selector": {"matchLabels": {"app": "web"}}}
-        }));
-        assert_eq!(projected, expected);
-    }
-
-    #[test]
-    fn whole_path_set_decodes_everything_and_empty_decodes_nothing() {
-        let json = r#"{"a":[1,{"b":2}],"c":null}"#;
+    fn decoding_text_equals_converting_parsed_json() {
+        let json = r#"{"a":[1,{"b":2}],"c":null,"d":-3,"e":1.5,"f":18446744073709551615}"#;
         assert_eq!(
-            PathSet::whole().project(json).unwrap(),
-            Some(json_to_cel(&serde_json::from_str(json).unwrap()))
+            decode_json(json).unwrap(),
+            json_to_cel(&serde_json::from_str(json).unwrap())
         );
-        assert_eq!(PathSet::default().project(json).unwrap(), None);
     }
 
     #[test]
-    fn inserting_a_prefix_widens_to_the_whole_subtree() {
-        let mut set = paths(&[&["spec", "selector", "matchLabels"]]);
-        set.insert(&["spec".to_string()]);
-        assert_eq!(set, paths(&[&["spec"]]));
-        set.insert(&["spec".to_string(), "x".to_string()]);
-        assert_eq!(set, paths(&[&["spec"]]));
-    }
-
-    #[test]
-    fn projection_rejects_malformed_json() {
-        assert!(PathSet::whole().project("{\"a\":").is_err());
-        assert!(paths(&[&["a"]]).project("{} trailing").is_err());
+    fn decoding_rejects_malformed_json() {
+        assert!(decode_json("{\"a\":").is_err());
+        assert!(decode_json("{} trailing").is_err());
     }
 
     #[test]
