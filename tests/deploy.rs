@@ -272,6 +272,53 @@ fn manifests_ca_bundle_reaches_every_webhook() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+#[test]
+fn manifests_url_mode_points_every_webhook_at_the_url_and_refuses_what_kube_apiserver_refuses() {
+    let out = binary()
+        .args(["manifests", "--url", "https://127.0.0.1:9443/"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let docs = parse_stream(Path::new("stdout"), &String::from_utf8_lossy(&out.stdout));
+    let mut paths = Vec::new();
+    for doc in &docs {
+        for w in doc["webhooks"].as_array().unwrap() {
+            assert!(w["clientConfig"]["service"].is_null(), "{w}");
+            let url = w["clientConfig"]["url"].as_str().unwrap().to_string();
+            let want = if doc["kind"] == "MutatingWebhookConfiguration" {
+                "https://127.0.0.1:9443/mutate"
+            } else {
+                "https://127.0.0.1:9443/validate"
+            };
+            assert_eq!(url, want);
+            paths.push(url);
+            // The rest is exactly the in-cluster configuration: same namespace exclusion.
+            assert_eq!(
+                w["namespaceSelector"]["matchExpressions"][0]["values"],
+                serde_json::json!(["kube-system", "safety-gate"])
+            );
+        }
+    }
+    assert!(paths.len() >= 3, "{paths:?}");
+
+    for bad in [
+        "http://127.0.0.1:9443",
+        "https://user@127.0.0.1:9443",
+        "https://127.0.0.1:9443/x",
+        "https://127.0.0.1:9443?a=b",
+        "https://",
+    ] {
+        let out = binary().args(["manifests", "--url", bad]).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--url"), "{bad}: {err}");
+    }
+}
+
 const FAIL_CLOSED_WILDCARD: &str = r#"
 apiVersion: safety-gate.dev/v1alpha1
 kind: GatePolicy

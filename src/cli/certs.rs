@@ -23,6 +23,12 @@ pub struct CertsArgs {
     /// Namespace of the webhook's Service.
     #[arg(long, default_value = "safety-gate")]
     pub namespace: String,
+
+    /// A further DNS name or IP address for the serving certificate (repeatable), for
+    /// a gate that kube-apiserver calls by URL (`safety-gate manifests --url`), e.g.
+    /// `--host 127.0.0.1`.
+    #[arg(long = "host", value_name = "NAME_OR_IP")]
+    pub hosts: Vec<String>,
 }
 
 /// PEM-encoded output of [`generate`].
@@ -153,7 +159,8 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
 }
 
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
-    let names = service_names(&args.service, &args.namespace);
+    let mut names = service_names(&args.service, &args.namespace);
+    names.extend(args.hosts.iter().cloned());
     let certs = generate(&names)?;
     write_files(&args.out, &certs)?;
     let dir = args.out.display();
@@ -176,6 +183,7 @@ mod tests {
             out: dir.path().join("out"),
             service: "gate".to_string(),
             namespace: "infra".to_string(),
+            hosts: vec!["127.0.0.1".to_string()],
         };
         run(args).expect("certs");
         let out = dir.path().join("out");
@@ -243,5 +251,16 @@ mod tests {
                 rustls::pki_types::UnixTime::now(),
             )
             .expect("verifies");
+        // --host 127.0.0.1: a gate called by URL on loopback verifies too.
+        let ip = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("ip");
+        verifier
+            .verify_server_cert(
+                &loaded.key.cert[0],
+                &[],
+                &ip,
+                &[],
+                rustls::pki_types::UnixTime::now(),
+            )
+            .expect("the IP SAN verifies");
     }
 }

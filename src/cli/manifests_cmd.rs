@@ -34,6 +34,12 @@ pub struct ManifestsArgs {
     #[arg(long, default_value_t = deploy::DEFAULT_PORT)]
     pub port: u16,
 
+    /// `https://host:port` of a gate that runs outside the cluster: the webhooks call
+    /// `<URL>/validate` and `<URL>/mutate` (`clientConfig.url`) instead of the Service.
+    /// The serving certificate must name that host (`safety-gate certs --host`).
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+
     /// Write webhooks.yaml, clusterrole.yaml and policies.yaml into DIR instead of
     /// printing the webhook configurations (`--out deploy/base` refreshes the committed copy).
     #[arg(long, value_name = "DIR")]
@@ -72,11 +78,18 @@ pub fn run(args: &ManifestsArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let Some(url) = &args.url
+        && let Err(e) = deploy::check_url(url)
+    {
+        eprintln!("error: --url {e}");
+        return EXIT_USAGE;
+    }
     let target = Target {
         namespace: args.namespace.clone(),
         service: args.service.clone(),
         port: args.port,
         ca_bundle,
+        url: args.url.clone(),
     };
     match &args.out {
         None => match deploy::render_webhooks(&set, &target) {

@@ -92,6 +92,10 @@ pub struct Target {
     /// base64 of the PEM CA bundle; `None` leaves `caBundle` out, for
     /// cert-manager's CA injector or a kustomize replacement to fill in.
     pub ca_bundle: Option<String>,
+    /// `https://host:port` of a gate running outside the cluster: the
+    /// webhooks then use `clientConfig.url` (base + `/validate` or
+    /// `/mutate`) instead of the Service. Checked by [`check_url`].
+    pub url: Option<String>,
 }
 
 impl Default for Target {
@@ -101,6 +105,7 @@ impl Default for Target {
             service: DEFAULT_SERVICE.to_string(),
             port: DEFAULT_PORT,
             ca_bundle: None,
+            url: None,
         }
     }
 }
@@ -267,10 +272,14 @@ pub struct SelectorRequirement {
     pub values: Vec<String>,
 }
 
+/// Exactly one of `service` and `url` is set.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientConfig {
-    pub service: ServiceReference,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceReference>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_bundle: Option<String>,
 }
@@ -281,6 +290,33 @@ pub struct ServiceReference {
     pub name: String,
     pub path: &'static str,
     pub port: u16,
+}
+
+/// Checks a `--url` base the way kube-apiserver checks `clientConfig.url`
+/// (admissionregistration validation): `https` only, a host, and no user
+/// info, query or fragment; the gate appends the path itself, so the base
+/// carries none. `Err` says what is wrong.
+pub fn check_url(url: &str) -> Result<(), String> {
+    let rest = url.strip_prefix("https://").ok_or_else(|| {
+        format!("{url}: the scheme must be https (kube-apiserver calls webhooks over TLS only)")
+    })?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() {
+        return Err(format!("{url}: no host"));
+    }
+    for (c, what) in [
+        ('@', "user info"),
+        ('?', "a query"),
+        ('#', "a fragment"),
+        ('/', "a path"),
+    ] {
+        if authority.contains(c) {
+            return Err(format!(
+                "{url}: kube-apiserver does not accept {what} here; give only https://host:port (the gate adds /validate and /mutate)"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Is a fail-closed atom narrow enough? `Err` says why not.
@@ -384,12 +420,16 @@ pub fn webhooks(
                 }],
             },
             client_config: ClientConfig {
-                service: ServiceReference {
+                service: target.url.is_none().then(|| ServiceReference {
                     namespace: target.namespace.clone(),
                     name: target.service.clone(),
                     path: endpoint.path(),
                     port: target.port,
-                },
+                }),
+                url: target
+                    .url
+                    .as_ref()
+                    .map(|base| format!("{}{}", base.trim_end_matches('/'), endpoint.path())),
                 ca_bundle: target.ca_bundle.clone(),
             },
             rules: rules::compress(&atoms),
