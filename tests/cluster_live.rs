@@ -88,15 +88,27 @@ async fn a_ca_that_is_not_pem_is_rejected() {
     assert!(err.contains("no PEM CERTIFICATE"), "{err}");
 }
 
-#[tokio::test]
-async fn outside_a_pod_in_cluster_config_says_to_pass_kubeconfig() {
-    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
-        eprintln!("skipped: KUBERNETES_SERVICE_HOST is set, this runs inside a pod");
-        return;
-    }
-    let err = client_from(None).await.err().expect("an error").to_string();
-    assert!(err.contains("not running in a Kubernetes pod"), "{err}");
-    assert!(err.contains("--kubeconfig"), "{err}");
+#[test]
+fn without_any_cluster_configuration_the_cluster_commands_say_where_they_looked() {
+    // As kubectl: --kubeconfig, $KUBECONFIG, ~/.kube/config, in-cluster. A
+    // fresh HOME and no KUBECONFIG or service-account environment leaves none.
+    let home = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+        .args(["audit", "--cluster", "--policies"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"))
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .output()
+        .expect("run safety-gate");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("no cluster configuration"), "{err}");
+    assert!(
+        err.contains("--kubeconfig") && err.contains("KUBECONFIG"),
+        "{err}"
+    );
 }
 
 // ---- fake API server -------------------------------------------------------
@@ -139,11 +151,14 @@ async fn group(UrlPath((group, version)): UrlPath<(String, String)>) -> Response
             ]),
         )
     } else {
-        status(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
+        // What a real kube-apiserver 1.37 answers for a group version it does
+        // not serve (seen in the end-to-end tier): plain text, no Status.
+        (
+            StatusCode::NOT_FOUND,
+            [("content-type", "text/plain; charset=utf-8")],
+            "404 page not found\n",
         )
+            .into_response()
     }
 }
 

@@ -67,13 +67,14 @@ pub enum ClientError {
     /// build a client that trusts nothing and fail on every request.
     #[error("invalid kubeconfig {}: its certificate-authority holds no PEM CERTIFICATE", path.display())]
     NoCaCertificate { path: PathBuf },
-    /// No `--kubeconfig` and no in-cluster service account.
+    /// No `--kubeconfig`, no usable `$KUBECONFIG` or `~/.kube/config`, and
+    /// no in-cluster service account.
     #[error(
-        "not running in a Kubernetes pod with a service account ({source}); pass --kubeconfig FILE to use a kubeconfig"
+        "no cluster configuration: {source}; pass --kubeconfig FILE, set KUBECONFIG, or run in a pod with a service account"
     )]
-    InCluster {
+    Infer {
         #[source]
-        source: kube::config::InClusterError,
+        source: kube::config::InferConfigError,
     },
     /// The configuration could not become a client (TLS material, proxy).
     #[error("cannot build a Kubernetes client: {source}")]
@@ -83,8 +84,9 @@ pub enum ClientError {
     },
 }
 
-/// A client for the in-cluster service account, or for `kubeconfig` (its
-/// current context) when given. Nothing is sent to the API server here.
+/// A client for `kubeconfig` (its current context) when given; otherwise
+/// found as kubectl finds one: `$KUBECONFIG`, `~/.kube/config`, then the
+/// in-cluster service account. Nothing is sent to the API server here.
 pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
@@ -108,7 +110,11 @@ pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, ClientErro
             }
             config
         }
-        None => Config::incluster().map_err(|source| ClientError::InCluster { source })?,
+        // As kubectl: $KUBECONFIG, then ~/.kube/config, then the Pod's
+        // service account.
+        None => Config::infer()
+            .await
+            .map_err(|source| ClientError::Infer { source })?,
     };
     Client::try_from(config).map_err(|source| ClientError::Build { source })
 }
@@ -360,6 +366,9 @@ async fn run(client: Client, mut writer: KindWriter) {
     });
 }
 
+/// Longest wait between discovery attempts for a kind that is not served.
+const NOT_SERVED_RECHECK: Duration = Duration::from_secs(10);
+
 /// Discovery, retried with the watcher's backoff: a CRD installed after the
 /// gate starts is picked up without a restart.
 async fn resolve_until_served(client: &Client, writer: &mut KindWriter) -> ApiResource {
@@ -371,7 +380,16 @@ async fn resolve_until_served(client: &Client, writer: &mut KindWriter) -> ApiRe
     loop {
         match resolve(client, &api_version, &kind).await {
             Ok(resource) => return resource,
-            Err(failure) if failure.not_served => writer.not_served(failure),
+            Err(failure) if failure.not_served => {
+                writer.not_served(failure);
+                // Poll for the CRD, never more often than every 10 s (and
+                // never in a tight loop against kube-apiserver).
+                let wait = backoff
+                    .next()
+                    .unwrap_or(Duration::from_secs(10))
+                    .min(NOT_SERVED_RECHECK);
+                tokio::time::sleep(wait).await;
+            }
             Err(failure) => {
                 writer.record(failure);
                 let wait = backoff.next().unwrap_or(Duration::from_secs(30));
@@ -386,14 +404,20 @@ async fn resolve(client: &Client, api_version: &str, kind: &str) -> Result<ApiRe
     let gvk = GroupVersionKind::gvk(&group, &version, kind);
     match kube::discovery::pinned_kind(client, &gvk).await {
         Ok((resource, _)) => Ok(resource),
-        Err(kube::Error::Api(status)) if status.is_not_found() => Err(Failure {
-            message: format!(
-                "the API server does not serve {api_version} (is its CRD installed?): {}",
-                describe_status(&status)
-            ),
-            forbidden: false,
-            not_served: true,
-        }),
+        // A real kube-apiserver answers discovery of a group version it does
+        // not serve with a plain-text "404 page not found", not a Status:
+        // kube-core's `is_not_found` looks only at the reason, so check the
+        // code as well.
+        Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 404 => {
+            Err(Failure {
+                message: format!(
+                    "the API server does not serve {api_version} (is its CRD installed?): {}",
+                    describe_status(&status)
+                ),
+                forbidden: false,
+                not_served: true,
+            })
+        }
         Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => Err(Failure {
             message: format!("the API server serves {api_version} but no kind {kind} in it"),
             forbidden: false,
