@@ -422,14 +422,21 @@ impl Evaluator<'_, '_> {
             .map(|ex| ex.name.clone());
 
         match options.stage {
-            Stage::Validate => self.validate(&mut result),
-            Stage::Mutate => self.mutate(&mut result, request),
+            Stage::Validate => self.validate(&mut result, true),
+            Stage::Mutate => {
+                // The validations only: audit annotations stay with `/validate`,
+                // which kube-apiserver calls when nothing refused earlier.
+                if policy.deny_before_object_validation {
+                    self.validate(&mut result, false);
+                }
+                self.mutate(&mut result, request);
+            }
         }
         result.finish();
         result
     }
 
-    fn validate(&mut self, result: &mut PolicyEvaluation) {
+    fn validate(&mut self, result: &mut PolicyEvaluation, with_audit_annotations: bool) {
         let policy = self.policy;
         for (index, validation) in policy.validations.iter().enumerate() {
             match self.eval(&validation.expression) {
@@ -462,7 +469,12 @@ impl Evaluator<'_, '_> {
                 ),
             }
         }
-        for annotation in &policy.audit_annotations {
+        let annotations = if with_audit_annotations {
+            &policy.audit_annotations[..]
+        } else {
+            &[]
+        };
+        for annotation in annotations {
             match self.eval(&annotation.expression) {
                 Ok(Value::String(s)) if !s.is_empty() => result
                     .audit_annotations

@@ -315,6 +315,10 @@ fn build_policy(
                 ("spec.exemptions", !spec.exemptions.is_empty()),
                 ("spec.annotate", !spec.annotate.is_empty()),
                 ("spec.mutations", !spec.mutations.is_empty()),
+                (
+                    "spec.denyBeforeObjectValidation",
+                    spec.deny_before_object_validation,
+                ),
             ] {
                 if present {
                     p.push(name_line, field, "is a GatePolicy extension; a ValidatingAdmissionPolicy cannot use it (write a GatePolicy instead)");
@@ -600,6 +604,7 @@ fn build_policy(
         audit_annotations,
         annotate,
         mutations,
+        deny_before_object_validation: spec.deny_before_object_validation,
     }))
 }
 

@@ -83,6 +83,8 @@ pub struct Policy {
     audit_annotations: Vec<Named>,
     annotate: Vec<(String, Option<CompiledExpression>)>,
     mutations: Vec<CompiledExpression>,
+    /// Validations also run on `/mutate` (see `PolicySpec`).
+    pub deny_before_object_validation: bool,
     /// Everything any expression of this policy reads.
     reads: Reads,
 }
@@ -105,6 +107,7 @@ struct PolicyParts {
     audit_annotations: Vec<Named>,
     annotate: Vec<(String, Option<CompiledExpression>)>,
     mutations: Vec<CompiledExpression>,
+    deny_before_object_validation: bool,
 }
 
 impl Policy {
@@ -143,6 +146,7 @@ impl Policy {
             audit_annotations: p.audit_annotations,
             annotate: p.annotate,
             mutations: p.mutations,
+            deny_before_object_validation: p.deny_before_object_validation,
             reads,
         }
     }
@@ -157,9 +161,11 @@ impl Policy {
         !self.validations.is_empty() || !self.audit_annotations.is_empty()
     }
 
-    /// Runs on `/mutate`.
+    /// Runs on `/mutate`: it mutates, or its validations also run there.
     pub fn mutates(&self) -> bool {
-        !self.annotate.is_empty() || !self.mutations.is_empty()
+        !self.annotate.is_empty()
+            || !self.mutations.is_empty()
+            || (self.deny_before_object_validation && self.validates())
     }
 }
 

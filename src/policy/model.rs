@@ -113,6 +113,12 @@ pub struct PolicySpec {
     pub annotate: BTreeMap<String, Spanned<Option<String>>>,
     #[serde(default)]
     pub mutations: Vec<MutationSpec>,
+    /// ★ Also evaluate the validations at the mutating stage. kube-apiserver
+    /// validates an object (and refuses, e.g., "field is immutable") after
+    /// mutating webhooks and before validating webhooks, so only a denial
+    /// from `/mutate` reaches the user for a change it refuses itself.
+    #[serde(default)]
+    pub deny_before_object_validation: bool,
     /// VAP only; parameters are not supported and are rejected with a clear error.
     #[serde(default)]
     pub param_kind: Option<serde_json::Value>,
