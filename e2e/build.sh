@@ -14,16 +14,22 @@ here=$(cd "$(dirname "$0")" && pwd)
 release=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/go.mod")
 [ -n "$release" ] || { echo "e2e/build.sh: no k8s.io/kubernetes pin in e2e/go.mod" >&2; exit 1; }
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)
-src_key=$(find "$here/oracle" -name '*.go' -print0 2>/dev/null | sort -z | xargs -0 cat 2>/dev/null | sha256sum | cut -c1-12)
 out="$here/.bin/$release-$key"
 mkdir -p "$out"
 export GOFLAGS=-mod=mod
+# The version kube-apiserver and kubectl report (`kubectl version`, /version),
+# as the release's own build sets it.
+minor=$(echo "$release" | cut -d. -f2)
+ldflags=""
+for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+  ldflags="$ldflags -X $pkg.gitVersion=$release -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+done
 build() { # name module-dir package...
   local name=$1 dir=$2; shift 2
   if [ -x "$out/$name" ]; then return 0; fi
   local start=$SECONDS
   echo "e2e/build.sh: building $name ($*) ..." >&2
-  if ! (cd "$dir" && go build -trimpath -o "$out/$name.tmp" "$@") >&2; then
+  if ! (cd "$dir" && go build -ldflags "$ldflags" -o "$out/$name.tmp" "$@") >&2; then
     echo "e2e/build.sh: FAILED to build $name from module $(awk '$1=="module"{print $2}' "$dir/go.mod") ($*)" >&2
     exit 1
   fi
@@ -36,6 +42,7 @@ build kube-controller-manager "$here" k8s.io/kubernetes/cmd/kube-controller-mana
 build kubectl "$here" k8s.io/kubernetes/cmd/kubectl
 if [ -d "$here/oracle" ]; then
   # The oracle is our code: rebuild it when its source changes.
+  src_key=$(find "$here/oracle" -name '*.go' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-12)
   if [ "$(cat "$out/oracle.src" 2>/dev/null)" != "$src_key" ]; then rm -f "$out/oracle"; fi
   build oracle "$here" ./oracle
   echo "$src_key" > "$out/oracle.src"

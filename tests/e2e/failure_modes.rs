@@ -1,0 +1,199 @@
+//! What happens when the gate is down, frozen or restarted, and when
+//! kube-apiserver restarts while the gate is down.
+
+use super::{Env, Scenario};
+use std::time::{Duration, Instant};
+
+pub fn scenarios() -> Vec<(&'static str, Scenario)> {
+    vec![
+        (
+            "gate_stopped_only_the_narrow_fail_closed_rules_deny",
+            gate_stopped,
+        ),
+        (
+            "gate_stopped_kube_apiserver_restart_completes",
+            apiserver_restart_with_gate_down,
+        ),
+        (
+            "gate_restarted_recovers_without_intervention",
+            gate_restarted,
+        ),
+        (
+            "gate_frozen_each_webhook_is_decided_by_its_failure_policy_within_timeout_seconds",
+            gate_frozen,
+        ),
+    ]
+}
+
+const LEASE: &str = "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: e2e-lease\n  namespace: NS\nspec:\n  holderIdentity: e2e\n  leaseDurationSeconds: 15\n";
+
+fn gate_stopped(env: &Env) {
+    for ns in ["outage", "safety-gate"] {
+        env.admin.run(&["create", "namespace", ns]);
+    }
+    env.admin
+        .run(&[
+            "create",
+            "deployment",
+            "app",
+            "--image=nginx",
+            "-n",
+            "outage",
+        ])
+        .expect_ok("a workload before the outage");
+    env.eventually(
+        "the default ServiceAccount exists",
+        Duration::from_secs(30),
+        || {
+            let out = env.admin.run(&["get", "sa", "default", "-n", "outage"]);
+            if out.ok() { Ok(()) } else { Err(out.stderr) }
+        },
+    );
+    env.gate().stop();
+
+    // The fail-closed rules deny: namespaces, RBAC, ServiceAccounts.
+    let out = env.admin.run(&["create", "namespace", "during-outage"]);
+    out.expect_fail("namespace create with the gate down");
+    assert!(
+        out.stderr
+            .contains("failed calling webhook \"validate.safety-gate.dev\""),
+        "{out:#?}"
+    );
+    env.admin
+        .run(&["create", "serviceaccount", "robot", "-n", "outage"])
+        .expect_fail("ServiceAccount create with the gate down");
+
+    // Everything else keeps working.
+    for (what, ns) in [
+        ("outage", "outage"),
+        ("kube-system", "kube-system"),
+        ("the gate's namespace", "safety-gate"),
+    ] {
+        let started = Instant::now();
+        env.admin
+            .run(&["create", "configmap", "during-outage", "-n", ns])
+            .expect_ok(&format!("ConfigMap in {what}"));
+        env.admin
+            .apply_stdin(&["apply", "-f", "-"], &LEASE.replace("NS", ns))
+            .expect_ok(&format!("Lease in {what}"));
+        env.admin
+            .run(&[
+                "run",
+                "during-outage",
+                "--image=nginx",
+                "--restart=Never",
+                "-n",
+                ns,
+            ])
+            .expect_ok(&format!("Pod in {what}"));
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{what}: {:?}",
+            started.elapsed()
+        );
+    }
+    let out = env
+        .admin
+        .run(&["scale", "deployment", "app", "--replicas=2", "-n", "outage"]);
+    out.expect_ok("workload update with the gate down (fail-open)");
+    let out = env.admin.run(&[
+        "set",
+        "image",
+        "deployment/app",
+        "nginx=nginx:1.27",
+        "-n",
+        "outage",
+    ]);
+    out.expect_ok("workload update with the gate down (fail-open)");
+}
+
+fn apiserver_restart_with_gate_down(env: &Env) {
+    assert!(
+        !env.gate().running(),
+        "the previous scenario stopped the gate"
+    );
+    let started = Instant::now();
+    {
+        let mut cp = env.control_plane();
+        cp.stop_apiserver();
+        // Panics with kube-apiserver's log if /readyz is not ok within 60 s:
+        // its post-start hooks (bootstrap RBAC, system namespaces, priority
+        // classes) must not depend on the gate.
+        cp.start_apiserver();
+    }
+    eprintln!(
+        "kube-apiserver restarted with the gate down in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let out = env.admin.run(&["get", "--raw", "/readyz?verbose"]);
+    out.expect_ok("readyz");
+    assert!(
+        out.stdout
+            .contains("[+]poststarthook/rbac/bootstrap-roles ok"),
+        "{}",
+        out.stdout
+    );
+}
+
+fn gate_restarted(env: &Env) {
+    env.gate().start_again();
+    let out = env.eventually(
+        "namespaces can be created again",
+        Duration::from_secs(20),
+        || {
+            let out = env.admin.run(&["create", "namespace", "after-outage"]);
+            if out.ok() { Ok(out) } else { Err(out.stderr) }
+        },
+    );
+    assert!(out.warnings().is_empty(), "{out:#?}");
+    // And it enforces again.
+    let out = env
+        .admin
+        .run(&["delete", "clusterrole", "system:kube-controller-manager"]);
+    out.expect_fail("enforcing again");
+    assert!(out.stderr.contains("validate.safety-gate.dev"), "{out:#?}");
+}
+
+fn gate_frozen(env: &Env) {
+    env.gate().signal("STOP");
+    let resume = Resume(env);
+
+    // Fail-closed: denied when kube-apiserver's timeoutSeconds (5 s) ends.
+    let started = Instant::now();
+    let out = env.admin.run(&["create", "namespace", "while-frozen"]);
+    let closed = started.elapsed();
+    out.expect_fail("fail-closed while frozen");
+    assert!(
+        out.stderr
+            .contains("failed calling webhook \"validate.safety-gate.dev\""),
+        "{out:#?}"
+    );
+    assert!(
+        closed >= Duration::from_secs(4) && closed < Duration::from_secs(9),
+        "fail-closed decided after {closed:?}"
+    );
+
+    // Fail-open: the workload update goes through after the fail-open
+    // validating (3 s) and mutating (2 s, maybe twice) timeouts at most.
+    let started = Instant::now();
+    env.admin
+        .run(&["label", "deployment", "app", "frozen=yes", "-n", "outage"])
+        .expect_ok("fail-open while frozen");
+    let open = started.elapsed();
+    assert!(open < Duration::from_secs(10), "fail-open took {open:?}");
+    eprintln!("frozen gate: fail-closed denied after {closed:?}, fail-open allowed after {open:?}");
+    drop(resume);
+    env.eventually("the gate answers again", Duration::from_secs(20), || {
+        let out = env.admin.run(&["create", "namespace", "after-freeze"]);
+        if out.ok() { Ok(()) } else { Err(out.stderr) }
+    });
+}
+
+/// Lets a frozen gate run again when the scenario ends, pass or fail.
+struct Resume<'a>(&'a Env);
+
+impl Drop for Resume<'_> {
+    fn drop(&mut self) {
+        self.0.gate().signal("CONT");
+    }
+}
