@@ -3,7 +3,7 @@
 use super::evaluate::{EvalOptions, Stage};
 use super::model::Reason;
 use super::mutate;
-use super::{Mode, Policy, Request};
+use super::{Mode, Policy, PolicyKind, Request};
 use json_patch::{Patch, PatchOperation};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -76,6 +76,11 @@ pub struct Failure {
 #[derive(Debug, Clone)]
 pub struct PolicyEvaluation {
     pub policy: String,
+    pub kind: PolicyKind,
+    /// The VAP binding this unit evaluates (None for a GatePolicy).
+    pub binding: Option<String>,
+    /// The binding's `validationActions` in its own order, for `validation_failure`.
+    pub validation_actions: Vec<String>,
     pub deny: bool,
     pub warn: bool,
     pub audit: bool,
@@ -92,6 +97,17 @@ impl PolicyEvaluation {
     pub fn new(policy: &Policy) -> Self {
         PolicyEvaluation {
             policy: policy.name.clone(),
+            kind: policy.kind,
+            binding: policy.binding.clone(),
+            validation_actions: match policy.kind {
+                PolicyKind::ValidatingAdmissionPolicy => policy
+                    .action_label
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                PolicyKind::GatePolicy => Vec::new(),
+            },
             deny: policy.actions.deny,
             warn: policy.actions.warn,
             audit: policy.actions.audit,
@@ -113,7 +129,7 @@ impl PolicyEvaluation {
                 e.failures.push(Failure {
                     index: usize::MAX,
                     message: format!("policy could not be evaluated: {message}"),
-                    reason: Reason::Forbidden,
+                    reason: error_reason(policy.kind),
                     error: true,
                 });
                 e.outcome = PolicyOutcome::Errored;
@@ -143,6 +159,15 @@ impl PolicyEvaluation {
         } else {
             PolicyOutcome::Failed
         };
+    }
+
+    /// kube-apiserver's name for this unit in messages (VAP only).
+    fn vap_label(&self) -> String {
+        format!(
+            "ValidatingAdmissionPolicy '{}' with binding '{}'",
+            self.policy,
+            self.binding.as_deref().unwrap_or_default()
+        )
     }
 
     fn message(&self) -> String {
@@ -212,8 +237,7 @@ impl Decision {
         started: Instant,
     ) -> Self {
         let mut decision = Decision::allow(request, started);
-        let mut deny_lines = Vec::new();
-        let mut code: Option<Reason> = None;
+        let mut denials: Vec<Denial> = Vec::new();
         let mut warnings = Warnings::default();
         let mut validation_failures = Vec::new();
         let mut break_glass = Vec::new();
@@ -242,6 +266,20 @@ impl Decision {
             if e.failures.is_empty() {
                 continue;
             }
+            if e.kind == PolicyKind::ValidatingAdmissionPolicy {
+                combine_vap(
+                    e,
+                    options.mode,
+                    &mut VapSinks {
+                        denials: &mut denials,
+                        warnings: &mut warnings,
+                        validation_failures: &mut validation_failures,
+                    },
+                );
+                would_deny |= options.mode == Mode::Audit && e.deny;
+                warned |= e.warn;
+                continue;
+            }
             let message = e.message();
             if let Some(exemption) = &e.exempted_by {
                 warnings.push(format!("[break-glass] {}: bypassed by {user} through exemption '{exemption}': {message}", e.policy));
@@ -257,11 +295,11 @@ impl Decision {
                         warnings.push(format!("[audit] {}: {message}", e.policy));
                         would_deny = true;
                     }
-                    Mode::Enforce => {
-                        decision.allowed = false;
-                        code.get_or_insert(e.failures[0].reason);
-                        deny_lines.push(format!("{}: {message}", e.policy));
-                    }
+                    Mode::Enforce => denials.push(Denial {
+                        reason: e.failures[0].reason,
+                        message: format!("{}: {message}", e.policy),
+                        vap: false,
+                    }),
                 }
             }
             if e.warn {
@@ -294,12 +332,20 @@ impl Decision {
                 serde_json::Value::Array(ignored).to_string(),
             );
         }
-        if !decision.allowed {
-            let reason = code.unwrap_or(Reason::Forbidden);
+        if let Some(first) = denials.first() {
+            decision.allowed = false;
+            // kube-apiserver answers with its first denial only (reason, code and
+            // message); GatePolicy denials are all listed, as documented.
+            let mut first_vap = true;
+            let lines: Vec<&str> = denials
+                .iter()
+                .filter(|d| !d.vap || std::mem::replace(&mut first_vap, false))
+                .map(|d| d.message.as_str())
+                .collect();
             decision.status = Some(DenyStatus {
-                code: reason.code(),
-                reason: reason.as_str().to_string(),
-                message: deny_lines.join("; "),
+                code: first.reason.code(),
+                reason: first.reason.as_str().to_string(),
+                message: lines.join("; "),
             });
         }
         if options.stage == Stage::Mutate
@@ -355,6 +401,68 @@ impl Decision {
             .filter(|p| p.denies)
             .map(|p| p.policy.clone())
             .collect()
+    }
+}
+
+/// One evaluation unit's denial, before the response is built.
+struct Denial {
+    reason: Reason,
+    message: String,
+    /// From a ValidatingAdmissionPolicy (kube-apiserver's wording and rules).
+    vap: bool,
+}
+
+struct VapSinks<'a> {
+    denials: &'a mut Vec<Denial>,
+    warnings: &'a mut Warnings,
+    validation_failures: &'a mut Vec<serde_json::Value>,
+}
+
+/// A failed VAP evaluation unit, as kube-apiserver's validating admission policy
+/// dispatcher reports it: for `Deny`, the first failed validation of the unit
+/// (`ValidatingAdmissionPolicy 'p' with binding 'b' denied request: msg`); for
+/// `Warn`, one warning per failed validation; for `Audit`, one entry per failed
+/// validation in `validation_failure`, in kube-apiserver's shape.
+fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
+    let label = e.vap_label();
+    if e.deny {
+        let first = &e.failures[0];
+        let message = format!("{label} denied request: {}", first.message);
+        match mode {
+            Mode::Audit => sinks.warnings.push(format!("[audit] {message}")),
+            Mode::Enforce => sinks.denials.push(Denial {
+                reason: first.reason,
+                message,
+                vap: true,
+            }),
+        }
+    }
+    for f in &e.failures {
+        if e.warn {
+            sinks
+                .warnings
+                .push(format!("Validation failed for {label}: {}", f.message));
+        }
+        if e.audit {
+            sinks.validation_failures.push(serde_json::json!({
+                "message": f.message,
+                "policy": e.policy,
+                "binding": e.binding.as_deref().unwrap_or_default(),
+                // Errors that are not one validation's are reported at index 0 by
+                // kube-apiserver (its only decision for the unit).
+                "expressionIndex": if f.index == usize::MAX { 0 } else { f.index },
+                "validationActions": e.validation_actions,
+            }));
+        }
+    }
+}
+
+/// The reason of a failure that is an evaluation error under `failurePolicy: Fail`:
+/// kube-apiserver sets none for VAPs, which it answers as 422 Invalid.
+pub fn error_reason(kind: PolicyKind) -> Reason {
+    match kind {
+        PolicyKind::ValidatingAdmissionPolicy => Reason::Invalid,
+        PolicyKind::GatePolicy => Reason::Forbidden,
     }
 }
 

@@ -4,8 +4,8 @@ use super::cel_env;
 use super::compile::{CompiledExpression, DataRoot, SizeOracle};
 use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
 use super::lazy::LazyValue;
-use super::matching::Attributes;
-use super::model::{FailurePolicy, Reason};
+use super::matching::{Attributes, RequestedResource};
+use super::model::FailurePolicy;
 use super::mutate;
 use super::paths::{DATA_BINDING, DataRoots};
 use super::values::Shape;
@@ -146,6 +146,7 @@ impl PolicySet {
             sub_resource,
             namespace: request.namespace_str(),
             name: &name,
+            requested: requested_resource(request),
         };
         let candidates = self.matching(&attrs, options.stage);
         if candidates.is_empty() {
@@ -230,6 +231,7 @@ impl PolicySet {
             sub_resource: request.sub_resource.as_deref().unwrap_or(""),
             namespace: request.namespace_str(),
             name: &name,
+            requested: requested_resource(request),
         };
         let evaluations = self
             .matching(&attrs, options.stage)
@@ -243,6 +245,19 @@ impl PolicySet {
             .collect();
         Decision::combine(request, options, evaluations, None, started)
     }
+}
+
+/// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
+fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
+    request
+        .request_resource
+        .as_ref()
+        .map(|r| RequestedResource {
+            group: &r.group,
+            version: &r.version,
+            resource: &r.resource,
+            sub_resource: request.request_sub_resource.as_deref().unwrap_or(""),
+        })
 }
 
 /// DeleteCollection reaches admission once per item with an empty name.
@@ -537,7 +552,7 @@ impl Evaluator<'_, '_> {
             FailurePolicy::Fail => result.failures.push(Failure {
                 index,
                 message,
-                reason: Reason::Forbidden,
+                reason: super::decision::error_reason(self.policy.kind),
                 error: true,
             }),
             FailurePolicy::Ignore => result.ignored_errors.push(message),
@@ -547,16 +562,16 @@ impl Evaluator<'_, '_> {
     fn message(&mut self, validation: &super::CompiledValidation) -> String {
         if let Some(expression) = &validation.message_expression {
             // VAP falls back to `message` when messageExpression errors or yields an unusable string.
-            if let Ok(Value::String(s)) = self.eval(expression)
-                && !s.trim().is_empty()
-                && !s.contains('\n')
-                && s.len() <= MAX_MESSAGE_BYTES
-            {
-                return s.to_string();
+            // kube-apiserver trims the result before it checks it.
+            if let Ok(Value::String(s)) = self.eval(expression) {
+                let s = s.trim();
+                if !s.is_empty() && !s.contains('\n') && s.len() <= MAX_MESSAGE_BYTES {
+                    return s.to_string();
+                }
             }
         }
         match &validation.message {
-            Some(m) if !m.trim().is_empty() => m.clone(),
+            Some(m) if !m.trim().is_empty() => m.trim().to_string(),
             _ => format!("failed expression: {}", validation.expression.source.trim()),
         }
     }
