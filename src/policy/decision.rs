@@ -5,6 +5,7 @@ use super::model::Reason;
 use super::mutate;
 use super::{Mode, Policy, PolicyKind, Request};
 use json_patch::{Patch, PatchOperation};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -70,6 +71,10 @@ pub struct Failure {
     pub reason: Reason,
     /// An evaluation error enforced under `failurePolicy: Fail`.
     pub error: bool,
+    /// A VAP auditAnnotation that failed under `failurePolicy: Fail`: kube-apiserver
+    /// denies the request whatever the binding's `validationActions`, and neither
+    /// warns nor audits it.
+    pub denies_regardless: bool,
 }
 
 /// One policy's result before combination.
@@ -131,6 +136,7 @@ impl PolicyEvaluation {
                     message: format!("policy could not be evaluated: {message}"),
                     reason: error_reason(policy.kind),
                     error: true,
+                    denies_regardless: false,
                 });
                 e.outcome = PolicyOutcome::Errored;
             }
@@ -317,7 +323,7 @@ impl Decision {
         if !validation_failures.is_empty() {
             decision.audit_annotations.insert(
                 "validation_failure".into(),
-                serde_json::Value::Array(validation_failures).to_string(),
+                serde_json::to_string(&validation_failures).unwrap_or_default(),
             );
         }
         if !break_glass.is_empty() {
@@ -382,7 +388,9 @@ impl Decision {
         decision.policies = evaluations
             .into_iter()
             .map(|e| PolicyVerdict {
-                denies: e.deny && !e.failures.is_empty() && e.exempted_by.is_none(),
+                denies: (e.deny && !e.failures.is_empty()
+                    || e.failures.iter().any(|f| f.denies_regardless))
+                    && e.exempted_by.is_none(),
                 messages: e.failures.iter().map(|f| f.message.clone()).collect(),
                 policy: e.policy,
                 outcome: e.outcome,
@@ -415,7 +423,7 @@ struct Denial {
 struct VapSinks<'a> {
     denials: &'a mut Vec<Denial>,
     warnings: &'a mut Warnings,
-    validation_failures: &'a mut Vec<serde_json::Value>,
+    validation_failures: &'a mut Vec<Box<RawValue>>,
 }
 
 /// A failed VAP evaluation unit, as kube-apiserver's validating admission policy
@@ -425,8 +433,8 @@ struct VapSinks<'a> {
 /// validation in `validation_failure`, in kube-apiserver's shape.
 fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
     let label = e.vap_label();
-    if e.deny {
-        let first = &e.failures[0];
+    let denying = e.failures.iter().find(|f| e.deny || f.denies_regardless);
+    if let Some(first) = denying {
         let message = format!("{label} denied request: {}", first.message);
         match mode {
             Mode::Audit => sinks.warnings.push(format!("[audit] {message}")),
@@ -437,22 +445,26 @@ fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
             }),
         }
     }
-    for f in &e.failures {
+    for f in e.failures.iter().filter(|f| !f.denies_regardless) {
         if e.warn {
             sinks
                 .warnings
                 .push(format!("Validation failed for {label}: {}", f.message));
         }
         if e.audit {
-            sinks.validation_failures.push(serde_json::json!({
-                "message": f.message,
-                "policy": e.policy,
-                "binding": e.binding.as_deref().unwrap_or_default(),
+            let value = ValidationFailureValue {
+                message: &f.message,
+                policy: &e.policy,
+                binding: e.binding.as_deref().unwrap_or_default(),
                 // Errors that are not one validation's are reported at index 0 by
                 // kube-apiserver (its only decision for the unit).
-                "expressionIndex": if f.index == usize::MAX { 0 } else { f.index },
-                "validationActions": e.validation_actions,
-            }));
+                expression_index: if f.index == usize::MAX { 0 } else { f.index },
+                validation_actions: &e.validation_actions,
+            };
+            // Strings and numbers always serialise.
+            if let Ok(raw) = serde_json::value::to_raw_value(&value) {
+                sinks.validation_failures.push(raw);
+            }
         }
     }
 }
@@ -466,13 +478,27 @@ pub fn error_reason(kind: PolicyKind) -> Reason {
     }
 }
 
-fn failure_entry(policy: &str, f: &Failure, action: &str) -> serde_json::Value {
+/// One entry of `validation_failure` for a VAP, with kube-apiserver's fields in its
+/// order, so that the annotation's text is the same as kube-apiserver's.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationFailureValue<'a> {
+    message: &'a str,
+    policy: &'a str,
+    binding: &'a str,
+    expression_index: usize,
+    validation_actions: &'a [String],
+}
+
+fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
     let index = if f.index == usize::MAX {
         serde_json::Value::Null
     } else {
         serde_json::Value::from(f.index)
     };
-    serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action})
+    let value = serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action});
+    // A JSON value always serialises.
+    serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Warnings within kube-apiserver's limits: each ≤ 256 chars, ≤ 4096 in all, no duplicates.

@@ -456,6 +456,7 @@ impl Evaluator<'_, '_> {
                         message,
                         reason: validation.reason,
                         error: false,
+                        denies_regardless: false,
                     });
                 }
                 Ok(other) => self.error(
@@ -478,11 +479,26 @@ impl Evaluator<'_, '_> {
             }
         }
         for annotation in &policy.audit_annotations {
+            let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
             match self.eval(&annotation.expression) {
-                Ok(Value::String(s)) if !s.is_empty() => result
+                // kube-apiserver trims the value; blank means "no annotation".
+                Ok(Value::String(s)) if !s.trim().is_empty() => result
                     .audit_annotations
-                    .push((annotation.name.clone(), truncate_chars(&s, 10 * 1024))),
+                    .push((annotation.name.clone(), truncate_chars(s.trim(), 10 * 1024))),
                 Ok(Value::String(_)) | Ok(Value::Null) => {}
+                // kube-apiserver denies on a value of the wrong type whatever the
+                // failurePolicy and the binding's actions.
+                Ok(other) if vap => result.failures.push(Failure {
+                    index: usize::MAX,
+                    message: format!(
+                        "valueExpression '{}' resulted in unsupported return type: {:?}. Return type must be either string or null.",
+                        annotation.expression.source,
+                        other.type_of()
+                    ),
+                    reason: super::decision::error_reason(policy.kind),
+                    error: true,
+                    denies_regardless: true,
+                }),
                 Ok(other) => self.error(
                     result,
                     usize::MAX,
@@ -492,14 +508,21 @@ impl Evaluator<'_, '_> {
                         other.type_of()
                     ),
                 ),
-                Err(e) => self.error(
-                    result,
-                    usize::MAX,
-                    format!(
-                        "auditAnnotations '{}' resulted in error: {e}",
-                        annotation.name
-                    ),
-                ),
+                Err(e) => {
+                    let before = result.failures.len();
+                    self.error(
+                        result,
+                        usize::MAX,
+                        format!(
+                            "auditAnnotations '{}' resulted in error: {e}",
+                            annotation.name
+                        ),
+                    );
+                    // Under Fail, kube-apiserver denies on it whatever the actions.
+                    if vap && let Some(f) = result.failures.get_mut(before) {
+                        f.denies_regardless = true;
+                    }
+                }
             }
         }
     }
@@ -554,6 +577,7 @@ impl Evaluator<'_, '_> {
                 message,
                 reason: super::decision::error_reason(self.policy.kind),
                 error: true,
+                denies_regardless: false,
             }),
             FailurePolicy::Ignore => result.ignored_errors.push(message),
         }

@@ -322,6 +322,7 @@ fn duplicate_names<'a>(
 fn check_binding(doc: &Document, b: &VapBindingDocument) -> Vec<LoadError> {
     let mut out = Vec::new();
     validation::object_name("metadata.name", &b.metadata.name.value, &mut out);
+    validation::labels_and_annotations(&b.metadata.labels, &b.metadata.annotations, &mut out);
     if b.spec.policy_name.is_empty() {
         out.push(validation::required("spec.policyName", ""));
     } else {
@@ -454,6 +455,13 @@ fn build_policy(
     };
     let mut field_errors = Vec::new();
     validation::object_name("metadata.name", &name, &mut field_errors);
+    if is_vap {
+        validation::labels_and_annotations(
+            &parsed.metadata.labels,
+            &parsed.metadata.annotations,
+            &mut field_errors,
+        );
+    }
     for e in field_errors.drain(..) {
         p.push(name_line, e.field, e.message);
     }
@@ -595,7 +603,9 @@ fn build_policy(
     let mut variables = Vec::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let field = format!("spec.variables[{i}].expression");
-        if !validation::is_cel_identifier(&v.name) {
+        // kube-apiserver's rule (its reserved words include `namespace`); a
+        // GatePolicy keeps accepting what the gate's CEL accepts.
+        if is_vap && !validation::is_cel_identifier(&v.name) {
             p.push(
                 v.expression.referenced.line(),
                 format!("spec.variables[{i}].name"),
@@ -617,7 +627,16 @@ fn build_policy(
             params,
             authorizer: true,
         };
-        let compiled = p.compile(&v.expression, field, &scope, false);
+        let compiled = if v.expression.value.trim().is_empty() {
+            p.push(
+                v.expression.referenced.line(),
+                field,
+                "Required value: expression is not specified",
+            );
+            None
+        } else {
+            p.compile(&v.expression, field, &scope, false)
+        };
         variable_origins.push(
             compiled
                 .as_ref()
@@ -901,16 +920,16 @@ fn compile_named(
     list.iter()
         .enumerate()
         .filter_map(|(i, n)| {
-            p.compile(
-                &n.expression,
-                format!("{field}[{i}].expression"),
-                scope,
-                true,
-            )
-            .map(|expression| Named {
-                name: n.name.clone(),
-                expression,
-            })
+            let at = format!("{field}[{i}].expression");
+            if n.expression.value.trim().is_empty() {
+                p.push(n.expression.referenced.line(), at, "Required value");
+                return None;
+            }
+            p.compile(&n.expression, at, scope, true)
+                .map(|expression| Named {
+                    name: n.name.clone(),
+                    expression,
+                })
         })
         .collect()
 }

@@ -227,6 +227,38 @@ pub fn object_name(field: &str, name: &str, out: &mut Vec<FieldError>) {
     }
 }
 
+/// `metadata.labels` and `metadata.annotations` of a stored object: label keys
+/// and annotation keys are qualified names (annotation keys compared lower-cased),
+/// label values are label values, and annotations total at most 256 KiB.
+pub fn labels_and_annotations(
+    labels: &std::collections::BTreeMap<String, String>,
+    annotations: &std::collections::BTreeMap<String, String>,
+    out: &mut Vec<FieldError>,
+) {
+    const ANNOTATIONS_MAX_BYTES: usize = 256 * 1024;
+    for (key, value) in labels {
+        for m in qualified_name_errors(key) {
+            out.push(invalid("metadata.labels", key, &m));
+        }
+        for m in label_value_errors(value) {
+            out.push(invalid("metadata.labels", value, &m));
+        }
+    }
+    let mut total = 0;
+    for (key, value) in annotations {
+        for m in qualified_name_errors(&key.to_lowercase()) {
+            out.push(invalid("metadata.annotations", key, &m));
+        }
+        total += key.len() + value.len();
+    }
+    if total > ANNOTATIONS_MAX_BYTES {
+        out.push(FieldError {
+            field: "metadata.annotations".to_string(),
+            message: format!("Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes"),
+        });
+    }
+}
+
 /// `MatchResources` of a policy (`spec.matchConstraints`) or a binding
 /// (`spec.matchResources`). Only a policy must have resource rules: they give the
 /// expressions their types.
@@ -553,6 +585,30 @@ mod tests {
         assert_eq!(check("   ").len(), 1);
         assert!(check("two\nlines")[0].message.contains("line breaks"));
         assert!(check("two\rlines")[0].message.contains("line breaks"));
+    }
+
+    #[test]
+    fn labels_and_annotations_of_stored_objects() {
+        let map = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let check = |labels, annotations| {
+            let mut out = Vec::new();
+            labels_and_annotations(&labels, &annotations, &mut out);
+            out
+        };
+        let ok = check(
+            map(&[("app.kubernetes.io/name", "web")]),
+            map(&[("Example.com/Note", "any text at all\n")]),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        assert_eq!(check(map(&[("a", "has space")]), map(&[])).len(), 1);
+        assert_eq!(check(map(&[]), map(&[("a/b/c", "")])).len(), 1);
+        let big = "x".repeat(300 * 1024);
+        assert_eq!(check(map(&[]), map(&[("big", big.as_str())])).len(), 1);
     }
 
     #[test]

@@ -221,6 +221,15 @@ fn what_kube_apiserver_rejects_is_rejected_with_its_reason() {
             vap(
                 "p",
                 &format!(
+                    "{CM_RULES}  variables:\n  - name: namespace\n    expression: \"1\"\n  validations:\n  - expression: \"true\"\n"
+                ),
+            ),
+            "spec.variables[0].name: Invalid value: \"namespace\": must be a valid CEL identifier",
+        ),
+        (
+            vap(
+                "p",
+                &format!(
                     "{CM_RULES}  matchConditions:\n  - name: Bad Name\n    expression: \"true\"\n  validations:\n  - expression: \"true\"\n"
                 ),
             ),
@@ -232,6 +241,26 @@ fn what_kube_apiserver_rejects_is_rejected_with_its_reason() {
                 &format!("{CM_RULES}  validations:\n  - expression: \"params.x == 1\"\n"),
             ),
             "undeclared reference to 'params'",
+        ),
+        (
+            vap(
+                "p",
+                &format!(
+                    "{CM_RULES}  variables:\n  - name: v\n    expression: \" \"\n  validations:\n  - expression: \"true\"\n"
+                ),
+            ),
+            "spec.variables[0].expression: Required value: expression is not specified",
+        ),
+        (
+            vap(
+                "p",
+                &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n"),
+            )
+            .replace(
+                "metadata:\n  name: p\n",
+                "metadata:\n  name: p\n  labels: {app: has space}\n",
+            ),
+            "metadata.labels: Invalid value: \"has space\"",
         ),
     ];
     for (yaml, needle) in cases {
@@ -389,4 +418,40 @@ fn match_policy_exact_ignores_requests_made_through_another_version() {
         .expect("loads");
         assert_eq!(!eval(&set, &request).allowed, denied, "{policy}");
     }
+}
+
+#[test]
+fn a_failing_audit_annotation_denies_whatever_the_actions() {
+    let policy = |failure_policy: &str, value: &str| {
+        format!(
+            "{}{}",
+            vap(
+                "a",
+                &format!(
+                    "  failurePolicy: {failure_policy}\n{CM_RULES}  auditAnnotations:\n  - key: k\n    valueExpression: \"{value}\"\n"
+                )
+            ),
+            binding("a-binding", "a", "[Warn]")
+        )
+    };
+    // An error under Fail: denied although the binding only warns, and no warning.
+    let set = load(&policy("Fail", "object.data.missing")).expect("loads");
+    let d = eval(&set, &create_cm("x"));
+    assert!(!d.allowed, "{d:?}");
+    assert!(d.warnings.is_empty(), "{:?}", d.warnings);
+    // Under Ignore the error is dropped...
+    let set = load(&policy("Ignore", "object.data.missing")).expect("loads");
+    assert!(eval(&set, &create_cm("x")).allowed);
+    // ...but a value that is not a string or null denies even then.
+    let set = load(&policy("Ignore", "1")).expect("loads");
+    let status = eval(&set, &create_cm("x")).status.expect("denied");
+    assert!(
+        status
+            .message
+            .contains("resulted in unsupported return type"),
+        "{status:?}"
+    );
+    // A blank value is no annotation; others are trimmed.
+    let set = load(&policy("Fail", "'  v  '")).expect("loads");
+    assert_eq!(eval(&set, &create_cm("x")).audit_annotations["k"], "v");
 }
