@@ -275,6 +275,26 @@ fn check_reports_file_and_line_and_exits_1() {
 }
 
 #[test]
+fn check_loads_an_unbound_vap_and_says_it_does_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("vap.yaml"),
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: unbound\nspec:\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [''], apiVersions: [v1], operations: [CREATE], resources: [pods]}\n  validations:\n  - expression: \"false\"\n",
+    )
+    .expect("write");
+    let (code, out, err) = run(&["check", "--policies", &dir.path().display().to_string()]);
+    assert_eq!(code, 0, "kube-apiserver accepts an unbound policy: {err}");
+    assert!(
+        out.contains(
+            "vap.yaml:4: note: unbound: no ValidatingAdmissionPolicyBinding names this policy"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("0 policies loaded"), "{out}");
+    assert!(err.is_empty(), "a note is not an error: {err}");
+}
+
+#[test]
 fn check_prints_the_rbac_the_lookups_need() {
     let (code, out, _) = run(&["check", "--policies", "policies", "--print-rbac"]);
     assert_eq!(code, 0);

@@ -140,6 +140,42 @@ async fn denial_names_the_policy_with_status_code() {
     server.stop().await;
 }
 
+/// Plain ValidatingAdmissionPolicy documents get kube-apiserver's answer: 422
+/// Invalid by default, its wording, the first denial only, one warning per failed
+/// validation of a Warn binding, `validation_failure` only for Audit bindings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vap_denial_is_answered_as_kube_apiserver_answers() {
+    let vap = |name: &str, message: &str, actions: &str| {
+        format!(
+            "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: {name}\nspec:\n{CM_RULES}  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    message: {message}\n  - expression: \"object.metadata.name.size() < 5\"\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: {name}-binding\nspec:\n  policyName: {name}\n  validationActions: {actions}\n"
+        )
+    };
+    let deny = vap("deny-forbidden", "no forbidden configmaps", "[Deny, Audit]");
+    let warn = vap("warn-forbidden", "forbidden is a bad name", "[Warn]");
+    let also = vap("also-deny", "also no", "[Deny]");
+    let server = TestServer::start(
+        &[("a.yaml", &deny), ("b.yaml", &warn), ("c.yaml", &also)],
+        |_| {},
+    )
+    .await;
+    let client = server.client(Http::One);
+    let body = configmap_create("vap-1", "forbidden", json!({"k": "v"}));
+    let body: Value = post_review(
+        &client,
+        &server.url("/validate"),
+        body.to_string().into_bytes(),
+    )
+    .await
+    .expect("request")
+    .json()
+    .await
+    .expect("json");
+    let r = response_of(&body);
+    assert_eq!(r["status"]["code"], 422, "{r}");
+    insta::assert_json_snapshot!("validate_vap_denied", body);
+    server.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mutate_answers_one_base64_json_patch_and_is_idempotent() {
     let server = start_default().await;

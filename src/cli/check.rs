@@ -31,6 +31,9 @@ pub fn run(args: &CheckArgs) -> u8 {
             EXIT_OK
         }
         Ok(set) => {
+            for note in set.notes() {
+                println!("{note}");
+            }
             for p in set.policies() {
                 println!(
                     "ok  {} ({}:{}, action {}, failurePolicy {:?})",

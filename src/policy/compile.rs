@@ -18,7 +18,7 @@ pub enum DataRoot {
 }
 
 /// Which top-level names an expression may use, depending on the field it sits in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct Scope<'a> {
     /// Variables defined before this expression (VAP: a variable sees earlier ones only).
     pub variables: &'a [String],
@@ -26,6 +26,11 @@ pub struct Scope<'a> {
     pub variable_origins: &'a [Vec<Origin>],
     pub lookups: &'a [String],
     pub allow_variables: bool,
+    /// The policy declares `paramKind`: kube-apiserver declares `params` then, and
+    /// only then (elsewhere it is an undeclared reference there too).
+    pub params: bool,
+    /// kube-apiserver declares `authorizer` here (not in messageExpression).
+    pub authorizer: bool,
 }
 
 /// A value that aliases a subtree of input data.
@@ -213,7 +218,14 @@ pub fn compile(
     if consume_result {
         analysis.consume(&origins);
     }
-    if let Some(message) = analysis.errors.into_iter().next() {
+    // A feature that is not supported yet explains the errors it causes (the
+    // authorizer's functions are undeclared because `authorizer` is): say that first.
+    let unsupported = analysis
+        .errors
+        .iter()
+        .position(|e| e.contains("not supported by safety-gate yet"))
+        .unwrap_or(0);
+    if let Some(message) = analysis.errors.into_iter().nth(unsupported) {
         return Err(CompileError {
             message,
             line: 1,
@@ -408,10 +420,18 @@ impl Analysis<'_> {
                     .push("'lookups' must be used as lookups.<name>".to_string());
                 return Vec::new();
             }
-            "params" | "authorizer" => {
-                self.errors.push(format!(
-                    "'{name}' is not supported by safety-gate (no paramKind, no authorizer)"
-                ));
+            "params" if self.scope.params => {
+                self.errors.push(
+                    "'params' is not supported by safety-gate yet (policies with paramKind cannot be loaded)"
+                        .to_string(),
+                );
+                return Vec::new();
+            }
+            "authorizer" if self.scope.authorizer => {
+                self.errors.push(
+                    "'authorizer' is not supported by safety-gate yet (it would need SubjectAccessReviews)"
+                        .to_string(),
+                );
                 return Vec::new();
             }
             _ => {

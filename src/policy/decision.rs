@@ -3,8 +3,9 @@
 use super::evaluate::{EvalOptions, Stage};
 use super::model::Reason;
 use super::mutate;
-use super::{Mode, Policy, Request};
+use super::{Mode, Policy, PolicyKind, Request};
 use json_patch::{Patch, PatchOperation};
+use serde_json::value::RawValue;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -70,12 +71,21 @@ pub struct Failure {
     pub reason: Reason,
     /// An evaluation error enforced under `failurePolicy: Fail`.
     pub error: bool,
+    /// A VAP auditAnnotation that failed under `failurePolicy: Fail`: kube-apiserver
+    /// denies the request whatever the binding's `validationActions`, and neither
+    /// warns nor audits it.
+    pub denies_regardless: bool,
 }
 
 /// One policy's result before combination.
 #[derive(Debug, Clone)]
 pub struct PolicyEvaluation {
     pub policy: String,
+    pub kind: PolicyKind,
+    /// The VAP binding this unit evaluates (None for a GatePolicy).
+    pub binding: Option<String>,
+    /// The binding's `validationActions` in its own order, for `validation_failure`.
+    pub validation_actions: Vec<String>,
     pub deny: bool,
     pub warn: bool,
     pub audit: bool,
@@ -92,6 +102,17 @@ impl PolicyEvaluation {
     pub fn new(policy: &Policy) -> Self {
         PolicyEvaluation {
             policy: policy.name.clone(),
+            kind: policy.kind,
+            binding: policy.binding.clone(),
+            validation_actions: match policy.kind {
+                PolicyKind::ValidatingAdmissionPolicy => policy
+                    .action_label
+                    .split(',')
+                    .filter(|a| !a.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                PolicyKind::GatePolicy => Vec::new(),
+            },
             deny: policy.actions.deny,
             warn: policy.actions.warn,
             audit: policy.actions.audit,
@@ -113,8 +134,9 @@ impl PolicyEvaluation {
                 e.failures.push(Failure {
                     index: usize::MAX,
                     message: format!("policy could not be evaluated: {message}"),
-                    reason: Reason::Forbidden,
+                    reason: error_reason(policy.kind),
                     error: true,
+                    denies_regardless: false,
                 });
                 e.outcome = PolicyOutcome::Errored;
             }
@@ -143,6 +165,15 @@ impl PolicyEvaluation {
         } else {
             PolicyOutcome::Failed
         };
+    }
+
+    /// kube-apiserver's name for this unit in messages (VAP only).
+    fn vap_label(&self) -> String {
+        format!(
+            "ValidatingAdmissionPolicy '{}' with binding '{}'",
+            self.policy,
+            self.binding.as_deref().unwrap_or_default()
+        )
     }
 
     fn message(&self) -> String {
@@ -212,8 +243,7 @@ impl Decision {
         started: Instant,
     ) -> Self {
         let mut decision = Decision::allow(request, started);
-        let mut deny_lines = Vec::new();
-        let mut code: Option<Reason> = None;
+        let mut denials: Vec<Denial> = Vec::new();
         let mut warnings = Warnings::default();
         let mut validation_failures = Vec::new();
         let mut break_glass = Vec::new();
@@ -242,6 +272,20 @@ impl Decision {
             if e.failures.is_empty() {
                 continue;
             }
+            if e.kind == PolicyKind::ValidatingAdmissionPolicy {
+                combine_vap(
+                    e,
+                    options.mode,
+                    &mut VapSinks {
+                        denials: &mut denials,
+                        warnings: &mut warnings,
+                        validation_failures: &mut validation_failures,
+                    },
+                );
+                would_deny |= options.mode == Mode::Audit && e.deny;
+                warned |= e.warn;
+                continue;
+            }
             let message = e.message();
             if let Some(exemption) = &e.exempted_by {
                 warnings.push(format!("[break-glass] {}: bypassed by {user} through exemption '{exemption}': {message}", e.policy));
@@ -257,11 +301,11 @@ impl Decision {
                         warnings.push(format!("[audit] {}: {message}", e.policy));
                         would_deny = true;
                     }
-                    Mode::Enforce => {
-                        decision.allowed = false;
-                        code.get_or_insert(e.failures[0].reason);
-                        deny_lines.push(format!("{}: {message}", e.policy));
-                    }
+                    Mode::Enforce => denials.push(Denial {
+                        reason: e.failures[0].reason,
+                        message: format!("{}: {message}", e.policy),
+                        vap: false,
+                    }),
                 }
             }
             if e.warn {
@@ -279,7 +323,7 @@ impl Decision {
         if !validation_failures.is_empty() {
             decision.audit_annotations.insert(
                 "validation_failure".into(),
-                serde_json::Value::Array(validation_failures).to_string(),
+                serde_json::to_string(&validation_failures).unwrap_or_default(),
             );
         }
         if !break_glass.is_empty() {
@@ -294,12 +338,20 @@ impl Decision {
                 serde_json::Value::Array(ignored).to_string(),
             );
         }
-        if !decision.allowed {
-            let reason = code.unwrap_or(Reason::Forbidden);
+        if let Some(first) = denials.first() {
+            decision.allowed = false;
+            // kube-apiserver answers with its first denial only (reason, code and
+            // message); GatePolicy denials are all listed, as documented.
+            let mut first_vap = true;
+            let lines: Vec<&str> = denials
+                .iter()
+                .filter(|d| !d.vap || std::mem::replace(&mut first_vap, false))
+                .map(|d| d.message.as_str())
+                .collect();
             decision.status = Some(DenyStatus {
-                code: reason.code(),
-                reason: reason.as_str().to_string(),
-                message: deny_lines.join("; "),
+                code: first.reason.code(),
+                reason: first.reason.as_str().to_string(),
+                message: lines.join("; "),
             });
         }
         if options.stage == Stage::Mutate
@@ -336,7 +388,9 @@ impl Decision {
         decision.policies = evaluations
             .into_iter()
             .map(|e| PolicyVerdict {
-                denies: e.deny && !e.failures.is_empty() && e.exempted_by.is_none(),
+                denies: (e.deny && !e.failures.is_empty()
+                    || e.failures.iter().any(|f| f.denies_regardless))
+                    && e.exempted_by.is_none(),
                 messages: e.failures.iter().map(|f| f.message.clone()).collect(),
                 policy: e.policy,
                 outcome: e.outcome,
@@ -358,13 +412,93 @@ impl Decision {
     }
 }
 
-fn failure_entry(policy: &str, f: &Failure, action: &str) -> serde_json::Value {
+/// One evaluation unit's denial, before the response is built.
+struct Denial {
+    reason: Reason,
+    message: String,
+    /// From a ValidatingAdmissionPolicy (kube-apiserver's wording and rules).
+    vap: bool,
+}
+
+struct VapSinks<'a> {
+    denials: &'a mut Vec<Denial>,
+    warnings: &'a mut Warnings,
+    validation_failures: &'a mut Vec<Box<RawValue>>,
+}
+
+/// A failed VAP evaluation unit, as kube-apiserver's validating admission policy
+/// dispatcher reports it: for `Deny`, the first failed validation of the unit
+/// (`ValidatingAdmissionPolicy 'p' with binding 'b' denied request: msg`); for
+/// `Warn`, one warning per failed validation; for `Audit`, one entry per failed
+/// validation in `validation_failure`, in kube-apiserver's shape.
+fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
+    let label = e.vap_label();
+    let denying = e.failures.iter().find(|f| e.deny || f.denies_regardless);
+    if let Some(first) = denying {
+        let message = format!("{label} denied request: {}", first.message);
+        match mode {
+            Mode::Audit => sinks.warnings.push(format!("[audit] {message}")),
+            Mode::Enforce => sinks.denials.push(Denial {
+                reason: first.reason,
+                message,
+                vap: true,
+            }),
+        }
+    }
+    for f in e.failures.iter().filter(|f| !f.denies_regardless) {
+        if e.warn {
+            sinks
+                .warnings
+                .push(format!("Validation failed for {label}: {}", f.message));
+        }
+        if e.audit {
+            let value = ValidationFailureValue {
+                message: &f.message,
+                policy: &e.policy,
+                binding: e.binding.as_deref().unwrap_or_default(),
+                // Errors that are not one validation's are reported at index 0 by
+                // kube-apiserver (its only decision for the unit).
+                expression_index: if f.index == usize::MAX { 0 } else { f.index },
+                validation_actions: &e.validation_actions,
+            };
+            // Strings and numbers always serialise.
+            if let Ok(raw) = serde_json::value::to_raw_value(&value) {
+                sinks.validation_failures.push(raw);
+            }
+        }
+    }
+}
+
+/// The reason of a failure that is an evaluation error under `failurePolicy: Fail`:
+/// kube-apiserver sets none for VAPs, which it answers as 422 Invalid.
+pub fn error_reason(kind: PolicyKind) -> Reason {
+    match kind {
+        PolicyKind::ValidatingAdmissionPolicy => Reason::Invalid,
+        PolicyKind::GatePolicy => Reason::Forbidden,
+    }
+}
+
+/// One entry of `validation_failure` for a VAP, with kube-apiserver's fields in its
+/// order, so that the annotation's text is the same as kube-apiserver's.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationFailureValue<'a> {
+    message: &'a str,
+    policy: &'a str,
+    binding: &'a str,
+    expression_index: usize,
+    validation_actions: &'a [String],
+}
+
+fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
     let index = if f.index == usize::MAX {
         serde_json::Value::Null
     } else {
         serde_json::Value::from(f.index)
     };
-    serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action})
+    let value = serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action});
+    // A JSON value always serialises.
+    serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
 /// Warnings within kube-apiserver's limits: each ≤ 256 chars, ≤ 4096 in all, no duplicates.

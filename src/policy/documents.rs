@@ -96,6 +96,45 @@ impl Document {
             .map_err(|e| self.error_from(&e))
     }
 
+    /// The objects of a `kind: List` document (what `kubectl get -o yaml` writes), each
+    /// as a document of its own that keeps its lines in this file. An item written in
+    /// block style is cut out of the text, so errors inside it name their own line; any
+    /// other item (flow style, JSON) becomes one line of JSON at the item's first line.
+    pub fn list_items(&self) -> Result<Vec<Document>, Located> {
+        #[derive(serde::Deserialize)]
+        struct List {
+            #[serde(default)]
+            items: Vec<serde_saphyr::Spanned<serde_json::Value>>,
+        }
+        let list: List = self.decode()?;
+        let lines: Vec<&str> = self.text.lines().collect();
+        let mut out = Vec::with_capacity(list.items.len());
+        for item in list.items {
+            let line = item.referenced.line().max(1);
+            let column = item.referenced.column().max(1);
+            let cut = block_item_text(&lines, line as usize, column as usize).filter(|text| {
+                serde_saphyr::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .as_ref()
+                    == Some(&item.value)
+            });
+            let text = match cut {
+                Some(text) => text,
+                None => {
+                    serde_json::to_string(&item.value)
+                        .map_err(|e| self.located(line, format!("cannot read list item: {e}")))?
+                        + "\n"
+                }
+            };
+            out.push(Document {
+                file: self.file.clone(),
+                first_line: self.line(line),
+                text,
+            });
+        }
+        Ok(out)
+    }
+
     /// The absolute line of a line number inside this document.
     pub fn line(&self, line_in_document: u64) -> usize {
         self.first_line + (line_in_document.max(1) as usize) - 1
@@ -117,6 +156,31 @@ impl Document {
             message: plain_message(error),
         }
     }
+}
+
+/// The text of a block-style list item whose node starts at `line`:`column` (1-based):
+/// from that column to the end of its line, then every following line indented at
+/// least as far, dedented. `None` when the lines do not have that shape.
+fn block_item_text(lines: &[&str], line: usize, column: usize) -> Option<String> {
+    let indent = column - 1;
+    let first = lines.get(line - 1)?;
+    let mut text: String = first.chars().skip(indent).collect();
+    text.push('\n');
+    for l in lines.iter().skip(line) {
+        let leading = l.chars().take_while(|c| *c == ' ').count();
+        let trimmed = l.trim();
+        if trimmed.is_empty() || (trimmed.starts_with('#') && leading < indent) {
+            // Blank lines and outdented comments keep their place (line numbers).
+            text.push('\n');
+            continue;
+        }
+        if leading < indent {
+            break;
+        }
+        text.extend(l.chars().skip(indent));
+        text.push('\n');
+    }
+    Some(text)
 }
 
 /// The error text without the rendered source snippet (we print our own file:line).
@@ -177,6 +241,34 @@ mod tests {
         assert_eq!(docs[0].text, "a: 1\n");
         assert_eq!(docs[1].first_line, 7);
         assert_eq!(docs[1].line(2), 8);
+    }
+
+    #[test]
+    fn list_items_keep_their_lines() {
+        let text = "# header\napiVersion: v1\nkind: List\nitems:\n- apiVersion: a/v1\n  kind: A\n  metadata:\n    name: one\n\n- apiVersion: a/v1\n  kind: B\nmetadata:\n  resourceVersion: \"\"\n";
+        let docs = split_documents(Path::new("l.yaml"), text);
+        let items = docs[0].list_items().expect("items");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].first_line, 5);
+        assert_eq!(items[0].line(4), 8, "{}", items[0].text);
+        assert!(
+            items[0]
+                .text
+                .starts_with("apiVersion: a/v1\nkind: A\nmetadata:\n  name: one\n")
+        );
+        assert_eq!(items[1].first_line, 10);
+        assert_eq!(items[1].text, "apiVersion: a/v1\nkind: B\n");
+    }
+
+    #[test]
+    fn flow_list_items_become_json_on_their_line() {
+        let text = "{\"apiVersion\": \"v1\", \"kind\": \"List\",\n \"items\": [{\"kind\": \"A\"},\n {\"kind\": \"B\", \"n\": [1, 2]}]}\n";
+        let docs = split_documents(Path::new("l.json"), text);
+        let items = docs[0].list_items().expect("items");
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].text, "{\"kind\":\"A\"}\n");
+        assert_eq!(items[1].first_line, 3);
+        assert_eq!(items[1].text, "{\"kind\":\"B\",\"n\":[1,2]}\n");
     }
 
     #[test]

@@ -4,8 +4,8 @@ use super::cel_env;
 use super::compile::{CompiledExpression, DataRoot, SizeOracle};
 use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
 use super::lazy::LazyValue;
-use super::matching::Attributes;
-use super::model::{FailurePolicy, Reason};
+use super::matching::{Attributes, RequestedResource};
+use super::model::FailurePolicy;
 use super::mutate;
 use super::paths::{DATA_BINDING, DataRoots};
 use super::values::Shape;
@@ -146,6 +146,7 @@ impl PolicySet {
             sub_resource,
             namespace: request.namespace_str(),
             name: &name,
+            requested: requested_resource(request),
         };
         let candidates = self.matching(&attrs, options.stage);
         if candidates.is_empty() {
@@ -230,6 +231,7 @@ impl PolicySet {
             sub_resource: request.sub_resource.as_deref().unwrap_or(""),
             namespace: request.namespace_str(),
             name: &name,
+            requested: requested_resource(request),
         };
         let evaluations = self
             .matching(&attrs, options.stage)
@@ -243,6 +245,19 @@ impl PolicySet {
             .collect();
         Decision::combine(request, options, evaluations, None, started)
     }
+}
+
+/// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
+fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
+    request
+        .request_resource
+        .as_ref()
+        .map(|r| RequestedResource {
+            group: &r.group,
+            version: &r.version,
+            resource: &r.resource,
+            sub_resource: request.request_sub_resource.as_deref().unwrap_or(""),
+        })
 }
 
 /// DeleteCollection reaches admission once per item with an empty name.
@@ -448,6 +463,7 @@ impl Evaluator<'_, '_> {
                         message,
                         reason: validation.reason,
                         error: false,
+                        denies_regardless: false,
                     });
                 }
                 Ok(other) => self.error(
@@ -475,11 +491,26 @@ impl Evaluator<'_, '_> {
             &[]
         };
         for annotation in annotations {
+            let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
             match self.eval(&annotation.expression) {
-                Ok(Value::String(s)) if !s.is_empty() => result
+                // kube-apiserver trims the value; blank means "no annotation".
+                Ok(Value::String(s)) if !s.trim().is_empty() => result
                     .audit_annotations
-                    .push((annotation.name.clone(), truncate_chars(&s, 10 * 1024))),
+                    .push((annotation.name.clone(), truncate_chars(s.trim(), 10 * 1024))),
                 Ok(Value::String(_)) | Ok(Value::Null) => {}
+                // kube-apiserver denies on a value of the wrong type whatever the
+                // failurePolicy and the binding's actions.
+                Ok(other) if vap => result.failures.push(Failure {
+                    index: usize::MAX,
+                    message: format!(
+                        "valueExpression '{}' resulted in unsupported return type: {:?}. Return type must be either string or null.",
+                        annotation.expression.source,
+                        other.type_of()
+                    ),
+                    reason: super::decision::error_reason(policy.kind),
+                    error: true,
+                    denies_regardless: true,
+                }),
                 Ok(other) => self.error(
                     result,
                     usize::MAX,
@@ -489,14 +520,21 @@ impl Evaluator<'_, '_> {
                         other.type_of()
                     ),
                 ),
-                Err(e) => self.error(
-                    result,
-                    usize::MAX,
-                    format!(
-                        "auditAnnotations '{}' resulted in error: {e}",
-                        annotation.name
-                    ),
-                ),
+                Err(e) => {
+                    let before = result.failures.len();
+                    self.error(
+                        result,
+                        usize::MAX,
+                        format!(
+                            "auditAnnotations '{}' resulted in error: {e}",
+                            annotation.name
+                        ),
+                    );
+                    // Under Fail, kube-apiserver denies on it whatever the actions.
+                    if vap && let Some(f) = result.failures.get_mut(before) {
+                        f.denies_regardless = true;
+                    }
+                }
             }
         }
     }
@@ -549,8 +587,9 @@ impl Evaluator<'_, '_> {
             FailurePolicy::Fail => result.failures.push(Failure {
                 index,
                 message,
-                reason: Reason::Forbidden,
+                reason: super::decision::error_reason(self.policy.kind),
                 error: true,
+                denies_regardless: false,
             }),
             FailurePolicy::Ignore => result.ignored_errors.push(message),
         }
@@ -559,16 +598,16 @@ impl Evaluator<'_, '_> {
     fn message(&mut self, validation: &super::CompiledValidation) -> String {
         if let Some(expression) = &validation.message_expression {
             // VAP falls back to `message` when messageExpression errors or yields an unusable string.
-            if let Ok(Value::String(s)) = self.eval(expression)
-                && !s.trim().is_empty()
-                && !s.contains('\n')
-                && s.len() <= MAX_MESSAGE_BYTES
-            {
-                return s.to_string();
+            // kube-apiserver trims the result before it checks it.
+            if let Ok(Value::String(s)) = self.eval(expression) {
+                let s = s.trim();
+                if !s.is_empty() && !s.contains('\n') && s.len() <= MAX_MESSAGE_BYTES {
+                    return s.to_string();
+                }
             }
         }
         match &validation.message {
-            Some(m) if !m.trim().is_empty() => m.clone(),
+            Some(m) if !m.trim().is_empty() => m.trim().to_string(),
             _ => format!("failed expression: {}", validation.expression.source.trim()),
         }
     }

@@ -7,6 +7,7 @@ use super::model::{
     Action, DocumentHeader, FailurePolicy, GatePolicyDocument, NamedExpression, PolicySpec, Reason,
     VapBindingDocument,
 };
+use super::validation;
 use super::{Actions, CompiledValidation, Named, Policy, PolicySet};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -89,6 +90,26 @@ fn io_error(path: &Path, e: &std::io::Error) -> LoadErrors {
     }])
 }
 
+/// Something worth knowing about a loaded set that is not a problem: kube-apiserver
+/// accepts the same documents and does the same (nothing) with them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadNote {
+    pub file: PathBuf,
+    pub line: usize,
+    pub policy: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for LoadNote {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: note: ", self.file.display(), self.line)?;
+        if let Some(p) = &self.policy {
+            write!(f, "{p}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
 pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut documents = Vec::new();
@@ -109,10 +130,24 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
         errors.extend(check_set(&loader.policies));
     }
     if errors.is_empty() {
-        Ok(PolicySet::new(loader.policies))
+        let mut set = PolicySet::new(loader.policies);
+        set.notes = loader.notes;
+        Ok(set)
     } else {
         Err(LoadErrors(errors))
     }
+}
+
+/// Kinds that wrap other objects in `items`, as `kubectl get -o yaml` writes them.
+fn is_list(api_version: &str, kind: &str) -> bool {
+    matches!(
+        (api_version, kind),
+        ("v1", "List")
+            | (
+                VAP_API_VERSION,
+                "ValidatingAdmissionPolicyList" | "ValidatingAdmissionPolicyBindingList"
+            )
+    )
 }
 
 #[derive(Default)]
@@ -121,6 +156,7 @@ struct Loader {
     /// VAPs wait for their bindings: one evaluation unit per binding, as in Kubernetes.
     vaps: Vec<(Document, GatePolicyDocument)>,
     bindings: Vec<(Document, VapBindingDocument)>,
+    notes: Vec<LoadNote>,
 }
 
 impl Loader {
@@ -128,11 +164,24 @@ impl Loader {
         let header: DocumentHeader = doc.decode().map_err(|e| vec![LoadError::from(e)])?;
         let api_version = header.api_version.unwrap_or_default();
         let kind = header.kind.unwrap_or_default();
+        if is_list(&api_version, &kind) {
+            let mut errors = Vec::new();
+            for item in doc.list_items().map_err(|e| vec![LoadError::from(e)])? {
+                if let Err(e) = self.add_document(&item) {
+                    errors.extend(e);
+                }
+            }
+            return if errors.is_empty() {
+                Ok(())
+            } else {
+                Err(errors)
+            };
+        }
         match (api_version.as_str(), kind.as_str()) {
             (GATE_API_VERSION, "GatePolicy") => {
                 let parsed: GatePolicyDocument =
                     doc.decode().map_err(|e| vec![LoadError::from(e)])?;
-                let policy = build_policy(doc, parsed, None)?;
+                let policy = build_policy(doc, parsed, Unit::Gate)?;
                 self.policies.push(policy);
                 Ok(())
             }
@@ -148,6 +197,19 @@ impl Loader {
                 self.bindings.push((doc.clone(), parsed));
                 Ok(())
             }
+            (v, "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding")
+                if v.starts_with("admissionregistration.k8s.io/") =>
+            {
+                Err(vec![LoadError {
+                    file: doc.file.clone(),
+                    line: doc.first_line,
+                    policy: None,
+                    field: Some("kind".to_string()),
+                    message: format!(
+                        "{kind} is not supported by safety-gate yet; a GatePolicy with `mutations` (JSONPatch) can express most mutations"
+                    ),
+                }])
+            }
             _ => Err(vec![LoadError {
                 file: doc.file.clone(),
                 line: doc.first_line,
@@ -160,47 +222,142 @@ impl Loader {
         }
     }
 
+    /// Checks every VAP and binding as kube-apiserver checks them before storing, then
+    /// makes one evaluation unit per (policy, binding) pair. What kube-apiserver
+    /// stores but never evaluates — a policy nobody binds, a binding to a policy that
+    /// is not there — loads, does nothing, and is reported as a note.
     fn bind_vaps(&mut self) -> Vec<LoadError> {
         let mut errors = Vec::new();
         let vaps = std::mem::take(&mut self.vaps);
-        let mut bound: HashSet<String> = HashSet::new();
-        for (bdoc, binding) in std::mem::take(&mut self.bindings) {
+        let bindings = std::mem::take(&mut self.bindings);
+        errors.extend(duplicate_names(
+            vaps.iter().map(|(d, v)| (d, &v.metadata)),
+            "ValidatingAdmissionPolicy",
+        ));
+        errors.extend(duplicate_names(
+            bindings.iter().map(|(d, b)| (d, &b.metadata)),
+            "ValidatingAdmissionPolicyBinding",
+        ));
+        let mut valid: HashSet<String> = HashSet::new();
+        for (vdoc, _) in &vaps {
+            match reparse_vap(vdoc).and_then(|v| build_policy(vdoc, v, Unit::Vap(None))) {
+                Ok(p) => {
+                    valid.insert(p.name);
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
+        let mut bound: HashSet<&str> = HashSet::new();
+        for (bdoc, binding) in &bindings {
+            let binding_errors = check_binding(bdoc, binding);
+            let binding_ok = binding_errors.is_empty();
+            errors.extend(binding_errors);
             let Some((vdoc, vap)) = vaps
                 .iter()
                 .find(|(_, v)| v.metadata.name.value == binding.spec.policy_name)
             else {
-                errors.push(LoadError {
+                self.notes.push(LoadNote {
                     file: bdoc.file.clone(),
                     line: bdoc.line(binding.metadata.name.referenced.line()),
                     policy: Some(binding.metadata.name.value.clone()),
-                    field: Some("spec.policyName".to_string()),
                     message: format!(
-                        "no ValidatingAdmissionPolicy named '{}' is loaded",
+                        "binds ValidatingAdmissionPolicy '{}', which is not loaded; the binding does nothing until it is",
                         binding.spec.policy_name
                     ),
                 });
                 continue;
             };
-            bound.insert(vap.metadata.name.value.clone());
-            match reparse_vap(vdoc).and_then(|v| build_policy(vdoc, v, Some((&bdoc, &binding)))) {
+            bound.insert(vap.metadata.name.value.as_str());
+            if !binding_ok || !valid.contains(&vap.metadata.name.value) {
+                continue;
+            }
+            match reparse_vap(vdoc)
+                .and_then(|v| build_policy(vdoc, v, Unit::Vap(Some((bdoc, binding)))))
+            {
                 Ok(p) => self.policies.push(p),
                 Err(e) => errors.extend(e),
             }
         }
         for (vdoc, vap) in &vaps {
-            if !bound.contains(&vap.metadata.name.value) {
-                // Kubernetes evaluates a VAP only through a binding; say so rather than silently ignore it.
-                errors.push(LoadError {
+            if !bound.contains(vap.metadata.name.value.as_str()) {
+                self.notes.push(LoadNote {
                     file: vdoc.file.clone(),
                     line: vdoc.line(vap.metadata.name.referenced.line()),
                     policy: Some(vap.metadata.name.value.clone()),
-                    field: None,
-                    message: "ValidatingAdmissionPolicy has no ValidatingAdmissionPolicyBinding; add one (policyName, validationActions)".to_string(),
+                    message: "no ValidatingAdmissionPolicyBinding names this policy; like kube-apiserver, safety-gate loads it and evaluates nothing until one does".to_string(),
                 });
             }
         }
         errors
     }
+}
+
+/// Two documents of one kind with one name: applied to a cluster, the second would
+/// silently replace the first, so a directory holding both is almost surely a mistake.
+fn duplicate_names<'a>(
+    docs: impl Iterator<Item = (&'a Document, &'a super::model::ObjectMeta)>,
+    kind: &str,
+) -> Vec<LoadError> {
+    let mut seen: HashMap<&str, (&Document, usize)> = HashMap::new();
+    let mut errors = Vec::new();
+    for (doc, meta) in docs {
+        let line = doc.line(meta.name.referenced.line());
+        if let Some((first, first_line)) = seen.insert(&meta.name.value, (doc, line)) {
+            errors.push(LoadError {
+                file: doc.file.clone(),
+                line,
+                policy: Some(meta.name.value.clone()),
+                field: Some("metadata.name".to_string()),
+                message: format!(
+                    "duplicate {kind} name; also defined at {}:{first_line}",
+                    first.file.display()
+                ),
+            });
+        }
+    }
+    errors
+}
+
+/// kube-apiserver's validation of a ValidatingAdmissionPolicyBinding.
+fn check_binding(doc: &Document, b: &VapBindingDocument) -> Vec<LoadError> {
+    let mut out = Vec::new();
+    validation::object_name("metadata.name", &b.metadata.name.value, &mut out);
+    validation::labels_and_annotations(&b.metadata.labels, &b.metadata.annotations, &mut out);
+    if b.spec.policy_name.is_empty() {
+        out.push(validation::required("spec.policyName", ""));
+    } else {
+        for m in validation::dns1123_subdomain_errors(&b.spec.policy_name) {
+            out.push(validation::invalid(
+                "spec.policyName",
+                &b.spec.policy_name,
+                &m,
+            ));
+        }
+    }
+    if b.spec.param_ref.is_some() {
+        out.push(validation::FieldError {
+            field: "spec.paramRef".to_string(),
+            message: "parameters are not supported by safety-gate yet".to_string(),
+        });
+    }
+    if let Some(m) = &b.spec.match_resources {
+        validation::match_resources(m, "spec.matchResources", &mut out);
+    }
+    validation::validation_actions(
+        &b.spec.validation_actions,
+        "spec.validationActions",
+        &mut out,
+    );
+    let line = doc.line(b.metadata.name.referenced.line());
+    out.into_iter()
+        .map(|e| LoadError {
+            file: doc.file.clone(),
+            line,
+            policy: Some(b.metadata.name.value.clone()),
+            field: Some(e.field),
+            message: e.message,
+        })
+        .collect()
 }
 
 fn reparse_vap(doc: &Document) -> Result<GatePolicyDocument, Vec<LoadError>> {
@@ -271,28 +428,46 @@ fn is_block_scalar(doc: &Document, line_in_doc: u64) -> bool {
         .unwrap_or(false)
 }
 
+/// What a policy document becomes: a GatePolicy, or a VAP checked on its own (no
+/// binding: validated, then dropped) or with one of its bindings (an evaluation unit).
+#[derive(Clone, Copy)]
+enum Unit<'a> {
+    Gate,
+    Vap(Option<(&'a Document, &'a VapBindingDocument)>),
+}
+
 fn build_policy(
     doc: &Document,
     parsed: GatePolicyDocument,
-    binding: Option<(&Document, &VapBindingDocument)>,
+    unit: Unit,
 ) -> Result<Policy, Vec<LoadError>> {
     let name = parsed.metadata.name.value.clone();
     let name_line = parsed.metadata.name.referenced.line();
+    let is_vap = matches!(unit, Unit::Vap(_));
+    let binding = match unit {
+        Unit::Vap(b) => b,
+        Unit::Gate => None,
+    };
     let mut p = Problems {
         doc,
         policy: name.clone(),
         errors: Vec::new(),
     };
-    if !is_dns_subdomain(&name) {
-        p.push(
-            name_line,
-            "metadata.name",
-            "must be a DNS-1123 subdomain (lower-case letters, digits, '-' and '.')",
+    let mut field_errors = Vec::new();
+    validation::object_name("metadata.name", &name, &mut field_errors);
+    if is_vap {
+        validation::labels_and_annotations(
+            &parsed.metadata.labels,
+            &parsed.metadata.annotations,
+            &mut field_errors,
         );
     }
+    for e in field_errors.drain(..) {
+        p.push(name_line, e.field, e.message);
+    }
     let spec: PolicySpec = parsed.spec;
-    let (actions, action_label) = match binding {
-        None => {
+    let (actions, action_label) = match unit {
+        Unit::Gate => {
             let action = spec.action.unwrap_or_default();
             let label = match action {
                 Action::Deny => "Deny",
@@ -308,7 +483,7 @@ fn build_policy(
                 label.to_string(),
             )
         }
-        Some((bdoc, b)) => {
+        Unit::Vap(binding) => {
             for (field, present) in [
                 ("spec.action", spec.action.is_some()),
                 ("spec.lookups", !spec.lookups.is_empty()),
@@ -324,78 +499,94 @@ fn build_policy(
                     p.push(name_line, field, "is a GatePolicy extension; a ValidatingAdmissionPolicy cannot use it (write a GatePolicy instead)");
                 }
             }
-            let mut actions = Actions::default();
-            for a in &b.spec.validation_actions {
-                match a.as_str() {
-                    "Deny" => actions.deny = true,
-                    "Warn" => actions.warn = true,
-                    "Audit" => actions.audit = true,
-                    other => p.errors.push(LoadError {
-                        file: bdoc.file.clone(),
-                        line: bdoc.line(b.metadata.name.referenced.line()),
-                        policy: Some(b.metadata.name.value.clone()),
-                        field: Some("spec.validationActions".to_string()),
-                        message: format!("unknown action '{other}' (Deny, Warn, Audit)"),
-                    }),
-                }
-            }
-            if actions.deny && actions.warn || b.spec.validation_actions.is_empty() {
-                p.errors.push(LoadError {
-                    file: bdoc.file.clone(),
-                    line: bdoc.line(b.metadata.name.referenced.line()),
-                    policy: Some(b.metadata.name.value.clone()),
-                    field: Some("spec.validationActions".to_string()),
-                    message:
-                        "must be a non-empty set of Deny, Warn, Audit, and not both Deny and Warn"
-                            .to_string(),
-                });
-            }
-            if b.spec.param_ref.is_some() {
-                p.push(
-                    name_line,
-                    "spec.paramRef",
-                    "parameters are not supported by safety-gate",
-                );
-            }
-            (actions, b.spec.validation_actions.join(","))
+            // The binding itself was checked by `check_binding`.
+            let list = binding
+                .map(|(_, b)| b.spec.validation_actions.clone())
+                .unwrap_or_default();
+            let actions = Actions {
+                deny: list.iter().any(|a| a == "Deny"),
+                warn: list.iter().any(|a| a == "Warn"),
+                audit: list.iter().any(|a| a == "Audit"),
+            };
+            (actions, list.join(","))
         }
     };
     if spec.param_kind.is_some() {
         p.push(
             name_line,
             "spec.paramKind",
-            "parameters are not supported by safety-gate",
+            "parameters are not supported by safety-gate yet",
         );
     }
 
+    // kube-apiserver's checks of the match constraints (for a GatePolicy too: the
+    // fields mean the same), then the gate's own compilation of them.
     let match_resources = spec.match_constraints.clone().unwrap_or_default();
+    if is_vap && spec.match_constraints.is_none() {
+        field_errors.push(validation::required("spec.matchConstraints", ""));
+    } else {
+        validation::match_resources(&match_resources, "spec.matchConstraints", &mut field_errors);
+        if match_resources.resource_rules.is_empty() {
+            field_errors.push(validation::required(
+                "spec.matchConstraints.resourceRules",
+                "at least one rule is required (it gives the expressions their types; a policy that matches nothing protects nothing)",
+            ));
+        }
+    }
     let binding_resources = binding.and_then(|(_, b)| b.spec.match_resources.clone());
+    let matcher_ok = field_errors.is_empty();
+    for e in field_errors.drain(..) {
+        p.push(name_line, e.field, e.message);
+    }
     let matcher = match Matcher::new(&match_resources, binding_resources.as_ref()) {
         Ok(m) => m,
         Err(message) => {
-            p.push(name_line, "spec.matchConstraints", message);
+            if matcher_ok {
+                p.push(name_line, "spec.matchConstraints", message);
+            }
             Matcher::never()
         }
     };
-    if match_resources.resource_rules.is_empty() {
-        p.push(
-            name_line,
-            "spec.matchConstraints.resourceRules",
-            "at least one rule is required (a policy that matches nothing protects nothing)",
-        );
-    }
 
     let lookup_names: Vec<String> = spec.lookups.iter().map(|l| l.name.clone()).collect();
     check_unique(&mut p, name_line, "spec.lookups", &lookup_names);
 
     let no_vars: Vec<String> = Vec::new();
     let no_origins: Vec<Vec<Origin>> = Vec::new();
+    let params = spec.param_kind.is_some();
     let early_scope = Scope {
         variables: &no_vars,
         variable_origins: &no_origins,
         lookups: &lookup_names,
         allow_variables: false,
+        params,
+        authorizer: true,
     };
+    if spec.match_conditions.len() > validation::MAX_MATCH_CONDITIONS {
+        p.push(
+            name_line,
+            "spec.matchConditions",
+            format!(
+                "Too many: {}: must have at most {} items",
+                spec.match_conditions.len(),
+                validation::MAX_MATCH_CONDITIONS
+            ),
+        );
+    }
+    for (i, c) in spec.match_conditions.iter().enumerate() {
+        let field = format!("spec.matchConditions[{i}].name");
+        if c.name.is_empty() {
+            p.push(c.expression.referenced.line(), field, "Required value");
+            continue;
+        }
+        for m in validation::qualified_name_errors(&c.name) {
+            p.push(
+                c.expression.referenced.line(),
+                field.clone(),
+                validation::invalid("", &c.name, &m).message,
+            );
+        }
+    }
     let match_conditions = compile_named(
         &mut p,
         &spec.match_conditions,
@@ -416,6 +607,15 @@ fn build_policy(
     let mut variables = Vec::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let field = format!("spec.variables[{i}].expression");
+        // kube-apiserver's rule (its reserved words include `namespace`); a
+        // GatePolicy keeps accepting what the gate's CEL accepts.
+        if is_vap && !validation::is_cel_identifier(&v.name) {
+            p.push(
+                v.expression.referenced.line(),
+                format!("spec.variables[{i}].name"),
+                validation::invalid("", &v.name, "must be a valid CEL identifier").message,
+            );
+        }
         if variable_names.contains(&v.name) {
             p.push(
                 v.expression.referenced.line(),
@@ -428,8 +628,19 @@ fn build_policy(
             variable_origins: &variable_origins,
             lookups: &lookup_names,
             allow_variables: true,
+            params,
+            authorizer: true,
         };
-        let compiled = p.compile(&v.expression, field, &scope, false);
+        let compiled = if v.expression.value.trim().is_empty() {
+            p.push(
+                v.expression.referenced.line(),
+                field,
+                "Required value: expression is not specified",
+            );
+            None
+        } else {
+            p.compile(&v.expression, field, &scope, false)
+        };
         variable_origins.push(
             compiled
                 .as_ref()
@@ -449,46 +660,88 @@ fn build_policy(
         variable_origins: &variable_origins,
         lookups: &lookup_names,
         allow_variables: true,
+        params,
+        authorizer: true,
+    };
+    // kube-apiserver declares neither `authorizer` nor (oddly, even with paramKind)
+    // `params` for messageExpression: it compiles them with the matchConditions
+    // options, which allow params only when paramKind is set. Keep `params` as is.
+    let message_scope = Scope {
+        authorizer: false,
+        ..scope
     };
 
     let mut validations = Vec::new();
     for (i, v) in spec.validations.iter().enumerate() {
-        let expression = p.compile(
-            &v.expression,
-            format!("spec.validations[{i}].expression"),
-            &scope,
-            true,
-        );
-        let message_expression = v.message_expression.as_ref().and_then(|m| {
+        let line = v.expression.referenced.line();
+        let expression = if v.expression.value.trim().is_empty() {
+            p.push(
+                line,
+                format!("spec.validations[{i}].expression"),
+                "Required value: expression is not specified",
+            );
+            None
+        } else {
             p.compile(
-                m,
-                format!("spec.validations[{i}].messageExpression"),
+                &v.expression,
+                format!("spec.validations[{i}].expression"),
                 &scope,
                 true,
             )
+        };
+        let message_expression = v.message_expression.as_ref().and_then(|m| {
+            let field = format!("spec.validations[{i}].messageExpression");
+            if m.value.trim().is_empty() {
+                if !m.value.is_empty() {
+                    p.push(
+                        m.referenced.line(),
+                        field,
+                        validation::invalid("", &m.value, "must be non-empty if specified").message,
+                    );
+                }
+                return None;
+            }
+            p.compile(m, field, &message_scope, true)
         });
         if let Some(m) = &v.message {
-            if m.contains('\n') {
-                p.push(
-                    v.expression.referenced.line(),
-                    format!("spec.validations[{i}].message"),
-                    "must not contain line breaks",
-                );
+            let mut out = Vec::new();
+            validation::validation_message(m, &format!("spec.validations[{i}].message"), &mut out);
+            for e in out {
+                p.push(line, e.field, e.message);
             }
-        } else if v.expression.value.trim().contains('\n') && v.message_expression.is_none() {
-            p.push(
-                v.expression.referenced.line(),
-                format!("spec.validations[{i}].message"),
-                "is required when the expression spans several lines",
-            );
         }
+        let reason = match v.reason {
+            Some(Reason::Unauthorized) if is_vap => {
+                p.push(
+                    line,
+                    format!("spec.validations[{i}].reason"),
+                    validation::not_supported("", "Unauthorized", validation::VAP_REASONS).message,
+                );
+                Reason::Unauthorized
+            }
+            Some(r) => r,
+            // kube-apiserver answers a failed VAP validation without a reason with 422
+            // Invalid; a GatePolicy keeps its documented default, 403 Forbidden.
+            None if is_vap => Reason::Invalid,
+            None => Reason::Forbidden,
+        };
         if let Some(expression) = expression {
             validations.push(CompiledValidation {
                 expression,
-                message: v.message.clone(),
+                // kube-apiserver trims the message before it uses it.
+                message: v.message.as_deref().map(str::trim).map(str::to_string),
                 message_expression,
-                reason: v.reason.unwrap_or(Reason::Forbidden),
+                reason,
             });
+        }
+    }
+    if is_vap && spec.validations.is_empty() && spec.audit_annotations.is_empty() {
+        for field in ["spec.validations", "spec.auditAnnotations"] {
+            p.push(
+                name_line,
+                field,
+                "Required value: validations or auditAnnotations must contain at least one item",
+            );
         }
     }
 
@@ -499,13 +752,59 @@ fn build_policy(
         .map(|a| a.key.clone())
         .collect();
     check_unique(&mut p, name_line, "spec.auditAnnotations", &keys);
+    if is_vap && keys.len() > validation::MAX_AUDIT_ANNOTATIONS {
+        p.push(
+            name_line,
+            "spec.auditAnnotations",
+            format!(
+                "must not have more than {} auditAnnotations",
+                validation::MAX_AUDIT_ANNOTATIONS
+            ),
+        );
+    }
     for (i, a) in spec.audit_annotations.iter().enumerate() {
-        if let Err(m) = check_annotation_key(&a.key) {
+        let line = a.value_expression.referenced.line();
+        let key_field = format!("spec.auditAnnotations[{i}].key");
+        if is_vap {
+            // kube-apiserver publishes the value as `<policy name>/<key>`, and checks
+            // that whole string as a qualified name.
+            for m in validation::qualified_name_errors(&format!("{name}/{}", a.key)) {
+                p.push(
+                    line,
+                    key_field.clone(),
+                    validation::invalid("", &a.key, &m).message,
+                );
+            }
+            if super::decision::RESERVED_ANNOTATION_KEYS.contains(&a.key.as_str()) {
+                p.push(
+                    line,
+                    key_field,
+                    format!("'{}' is reserved for safety-gate's own audit annotations (a limitation of safety-gate: kube-apiserver accepts it)", a.key),
+                );
+            }
+        } else if let Err(m) = check_annotation_key(&a.key) {
+            p.push(line, key_field, m);
+        }
+        let trimmed = a.value_expression.value.trim();
+        let value_field = format!("spec.auditAnnotations[{i}].valueExpression");
+        if trimmed.is_empty() {
             p.push(
-                a.value_expression.referenced.line(),
-                format!("spec.auditAnnotations[{i}].key"),
-                m,
+                line,
+                value_field,
+                "Required value: valueExpression is not specified",
             );
+            continue;
+        }
+        if trimmed.len() > validation::MAX_VALUE_EXPRESSION_BYTES {
+            p.push(
+                line,
+                value_field,
+                format!(
+                    "Required value: must not exceed {} bytes in length",
+                    validation::MAX_VALUE_EXPRESSION_BYTES
+                ),
+            );
+            continue;
         }
         if let Some(c) = p.compile(
             &a.value_expression,
@@ -565,7 +864,8 @@ fn build_policy(
             mutations.push(c);
         }
     }
-    if validations.is_empty()
+    if !is_vap
+        && validations.is_empty()
         && audit_annotations.is_empty()
         && annotate.is_empty()
         && mutations.is_empty()
@@ -588,6 +888,11 @@ fn build_policy(
         .cloned();
     Ok(Policy::new(super::PolicyParts {
         name,
+        kind: if is_vap {
+            super::PolicyKind::ValidatingAdmissionPolicy
+        } else {
+            super::PolicyKind::GatePolicy
+        },
         binding: binding.map(|(_, b)| b.metadata.name.value.clone()),
         file: doc.file.clone(),
         line: doc.line(name_line),
@@ -620,16 +925,16 @@ fn compile_named(
     list.iter()
         .enumerate()
         .filter_map(|(i, n)| {
-            p.compile(
-                &n.expression,
-                format!("{field}[{i}].expression"),
-                scope,
-                true,
-            )
-            .map(|expression| Named {
-                name: n.name.clone(),
-                expression,
-            })
+            let at = format!("{field}[{i}].expression");
+            if n.expression.value.trim().is_empty() {
+                p.push(n.expression.referenced.line(), at, "Required value");
+                return None;
+            }
+            p.compile(&n.expression, at, scope, true)
+                .map(|expression| Named {
+                    name: n.name.clone(),
+                    expression,
+                })
         })
         .collect()
 }
@@ -710,7 +1015,7 @@ pub fn check_qualified_name(key: &str, allow_prefix: bool) -> Result<(), String>
         _ => (None, key),
     };
     if let Some(prefix) = prefix
-        && !is_dns_subdomain(prefix)
+        && !validation::dns1123_subdomain_errors(prefix).is_empty()
     {
         return Err(format!(
             "prefix '{prefix}' of '{key}' must be a DNS subdomain"
@@ -738,20 +1043,6 @@ pub fn check_qualified_name(key: &str, allow_prefix: bool) -> Result<(), String>
         ));
     }
     Ok(())
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
 }
 
 #[cfg(test)]

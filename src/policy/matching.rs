@@ -5,6 +5,11 @@ use super::model::{LabelSelector, MatchResources, ResourceRule};
 use std::collections::BTreeMap;
 
 /// The request attributes rules are matched against.
+///
+/// `group`/`version`/`resource`/`sub_resource` are the request's `resource` and
+/// `subResource`: what kube-apiserver converted the object to for the webhook.
+/// `requested` is `requestResource`/`requestSubResource`, the resource the client
+/// called, when kube-apiserver sent it.
 #[derive(Debug, Clone, Copy)]
 pub struct Attributes<'a> {
     pub operation: &'a str,
@@ -14,9 +19,48 @@ pub struct Attributes<'a> {
     pub sub_resource: &'a str,
     pub namespace: &'a str,
     pub name: &'a str,
+    pub requested: Option<RequestedResource<'a>>,
 }
 
-impl Attributes<'_> {
+/// The resource a client called (`requestResource`, `requestSubResource`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestedResource<'a> {
+    pub group: &'a str,
+    pub version: &'a str,
+    pub resource: &'a str,
+    pub sub_resource: &'a str,
+}
+
+impl<'a> Attributes<'a> {
+    /// The attributes as the client called them. `matchPolicy: Exact` matches these
+    /// only, as kube-apiserver does.
+    pub fn as_requested(&self) -> Attributes<'a> {
+        match self.requested {
+            Some(r) => Attributes {
+                group: r.group,
+                version: r.version,
+                resource: r.resource,
+                sub_resource: r.sub_resource,
+                ..*self
+            },
+            None => *self,
+        }
+    }
+
+    /// The request as called and, when kube-apiserver converted it for the
+    /// webhook, as converted: the resources `matchPolicy: Equivalent` may match.
+    fn candidates(&self, policy: MatchPolicy) -> Vec<Attributes<'a>> {
+        let requested = self.as_requested();
+        let converted = self.group != requested.group
+            || self.version != requested.version
+            || self.resource != requested.resource
+            || self.sub_resource != requested.sub_resource;
+        match policy {
+            MatchPolicy::Equivalent if converted => vec![requested, *self],
+            _ => vec![requested],
+        }
+    }
+
     /// Namespace objects are cluster-scoped even though kube-apiserver sets
     /// `request.namespace` to their own name.
     pub fn is_namespace_object(&self) -> bool {
@@ -112,8 +156,19 @@ impl Selector {
     }
 }
 
+/// `matchPolicy` of a policy's or a binding's match resources.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MatchPolicy {
+    /// Only the resource the client called.
+    Exact,
+    /// Also an equivalent resource (another version, or another group serving the
+    /// same objects); kube-apiserver's default.
+    Equivalent,
+}
+
 #[derive(Debug, Clone)]
 struct Part {
+    match_policy: MatchPolicy,
     rules: Vec<Rule>,
     excludes: Vec<Rule>,
     namespace_selector: Option<Selector>,
@@ -140,6 +195,7 @@ impl Matcher {
     pub fn never() -> Self {
         Matcher {
             parts: vec![Part {
+                match_policy: MatchPolicy::Equivalent,
                 rules: Vec::new(),
                 excludes: Vec::new(),
                 namespace_selector: None,
@@ -151,10 +207,15 @@ impl Matcher {
     /// Resource rules and exclusions (no selectors).
     pub fn matches_rules(&self, attrs: &Attributes) -> bool {
         self.parts.iter().enumerate().all(|(i, part)| {
+            let candidates = attrs.candidates(part.match_policy);
+            let any = |rules: &[Rule]| {
+                candidates
+                    .iter()
+                    .any(|a| rules.iter().any(|r| r.matches(a)))
+            };
             // A binding without its own rules narrows nothing by resource.
-            let rules_ok =
-                (i > 0 && part.rules.is_empty()) || part.rules.iter().any(|r| r.matches(attrs));
-            rules_ok && !part.excludes.iter().any(|r| r.matches(attrs))
+            let rules_ok = (i > 0 && part.rules.is_empty()) || any(&part.rules);
+            rules_ok && !any(&part.excludes)
         })
     }
 
@@ -210,8 +271,19 @@ impl Matcher {
     }
 }
 
-/// The (apiGroup, resource pattern) keys a request can be filed under.
+/// The (apiGroup, resource pattern) keys a request can be filed under, as called
+/// and as converted.
 pub fn request_index_keys(attrs: &Attributes) -> Vec<(String, String)> {
+    let mut keys = index_keys_of(attrs);
+    for key in index_keys_of(&attrs.as_requested()) {
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+fn index_keys_of(attrs: &Attributes) -> Vec<(String, String)> {
     let resources: Vec<String> = if attrs.sub_resource.is_empty() {
         vec![attrs.resource.to_string(), "*".to_string()]
     } else {
@@ -240,6 +312,11 @@ impl Part {
             return Err(format!("matchPolicy '{mp}' must be Equivalent or Exact"));
         }
         Ok(Part {
+            // kube-apiserver defaults an absent matchPolicy to Equivalent.
+            match_policy: match m.match_policy.as_deref() {
+                Some("Exact") => MatchPolicy::Exact,
+                _ => MatchPolicy::Equivalent,
+            },
             rules: m
                 .resource_rules
                 .iter()
@@ -344,6 +421,7 @@ mod tests {
             sub_resource: sub,
             namespace: ns,
             name: "x",
+            requested: None,
         }
     }
 
@@ -503,6 +581,58 @@ mod tests {
             }],
         };
         assert!(Selector::new(&bad).is_err());
+    }
+
+    #[test]
+    fn match_policy_exact_matches_only_the_resource_called() {
+        // A Deployment created through apps/v1beta1 (say), sent to the webhook
+        // converted to apps/v1.
+        let mut a = attrs("CREATE", "apps", "deployments", "", "ns");
+        a.requested = Some(RequestedResource {
+            group: "apps",
+            version: "v1beta1",
+            resource: "deployments",
+            sub_resource: "",
+        });
+        let rules = |policy: Option<&str>, version: &str| {
+            let mut r = rule(&["CREATE"], &["apps"], &["deployments"], None);
+            r.api_versions = vec![version.to_string()];
+            Matcher::new(
+                &MatchResources {
+                    resource_rules: vec![r],
+                    match_policy: policy.map(str::to_string),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap()
+        };
+        assert!(
+            rules(None, "v1").matches_rules(&a),
+            "Equivalent is the default"
+        );
+        assert!(rules(Some("Equivalent"), "v1").matches_rules(&a));
+        assert!(!rules(Some("Exact"), "v1").matches_rules(&a));
+        assert!(rules(Some("Exact"), "v1beta1").matches_rules(&a));
+        assert!(rules(Some("Equivalent"), "v1beta1").matches_rules(&a));
+        let keys = request_index_keys(&a);
+        assert!(keys.contains(&("apps".to_string(), "deployments".to_string())));
+        // Excluding the converted resource excludes under Equivalent only.
+        let mut excluded = rule(&["*"], &["apps"], &["deployments"], None);
+        excluded.api_versions = vec!["v1".into()];
+        for (policy, matches) in [("Equivalent", false), ("Exact", true)] {
+            let m = Matcher::new(
+                &MatchResources {
+                    resource_rules: vec![rule(&["*"], &["*"], &["*"], None)],
+                    exclude_resource_rules: vec![excluded.clone()],
+                    match_policy: Some(policy.to_string()),
+                    ..Default::default()
+                },
+                None,
+            )
+            .unwrap();
+            assert_eq!(m.matches_rules(&a), matches, "{policy}");
+        }
     }
 
     #[test]

@@ -15,16 +15,19 @@ pub mod model;
 mod mutate;
 mod paths;
 mod request;
+mod validation;
 pub mod values;
 mod variables;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod vap_tests;
 
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
 pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
-pub use load::{GATE_API_VERSION, LoadError, LoadErrors};
+pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
 pub use model::{Action, FailurePolicy, LookupSpec, Reason};
 pub use request::Request;
 
@@ -63,10 +66,20 @@ pub struct CompiledValidation {
     pub reason: Reason,
 }
 
+/// Which document a policy came from: where kube-apiserver's behaviour and the
+/// gate's documented defaults differ (default reason, response wording, audit
+/// annotations), a ValidatingAdmissionPolicy gets kube-apiserver's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyKind {
+    GatePolicy,
+    ValidatingAdmissionPolicy,
+}
+
 /// One compiled policy (a GatePolicy, or a VAP with one of its bindings).
 #[derive(Debug)]
 pub struct Policy {
     pub name: String,
+    pub kind: PolicyKind,
     pub binding: Option<String>,
     pub file: PathBuf,
     pub line: usize,
@@ -91,6 +104,7 @@ pub struct Policy {
 
 struct PolicyParts {
     name: String,
+    kind: PolicyKind,
     binding: Option<String>,
     file: PathBuf,
     line: usize,
@@ -130,6 +144,7 @@ impl Policy {
         }
         Policy {
             name: p.name,
+            kind: p.kind,
             binding: p.binding,
             file: p.file,
             line: p.line,
@@ -183,6 +198,8 @@ pub struct ClusterNeeds {
 pub struct PolicySet {
     policies: Vec<Policy>,
     index: HashMap<(String, String), Vec<usize>>,
+    /// Documents that loaded but do nothing (unbound VAPs, bindings of absent policies).
+    notes: Vec<LoadNote>,
 }
 
 impl PolicySet {
@@ -193,7 +210,11 @@ impl PolicySet {
                 index.entry(key).or_default().push(i);
             }
         }
-        PolicySet { policies, index }
+        PolicySet {
+            policies,
+            index,
+            notes: Vec::new(),
+        }
     }
 
     pub fn empty() -> Self {
@@ -223,6 +244,11 @@ impl PolicySet {
 
     pub fn policies(&self) -> &[Policy] {
         &self.policies
+    }
+
+    /// What loaded but does nothing, as kube-apiserver would store it and do nothing.
+    pub fn notes(&self) -> &[LoadNote] {
+        &self.notes
     }
 
     /// The cluster state this set reads: the kinds its lookups name, and

@@ -5,6 +5,7 @@
 //! load, never a silently ignored guardrail. Expression fields keep their
 //! source location so that compile errors can name the line.
 
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 use serde_saphyr::Spanned;
 use std::collections::BTreeMap;
@@ -69,12 +70,38 @@ pub struct DocumentHeader {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ObjectMeta {
     pub name: Spanned<String>,
+    /// kube-apiserver clears the namespace of a cluster-scoped object; so do we.
     #[serde(default)]
     pub namespace: Option<String>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub annotations: BTreeMap<String, String>,
+    // What `kubectl get -o yaml` adds to an object read back from a cluster: set by
+    // kube-apiserver, meaningless for evaluation, accepted and ignored so that a
+    // policy exported from a cluster loads unchanged.
+    #[serde(default)]
+    pub uid: Option<IgnoredAny>,
+    #[serde(default)]
+    pub resource_version: Option<IgnoredAny>,
+    #[serde(default)]
+    pub generation: Option<IgnoredAny>,
+    #[serde(default)]
+    pub creation_timestamp: Option<IgnoredAny>,
+    #[serde(default)]
+    pub deletion_timestamp: Option<IgnoredAny>,
+    #[serde(default)]
+    pub deletion_grace_period_seconds: Option<IgnoredAny>,
+    #[serde(default)]
+    pub managed_fields: Option<IgnoredAny>,
+    #[serde(default)]
+    pub owner_references: Option<IgnoredAny>,
+    #[serde(default)]
+    pub finalizers: Option<IgnoredAny>,
+    #[serde(default)]
+    pub generate_name: Option<IgnoredAny>,
+    #[serde(default)]
+    pub self_link: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +111,10 @@ pub struct GatePolicyDocument {
     pub kind: String,
     pub metadata: ObjectMeta,
     pub spec: PolicySpec,
+    /// A VAP read back from a cluster carries `status.typeChecking` and conditions:
+    /// written by kube-apiserver's controllers, ignored here.
+    #[serde(default)]
+    pub status: Option<IgnoredAny>,
 }
 
 /// The spec shared by `GatePolicy` and `ValidatingAdmissionPolicy`; the ★
@@ -229,6 +260,8 @@ pub struct VapBindingDocument {
     pub kind: String,
     pub metadata: ObjectMeta,
     pub spec: VapBindingSpec,
+    #[serde(default)]
+    pub status: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Deserialize)]

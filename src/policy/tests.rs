@@ -696,6 +696,7 @@ fn the_index_only_evaluates_policies_filed_under_the_resource() {
         sub_resource: "",
         namespace: "team-a",
         name: "x",
+        requested: None,
     };
     assert_eq!(set.matching(&attrs, Stage::Validate).len(), 1);
     assert_eq!(eval(&set, &req).policies.len(), 1);
@@ -749,14 +750,26 @@ fn vap_with_binding_uses_validation_actions() {
     let set = load(yaml).expect("loads");
     let d = eval(&set, &create(cm("forbidden", json!({}))));
     assert!(d.allowed);
-    assert_eq!(d.warnings, vec!["vap-cm: vap says no".to_string()]);
-    assert!(d.audit_annotations["validation_failure"].contains("\"action\":\"Audit\""));
-    let unbound =
-        load(yaml.split("---").next().expect("first")).expect_err("a VAP needs a binding");
+    assert_eq!(
+        d.warnings,
+        vec![
+            "Validation failed for ValidatingAdmissionPolicy 'vap-cm' with binding 'vap-cm-binding': vap says no"
+                .to_string()
+        ]
+    );
     assert!(
-        unbound
+        d.audit_annotations["validation_failure"]
+            .contains("\"validationActions\":[\"Warn\",\"Audit\"]")
+    );
+    // kube-apiserver stores an unbound policy and evaluates nothing: so do we.
+    let unbound = load(yaml.split("---").next().expect("first")).expect("an unbound VAP loads");
+    assert!(unbound.is_empty());
+    assert!(
+        unbound.notes()[0]
             .to_string()
-            .contains("no ValidatingAdmissionPolicyBinding")
+            .contains("no ValidatingAdmissionPolicyBinding names this policy"),
+        "{:?}",
+        unbound.notes()
     );
 }
 
@@ -875,7 +888,7 @@ fn load_rejects_what_can_be_known_at_load() {
                 "Bad_Name",
                 &format!("{CM_RULES}  validations:\n  - expression: \"true\"\n"),
             ),
-            "DNS-1123",
+            "RFC 1123 subdomain",
         ),
         (
             policy("x", "  validations:\n  - expression: \"true\"\n"),
