@@ -140,7 +140,8 @@ func (o *oracle) admit(raw json.RawMessage) admissionAnswer {
 	}
 
 	// A namespaced request's namespace exists in a real cluster; when the
-	// case does not describe it, it exists without labels.
+	// case does not describe it, it exists with only the label kube-apiserver
+	// gives every namespace (added in newWorld).
 	namespaces := in.Namespaces
 	if ns := req.Namespace; ns != "" && !hasNamespace(namespaces, ns) {
 		namespaces = append(append([]json.RawMessage{}, namespaces...),

@@ -92,6 +92,12 @@ func newWorld(policyDocs, bindingDocs, paramDocs, namespaceDocs []json.RawMessag
 		if err := json.Unmarshal(raw, &ns); err != nil {
 			return nil, fmt.Errorf("namespaces[%d]: %v", i, err)
 		}
+		// kube-apiserver labels every namespace with its name (namespace
+		// strategy); a namespace read back from a cluster always has it.
+		if ns.Labels == nil {
+			ns.Labels = map[string]string{}
+		}
+		ns.Labels[corev1.LabelMetadataName] = ns.Name
 		native = append(native, &ns)
 	}
 
@@ -165,22 +171,34 @@ func newWorld(policyDocs, bindingDocs, paramDocs, namespaceDocs []json.RawMessag
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	// Start and sync the informers the plugin will ask for before it asks:
+	// its policy source then compiles at once instead of polling every 100 ms.
+	synced := []func() bool{
+		factory.Admissionregistration().V1().ValidatingAdmissionPolicies().Informer().HasSynced,
+		factory.Admissionregistration().V1().ValidatingAdmissionPolicyBindings().Informer().HasSynced,
+		factory.Core().V1().Namespaces().Informer().HasSynced,
+	}
+	factory.Start(ctx.Done())
+	deadline := time.Now().Add(20 * time.Second)
+	for _, hasSynced := range synced {
+		for !hasSynced() {
+			if time.Now().After(deadline) {
+				cancel()
+				return nil, fmt.Errorf("informers did not sync")
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
 	initializer.New(client, dynamicClient, factory, noAuthorizer{}, featuregate.NewFeatureGate(),
 		compatibility.DefaultBuildEffectiveVersion(), ctx.Done(), restMapper).Initialize(plugin)
 	if err := plugin.ValidateInitialization(); err != nil {
 		cancel()
 		return nil, fmt.Errorf("initialising the plugin: %v", err)
 	}
-	// The plugin asked for its informers during initialisation; start them.
 	factory.Start(ctx.Done())
-	syncCtx, syncCancel := context.WithTimeout(ctx, 20*time.Second)
-	defer syncCancel()
-	for typ, ok := range factory.WaitForCacheSync(syncCtx.Done()) {
-		if !ok {
-			cancel()
-			return nil, fmt.Errorf("informer for %v did not sync", typ)
-		}
-	}
+	// The policy source compiles in its own goroutine; give it a moment so
+	// WaitForReady (which re-checks every 100 ms) usually succeeds at once.
+	time.Sleep(5 * time.Millisecond)
 	if !plugin.WaitForReady() {
 		cancel()
 		return nil, fmt.Errorf("the plugin did not become ready")
