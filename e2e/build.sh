@@ -11,7 +11,8 @@
 # A failed build names the module and exits non-zero.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-release=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3}' "$here/go.mod")
+# The pin is either a one-line `require k8s.io/kubernetes vX` or a line of a require block.
+release=$(awk '$1=="require" && $2=="k8s.io/kubernetes" {print $3; exit} $1=="k8s.io/kubernetes" && $2 ~ /^v/ {print $2; exit}' "$here/go.mod")
 [ -n "$release" ] || { echo "e2e/build.sh: no k8s.io/kubernetes pin in e2e/go.mod" >&2; exit 1; }
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/etcd/go.mod" "$here/etcd/go.sum" | sha256sum | cut -c1-12)
 out="$here/.bin/$release-$key"

@@ -1,0 +1,746 @@
+//! Differential test: safety-gate against kube-apiserver's own
+//! ValidatingAdmissionPolicy engine (the oracle, `e2e/oracle`: the real
+//! admission plugin of `k8s.io/apiserver` at the release pinned in
+//! `e2e/go.mod`), on identical inputs (issue 11).
+//!
+//! Corpus: `../shared/vap-corpus` (published VAPs nobody on this project
+//! wrote). Every PolicyTest case in `cases/*.test.yaml` is run through the gate
+//! in-process (the same path as `safety-gate test`) and through the oracle,
+//! and the answers are compared: allowed, HTTP code, message, warnings, audit
+//! annotations. Before that, every document is checked by kube-apiserver's own
+//! validation (the oracle reports rejections) against the gate's loader.
+//!
+//! Classes of difference:
+//! - `loader-rejects`: the gate does not load a suite's documents that
+//!   kube-apiserver accepts (one difference per suite; all its cases are
+//!   uncompared).
+//! - `gate-accepts-invalid`: kube-apiserver rejects a document the gate loads.
+//! - `decision`, `code`, `message-framing` (same policy text, different
+//!   wrapping), `message`, `warnings`, `audit-annotations`: per case.
+//! - `gate-error`: the gate's engine returned an input error.
+//! - `oracle-error`: the oracle could not run the case (always a failure).
+//!
+//! Every difference must be listed in `tests/differential/known-differences.yaml`
+//! (suite = case file name without `.test.yaml`, optional case name, class,
+//! reason). An unlisted difference fails the test and is printed with a
+//! ready-to-paste entry; a listed difference that no longer occurs is printed
+//! so the list can shrink, and does not fail the test.
+//!
+//! The oracle: `e2e/build.sh` builds it (and the rest of the pinned control
+//! plane) and prints its folder; `SAFETY_GATE_ORACLE=/path/to/oracle` skips the
+//! build. Without Go or when the build fails the test is skipped with a message,
+//! except under `CI=true`, where that is a failure. A missing corpus is a skip.
+//!
+//! `DIFFERENTIAL_VERBOSE=1` prints every difference, listed or not.
+
+use k8s_openapi::api::authentication::v1::UserInfo;
+use kube::core::admission::Operation;
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use safety_gate::admission::synthetic::{RequestSpec, build_request};
+use safety_gate::cluster::Snapshot;
+use safety_gate::policy::documents::{files_in, split_documents};
+use safety_gate::policy::{Decision, EvalOptions, PolicySet};
+use serde::Deserialize;
+use serde_json::{Value as Json, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The oracle binary, or `None` (skip) with the reason printed.
+fn oracle_binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("SAFETY_GATE_ORACLE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SAFETY_GATE_ORACLE={} is not a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    let unavailable = |why: String| -> Option<PathBuf> {
+        if in_ci() {
+            panic!("differential: the oracle is required under CI=true: {why}");
+        }
+        println!("differential: SKIPPED: {why}");
+        None
+    };
+    let script = manifest_dir().join("e2e/build.sh");
+    let started = Instant::now();
+    let output = match Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return unavailable(format!("cannot run {}: {e}", script.display())),
+    };
+    if !output.status.success() {
+        return unavailable(format!(
+            "{} failed ({}); is Go installed? (output above)",
+            script.display(),
+            output.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(folder) = stdout.lines().last().map(str::trim) else {
+        return unavailable(format!("{} printed no folder", script.display()));
+    };
+    let oracle = Path::new(folder).join("oracle");
+    if !oracle.is_file() {
+        return unavailable(format!("{} built no oracle", oracle.display()));
+    }
+    println!(
+        "differential: oracle {} (e2e/build.sh took {:.1} s)",
+        oracle.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Some(oracle)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnownDifference {
+    suite: String,
+    #[serde(default)]
+    case: Option<String>,
+    class: String,
+    reason: String,
+}
+
+#[derive(Debug, Clone)]
+struct Difference {
+    suite: String,
+    /// `None`: the whole suite (load classes).
+    case: Option<String>,
+    class: &'static str,
+    detail: String,
+}
+
+/// One PolicyTest case, as much of it as requests need.
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct Case {
+    name: String,
+    #[serde(default)]
+    operation: Option<Operation>,
+    #[serde(default)]
+    user_info: Option<UserInfo>,
+    #[serde(default)]
+    object: Option<Json>,
+    #[serde(default)]
+    old_object: Option<Json>,
+    #[serde(default)]
+    request_name: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    #[serde(default)]
+    kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default)]
+    options: Option<Json>,
+    #[serde(default)]
+    uid: Option<String>,
+    #[serde(default)]
+    expect: Json,
+}
+
+/// All YAML/JSON documents of a file, `kind: List` unwrapped.
+fn documents(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
+    let mut out = Vec::new();
+    for doc in split_documents(path, &text) {
+        let value: Json = doc
+            .decode()
+            .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
+        match value {
+            Json::Null => {}
+            Json::Object(ref m) if m.get("kind").and_then(Json::as_str) == Some("List") => {
+                if let Some(Json::Array(items)) = m.get("items") {
+                    out.extend(items.iter().cloned());
+                }
+            }
+            v => out.push(v),
+        }
+    }
+    out
+}
+
+fn load_object(test_file: &Path, source: &Json) -> Json {
+    if let Some(file) = source.get("file").and_then(Json::as_str)
+        && source.as_object().is_some_and(|m| m.len() == 1)
+    {
+        let path = test_file.parent().unwrap_or(Path::new(".")).join(file);
+        let mut docs = documents(&path);
+        assert_eq!(
+            docs.len(),
+            1,
+            "differential: {}: one object",
+            path.display()
+        );
+        return docs.remove(0);
+    }
+    source.clone()
+}
+
+/// The AdmissionReview request kube-apiserver would send for this request.
+fn request_json(r: &safety_gate::policy::Request) -> Json {
+    let raw = |v: &Option<Box<serde_json::value::RawValue>>| -> Json {
+        v.as_ref()
+            .map(|r| serde_json::from_str(r.get()).expect("request objects are JSON"))
+            .unwrap_or(Json::Null)
+    };
+    let gvk =
+        |k: &GroupVersionKind| json!({"group": k.group, "version": k.version, "kind": k.kind});
+    let gvr = |k: &GroupVersionResource| json!({"group": k.group, "version": k.version, "resource": k.resource});
+    let mut req = json!({
+        "uid": r.uid,
+        "kind": gvk(&r.kind),
+        "resource": gvr(&r.resource),
+        "name": r.name,
+        "operation": r.operation,
+        "userInfo": r.user_info,
+        "object": raw(&r.object),
+        "oldObject": raw(&r.old_object),
+        "dryRun": r.dry_run,
+        "options": raw(&r.options),
+    });
+    let m = req.as_object_mut().expect("an object");
+    if let Some(s) = &r.sub_resource {
+        m.insert("subResource".into(), json!(s));
+    }
+    if let Some(k) = &r.request_kind {
+        m.insert("requestKind".into(), gvk(k));
+    }
+    if let Some(k) = &r.request_resource {
+        m.insert("requestResource".into(), gvr(k));
+    }
+    if let Some(s) = &r.request_sub_resource {
+        m.insert("requestSubResource".into(), json!(s));
+    }
+    if let Some(ns) = &r.namespace {
+        m.insert("namespace".into(), json!(ns));
+    }
+    req
+}
+
+/// A case ready for both sides.
+struct Prepared {
+    suite: String,
+    case: String,
+    expect: Json,
+    oracle_input: Json,
+    /// The gate's answer, or why it has none.
+    gate: Result<Decision, String>,
+}
+
+struct Suite {
+    name: String,
+    /// The gate's load error, if any.
+    gate_load_error: Option<String>,
+    cases: Vec<Prepared>,
+}
+
+fn prepare_suite(file: &Path) -> Suite {
+    let name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .map(|n| n.trim_end_matches(".test.yaml").to_string())
+        .unwrap_or_default();
+    let doc = documents(file).into_iter().next().expect("a PolicyTest");
+    let spec = &doc["spec"];
+    let base = file.parent().unwrap_or(Path::new("."));
+    let mut policy_files = Vec::new();
+    for p in spec["policies"].as_array().into_iter().flatten() {
+        let path = base.join(p.as_str().expect("policy paths are strings"));
+        if path.is_dir() {
+            policy_files.extend(files_in(&path).expect("a readable directory"));
+        } else {
+            policy_files.push(path);
+        }
+    }
+    let mut state_files = Vec::new();
+    for p in spec["clusterState"].as_array().into_iter().flatten() {
+        let pattern = base.join(p.as_str().expect("clusterState paths are strings"));
+        for m in glob::glob(&pattern.to_string_lossy())
+            .expect("a glob")
+            .flatten()
+        {
+            state_files.push(m);
+        }
+    }
+
+    // The oracle's documents: what `kubectl apply -f` of the same files
+    // would create.
+    let (mut policies, mut bindings, mut params, mut namespaces) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for f in policy_files.iter().chain(&state_files) {
+        for d in documents(f) {
+            match d.get("kind").and_then(Json::as_str) {
+                Some("ValidatingAdmissionPolicy") => policies.push(d),
+                Some("ValidatingAdmissionPolicyBinding") => bindings.push(d),
+                Some("Namespace") => namespaces.push(d),
+                _ => params.push(d),
+            }
+        }
+    }
+
+    let gate_set = PolicySet::load_files(&policy_files).map_err(|e| e.to_string());
+    let cluster = Snapshot::load_files(&state_files)
+        .unwrap_or_else(|e| panic!("differential: {name}: clusterState: {e}"));
+    let cases: Vec<Case> = serde_json::from_value(spec["cases"].clone())
+        .unwrap_or_else(|e| panic!("differential: {name}: cases: {e}"));
+    let mut prepared = Vec::new();
+    for (index, case) in cases.into_iter().enumerate() {
+        let spec = RequestSpec {
+            uid: case
+                .uid
+                .clone()
+                .unwrap_or_else(|| format!("policytest-{index}")),
+            operation: case.operation.clone(),
+            object: case.object.as_ref().map(|o| load_object(file, o)),
+            old_object: case.old_object.as_ref().map(|o| load_object(file, o)),
+            user_info: case.user_info.clone().unwrap_or_else(|| UserInfo {
+                username: Some("policy-test".into()),
+                groups: Some(vec!["system:authenticated".into()]),
+                ..Default::default()
+            }),
+            name: case.request_name.clone(),
+            namespace: case.namespace.clone(),
+            kind: case.kind.clone(),
+            resource: case.resource.clone(),
+            sub_resource: case.sub_resource.clone(),
+            dry_run: case.dry_run,
+            options: case.options.clone(),
+        };
+        let request = build_request(spec)
+            .unwrap_or_else(|e| panic!("differential: {name}/{}: request: {e}", case.name));
+        let gate = match &gate_set {
+            Err(e) => Err(e.clone()),
+            Ok(set) => set
+                .evaluate(&request, &cluster, &EvalOptions::default())
+                .map_err(|e| format!("input error: {e}")),
+        };
+        prepared.push(Prepared {
+            suite: name.clone(),
+            case: case.name.clone(),
+            expect: case.expect.clone(),
+            oracle_input: json!({
+                "policies": policies,
+                "bindings": bindings,
+                "params": params,
+                "namespaces": namespaces,
+                "request": request_json(&request),
+            }),
+            gate,
+        });
+    }
+    Suite {
+        name,
+        gate_load_error: gate_set.err(),
+        cases: prepared,
+    }
+}
+
+/// Runs every input through one oracle process; one answer per input.
+fn ask_oracle(oracle: &Path, inputs: Vec<Json>) -> Vec<Json> {
+    let mut child = Command::new(oracle)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("differential: cannot run {}: {e}", oracle.display()));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let n = inputs.len();
+    let writer = std::thread::spawn(move || {
+        for input in inputs {
+            let mut line = serde_json::to_vec(&input).expect("JSON");
+            line.push(b'\n');
+            if stdin.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut answers = Vec::with_capacity(n);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("oracle output");
+        answers.push(serde_json::from_str(&line).expect("oracle answers are JSON"));
+    }
+    writer.join().expect("writer thread");
+    let status = child.wait().expect("oracle exit");
+    assert!(status.success(), "differential: the oracle exited {status}");
+    assert_eq!(answers.len(), n, "differential: one answer per case");
+    answers
+}
+
+fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+fn compare(p: &Prepared, d: &Decision, kube: &Json, out: &mut Vec<Difference>) {
+    let mut diff = |class: &'static str, detail: String| {
+        out.push(Difference {
+            suite: p.suite.clone(),
+            case: Some(p.case.clone()),
+            class,
+            detail,
+        })
+    };
+    let k_allowed = kube["allowed"].as_bool().unwrap_or(false);
+    let k_message = kube["message"].as_str().unwrap_or("");
+    let g_message = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
+    if d.allowed != k_allowed {
+        diff(
+            "decision",
+            format!(
+                "gate allowed={} kube allowed={k_allowed}; gate message {g_message:?}; kube message {k_message:?}",
+                d.allowed
+            ),
+        );
+    } else if !k_allowed {
+        let g_code = d.status.as_ref().map(|s| s.code).unwrap_or(200);
+        let k_code = kube["code"].as_u64().unwrap_or(0);
+        if u64::from(g_code) != k_code {
+            diff("code", format!("gate {g_code}, kube {k_code}"));
+        }
+        if g_message != k_message {
+            // The policy's own text is the same; only the wrapping differs
+            // (kube-apiserver: `<resource> "<name>" is forbidden:
+            // ValidatingAdmissionPolicy '<p>' with binding '<b>' denied request: <text>`).
+            let inner = k_message
+                .split_once("denied request: ")
+                .map(|(_, t)| t)
+                .unwrap_or(k_message);
+            let class = if g_message.ends_with(&format!(": {inner}")) {
+                "message-framing"
+            } else {
+                "message"
+            };
+            diff(
+                class,
+                format!("gate {g_message:?}\n          kube {k_message:?}"),
+            );
+        }
+    }
+    let mut g_warnings = d.warnings.clone();
+    let mut k_warnings = strings(&kube["warnings"]);
+    g_warnings.sort();
+    k_warnings.sort();
+    if g_warnings != k_warnings {
+        diff(
+            "warnings",
+            format!("gate {g_warnings:?}\n          kube {k_warnings:?}"),
+        );
+    }
+    let k_annotations: BTreeMap<String, String> = kube["auditAnnotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    if d.audit_annotations != k_annotations {
+        diff(
+            "audit-annotations",
+            format!(
+                "gate {:?}\n          kube {k_annotations:?}",
+                d.audit_annotations
+            ),
+        );
+    }
+}
+
+fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+#[test]
+fn gate_decides_as_kube_apiserver_on_the_vap_corpus() {
+    let corpus = manifest_dir().join("../shared/vap-corpus");
+    if !corpus.join("cases").is_dir() {
+        println!(
+            "differential: SKIPPED: no corpus at {} (it sits beside the clone)",
+            corpus.display()
+        );
+        return;
+    }
+    let Some(oracle) = oracle_binary() else {
+        return;
+    };
+    let known_path = manifest_dir().join("tests/differential/known-differences.yaml");
+    let known: Vec<KnownDifference> = {
+        let text = std::fs::read_to_string(&known_path)
+            .unwrap_or_else(|e| panic!("differential: {}: {e}", known_path.display()));
+        if text
+            .lines()
+            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+        {
+            Vec::new()
+        } else {
+            serde_saphyr::from_str(&text)
+                .unwrap_or_else(|e| panic!("differential: {}: {e}", known_path.display()))
+        }
+    };
+    for k in &known {
+        assert!(
+            !k.reason.trim().is_empty() && !k.reason.starts_with("FILL IN"),
+            "differential: {}: the entry for {} {:?} {} needs a reason",
+            known_path.display(),
+            k.suite,
+            k.case,
+            k.class
+        );
+    }
+
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus.join("cases"))
+        .expect("cases/")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(".test.yaml"))
+        .collect();
+    files.sort();
+    let started = Instant::now();
+    let suites: Vec<Suite> = files.iter().map(|f| prepare_suite(f)).collect();
+    let gate_time = started.elapsed();
+
+    let inputs: Vec<Json> = suites
+        .iter()
+        .flat_map(|s| s.cases.iter().map(|c| c.oracle_input.clone()))
+        .collect();
+    let n_cases = inputs.len();
+    let started = Instant::now();
+    let answers = ask_oracle(&oracle, inputs);
+    let oracle_time = started.elapsed();
+
+    let mut differences = Vec::new();
+    let mut compared = 0usize;
+    let mut uncompared = 0usize;
+    let mut expectation_disagreements = Vec::new();
+    let mut expectations_checked = 0usize;
+    let mut answers = answers.into_iter();
+    for suite in &suites {
+        let kube: Vec<Json> = answers.by_ref().take(suite.cases.len()).collect();
+        // Documents kube-apiserver rejects (the same for every case of the suite).
+        let rejected: Vec<String> = kube
+            .first()
+            .map(|a| {
+                a["rejected"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r["message"].as_str().unwrap_or_default().to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
+        match (&suite.gate_load_error, rejected.is_empty()) {
+            (Some(e), true) => differences.push(Difference {
+                suite: suite.name.clone(),
+                case: None,
+                class: "loader-rejects",
+                detail: format!(
+                    "kube-apiserver accepts every document; the gate: {}",
+                    e.lines().next().unwrap_or_default()
+                ),
+            }),
+            (None, false) => differences.push(Difference {
+                suite: suite.name.clone(),
+                case: None,
+                class: "gate-accepts-invalid",
+                detail: format!("kube-apiserver: {}", rejected.join("; ")),
+            }),
+            _ => {}
+        }
+        for (p, k) in suite.cases.iter().zip(&kube) {
+            if let Some(e) = k["error"].as_str() {
+                differences.push(Difference {
+                    suite: p.suite.clone(),
+                    case: Some(p.case.clone()),
+                    class: "oracle-error",
+                    detail: e.to_string(),
+                });
+                continue;
+            }
+            if p.expect.get("allowed").and_then(Json::as_bool).is_some()
+                && k["rejected"].as_array().is_none_or(|r| r.is_empty())
+            {
+                expectations_checked += 1;
+            }
+            if let Some(want) = p.expect.get("allowed").and_then(Json::as_bool)
+                && k["rejected"].as_array().is_none_or(|r| r.is_empty())
+                && k["allowed"].as_bool() != Some(want)
+            {
+                expectation_disagreements.push(format!(
+                    "{}/{}: expect allowed={want}, kube-apiserver allowed={} {:?}",
+                    p.suite, p.case, k["allowed"], k["message"]
+                ));
+            }
+            match &p.gate {
+                Err(_) if suite.gate_load_error.is_some() => uncompared += 1,
+                Err(e) => differences.push(Difference {
+                    suite: p.suite.clone(),
+                    case: Some(p.case.clone()),
+                    class: "gate-error",
+                    detail: e.clone(),
+                }),
+                Ok(d) => {
+                    compared += 1;
+                    compare(p, d, k, &mut differences);
+                }
+            }
+        }
+    }
+
+    // Listed or new?
+    let is_listed = |d: &Difference| {
+        known.iter().any(|k| {
+            k.suite == d.suite
+                && k.class == d.class
+                && (k.case.is_none() || k.case.as_deref() == d.case.as_deref())
+        })
+    };
+    let verbose = std::env::var("DIFFERENTIAL_VERBOSE").is_ok_and(|v| v == "1");
+    let mut per_class: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    let mut new = Vec::new();
+    for d in &differences {
+        let listed = is_listed(d);
+        let e = per_class.entry(d.class).or_default();
+        if listed {
+            e.0 += 1;
+        } else {
+            e.1 += 1;
+            new.push(d.clone());
+        }
+        if verbose {
+            println!(
+                "  [{}] {} {}{}: {}",
+                if listed { "listed" } else { "NEW" },
+                d.class,
+                d.suite,
+                d.case
+                    .as_deref()
+                    .map(|c| format!(" / {c}"))
+                    .unwrap_or_default(),
+                d.detail
+            );
+        }
+    }
+    let stale: Vec<&KnownDifference> = known
+        .iter()
+        .filter(|k| {
+            !differences.iter().any(|d| {
+                k.suite == d.suite
+                    && k.class == d.class
+                    && (k.case.is_none() || k.case.as_deref() == d.case.as_deref())
+            })
+        })
+        .collect();
+
+    let suites_loading = suites
+        .iter()
+        .filter(|s| s.gate_load_error.is_none())
+        .count();
+    println!(
+        "differential (vap-corpus): {} suites ({} load in the gate), {n_cases} cases: {compared} compared, {uncompared} not compared (suite does not load in the gate)",
+        suites.len(),
+        suites_loading
+    );
+    println!(
+        "differential: oracle {:.1} ms/case ({:.2} s for {n_cases}, one process); gate load+evaluate {:.2} s",
+        oracle_time.as_secs_f64() * 1000.0 / n_cases.max(1) as f64,
+        oracle_time.as_secs_f64(),
+        gate_time.as_secs_f64()
+    );
+    println!("differential: differences by class (listed / new):");
+    for (class, (listed, unlisted)) in &per_class {
+        println!("  {class:22} {listed:4} / {unlisted}");
+    }
+    println!(
+        "differential: the corpus' `expect.allowed` checked against kube-apiserver's engine: {expectations_checked} cases, {} disagree",
+        expectation_disagreements.len()
+    );
+    if !expectation_disagreements.is_empty() {
+        println!(
+            "differential: {} case expectation(s) of the corpus disagree with kube-apiserver's engine (informational):",
+            expectation_disagreements.len()
+        );
+        for e in &expectation_disagreements {
+            println!("  {e}");
+        }
+    }
+    if !stale.is_empty() {
+        println!(
+            "differential: {} listed difference(s) no longer occur; remove them from {}:",
+            stale.len(),
+            known_path.display()
+        );
+        for k in &stale {
+            println!(
+                "  - suite: {}{} class: {}",
+                k.suite,
+                k.case
+                    .as_deref()
+                    .map(|c| format!(" case: {}", yaml_quote(c)))
+                    .unwrap_or_default(),
+                k.class
+            );
+        }
+    }
+    if !new.is_empty() {
+        let mut msg = format!(
+            "{} difference(s) from kube-apiserver are not listed in {}:\n",
+            new.len(),
+            known_path.display()
+        );
+        for d in &new {
+            msg.push_str(&format!(
+                "  {} {}{}:\n          {}\n",
+                d.class,
+                d.suite,
+                d.case
+                    .as_deref()
+                    .map(|c| format!(" / {c}"))
+                    .unwrap_or_default(),
+                d.detail
+            ));
+        }
+        msg.push_str(
+            "\nFix the gate, or list them with a reason a Kubernetes user would accept:\n",
+        );
+        let mut seen = BTreeSet::new();
+        for d in &new {
+            let entry = format!(
+                "- suite: {}\n{}  class: {}\n  reason: \"FILL IN\"\n",
+                d.suite,
+                d.case
+                    .as_deref()
+                    .map(|c| format!("  case: {}\n", yaml_quote(c)))
+                    .unwrap_or_default(),
+                d.class
+            );
+            if seen.insert(entry.clone()) {
+                msg.push_str(&entry);
+            }
+        }
+        panic!("{msg}");
+    }
+}
