@@ -171,6 +171,7 @@ fn in_cluster() -> bool {
 /// Runs the webhook until SIGTERM or Ctrl-C, then drains and returns `Ok`.
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    let shutdown = shutdown_signal();
     let mut config = config(&args)?;
     if args.cluster_state.is_none() && (args.kubeconfig.is_some() || in_cluster()) {
         // Watch caches for exactly the kinds the policies look up (and
@@ -185,7 +186,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::bind(config)
         .await
         .context("safety-gate serve cannot start")?;
-    server.serve(shutdown_signal()).await?;
+    server.serve(shutdown).await?;
     Ok(())
 }
 
@@ -199,25 +200,32 @@ pub fn run_blocking(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(run(args))
 }
 
-async fn shutdown_signal() {
+/// Registers the SIGTERM handler now and returns the future that completes
+/// on SIGTERM or Ctrl-C. Registering before the listener binds matters: a
+/// SIGTERM that arrives between "listening" and the first poll would
+/// otherwise kill the process without draining.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM received"),
-                    _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
+    async move {
+        #[cfg(unix)]
+        {
+            match term {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = term.recv() => tracing::info!("SIGTERM received"),
+                        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                    let _ = tokio::signal::ctrl_c().await;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = tokio::signal::ctrl_c().await;
-            }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
