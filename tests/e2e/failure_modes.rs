@@ -112,18 +112,22 @@ fn apiserver_restart_with_gate_down(env: &Env) {
         !env.gate().running(),
         "the previous scenario stopped the gate"
     );
-    let started = Instant::now();
-    {
+    let (stopped, ready) = {
         let mut cp = env.control_plane();
+        let started = Instant::now();
         cp.stop_apiserver();
+        let stopped = started.elapsed();
+        let started = Instant::now();
         // Panics with kube-apiserver's log if /readyz is not ok within 60 s:
         // its post-start hooks (bootstrap RBAC, system namespaces, priority
         // classes) must not depend on the gate.
         cp.start_apiserver();
-    }
+        (stopped, started.elapsed())
+    };
     eprintln!(
-        "kube-apiserver restarted with the gate down in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "kube-apiserver with the gate down: stopped in {:.1} s, ready again in {:.1} s",
+        stopped.as_secs_f64(),
+        ready.as_secs_f64()
     );
     let out = env.admin.run(&["get", "--raw", "/readyz?verbose"]);
     out.expect_ok("readyz");
