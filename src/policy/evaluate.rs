@@ -574,6 +574,8 @@ impl Evaluator<'_, '_> {
         {
             return Err("the request deadline passed before this expression ran".to_string());
         }
+        // Lookups first: a bound over a lookup not read yet would see an empty list.
+        self.fetch_lookups(expression)?;
         if expression.has_comprehension_cost() {
             let cost = expression.estimated_cost(&self.data);
             if cost > COST_LIMIT {
@@ -582,7 +584,6 @@ impl Evaluator<'_, '_> {
                 ));
             }
         }
-        self.fetch_lookups(expression)?;
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.

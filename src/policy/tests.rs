@@ -945,3 +945,27 @@ fn has_tests_presence_and_namespace_reads_are_recorded() {
             .namespace_object
     );
 }
+
+#[test]
+fn cost_guard_sees_lookups_the_expression_reads_first() {
+    let spec = format!(
+        "{CM_RULES}  lookups:\n  - name: things\n    apiVersion: example.com/v1\n    kind: Thing\n  validations:\n  - expression: \"lookups.things.all(a, lookups.things.exists(b, b.metadata.name == a.metadata.name))\"\n"
+    );
+    let things: Vec<_> = (0..2000)
+        .map(|i| json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": format!("t{i}")}}))
+        .collect();
+    let d = load(&policy("lk", &spec))
+        .expect("loads")
+        .evaluate(
+            &create(cm("x", json!({}))),
+            &Snapshot::from_objects(things),
+            &EvalOptions::default(),
+        )
+        .expect("evaluates");
+    assert!(
+        d.status
+            .expect("denied")
+            .message
+            .contains("exceeds the limit")
+    );
+}
