@@ -625,15 +625,18 @@ impl Evaluator<'_, '_> {
         {
             return Err("the request deadline passed before this expression ran".to_string());
         }
+        // Lookups first: a bound over a lookup not read yet would see an empty list.
+        self.fetch_lookups(expression)?;
         if expression.has_comprehension_cost() {
             let cost = expression.estimated_cost(&self.data);
+            #[cfg(test)]
+            record_estimate(&expression.source, cost);
             if cost > COST_LIMIT {
                 return Err(format!(
                     "estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request (nested iteration over large input)"
                 ));
             }
         }
-        self.fetch_lookups(expression)?;
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
@@ -715,6 +718,8 @@ impl Evaluator<'_, '_> {
             };
             if named.expression.has_comprehension_cost() {
                 let cost = named.expression.estimated_cost(&self.data);
+                #[cfg(test)]
+                record_estimate(&format!("variables.{}", named.name), cost);
                 if cost > COST_LIMIT {
                     return Err(format!(
                         "variables.{}: estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request",
@@ -727,6 +732,18 @@ impl Evaluator<'_, '_> {
         }
         Ok(())
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Every cost estimate made on this thread: what was estimated, and the estimate.
+    pub(crate) static ESTIMATES: std::cell::RefCell<Vec<(String, u64)>> =
+        const { std::cell::RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+fn record_estimate(what: &str, cost: u64) {
+    ESTIMATES.with(|e| e.borrow_mut().push((what.to_string(), cost)));
 }
 
 fn truncate_chars(s: &str, max_bytes: usize) -> String {

@@ -557,6 +557,7 @@ fn build_policy(
     let early_scope = Scope {
         variables: &no_vars,
         variable_origins: &no_origins,
+        variable_ranges: &[],
         lookups: &lookup_names,
         allow_variables: false,
         params,
@@ -604,6 +605,7 @@ fn build_policy(
 
     let mut variable_names = Vec::new();
     let mut variable_origins = Vec::new();
+    let mut variable_ranges = Vec::new();
     let mut variables = Vec::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let field = format!("spec.variables[{i}].expression");
@@ -626,6 +628,7 @@ fn build_policy(
         let scope = Scope {
             variables: &variable_names,
             variable_origins: &variable_origins,
+            variable_ranges: &variable_ranges,
             lookups: &lookup_names,
             allow_variables: true,
             params,
@@ -647,6 +650,7 @@ fn build_policy(
                 .map(|c| c.origins.clone())
                 .unwrap_or_default(),
         );
+        variable_ranges.push(compiled.as_ref().and_then(|c| c.range.clone()));
         variable_names.push(v.name.clone());
         if let Some(c) = compiled {
             variables.push(Named {
@@ -658,6 +662,7 @@ fn build_policy(
     let scope = Scope {
         variables: &variable_names,
         variable_origins: &variable_origins,
+        variable_ranges: &variable_ranges,
         lookups: &lookup_names,
         allow_variables: true,
         params,

@@ -958,3 +958,221 @@ fn has_tests_presence_and_namespace_reads_are_recorded() {
             .namespace_object
     );
 }
+
+/// `n` ClusterRoleBindings shaped like kube-apiserver's bootstrap ones (one
+/// subject, the rbac-defaults label and autoupdate annotation), as the live
+/// cache stores them (no managedFields).
+fn bootstrap_bindings(n: usize) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let name = format!("system:controller:controller-{i}");
+            json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {
+                    "name": name,
+                    "uid": format!("00000000-0000-0000-0000-{i:012}"),
+                    "resourceVersion": format!("{}", 100 + i),
+                    "creationTimestamp": "2026-01-10T08:00:00Z",
+                    "labels": {"kubernetes.io/bootstrapping": "rbac-defaults"},
+                    "annotations": {"rbac.authorization.kubernetes.io/autoupdate": "true"}
+                },
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": name},
+                "subjects": [{"kind": "ServiceAccount", "name": format!("controller-{i}"), "namespace": "kube-system"}]
+            })
+        })
+        .collect()
+}
+
+fn kubefed_cluster(name: &str, endpoint: &str) -> serde_json::Value {
+    json!({"apiVersion": "core.kubefed.io/v1beta1", "kind": "KubeFedCluster",
+        "metadata": {"name": name, "namespace": "kube-federation-system"},
+        "spec": {"apiEndpoint": endpoint, "secretRef": {"name": format!("{name}-secret")}}})
+}
+
+/// Labelling a namespace kubefed.io/managed=true under the shipped policy,
+/// with `bindings` ClusterRoleBindings (one of them the host's join identity)
+/// and the given KubeFedClusters.
+fn attach_namespace_with(bindings: usize, clusters: Vec<serde_json::Value>) -> Decision {
+    let set = load(include_str!("../../policies/kubefed-host-conflict.yaml")).expect("loads");
+    let mut objects = bootstrap_bindings(bindings);
+    objects.push(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": "kubefed-controller-manager:host-kubesphere"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "kubefed-controller-manager:host-kubesphere"},
+        "subjects": [{"kind": "ServiceAccount", "name": "host-kubesphere", "namespace": "kube-federation-system"}]}));
+    objects.extend(clusters);
+    let cluster = Snapshot::from_objects(objects);
+    let old = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop-prod", "labels": {"kubernetes.io/metadata.name": "shop-prod"}}});
+    let mut new = old.clone();
+    new["metadata"]["labels"]["kubefed.io/managed"] = json!("true");
+    let req = build_request(RequestSpec {
+        uid: "u1".into(),
+        operation: Some(Operation::Update),
+        object: Some(new),
+        old_object: Some(old),
+        user_info: user("alice", &["system:authenticated"]),
+        ..Default::default()
+    })
+    .expect("request");
+    set.evaluate(&req, &cluster, &EvalOptions::default())
+        .expect("evaluates")
+}
+
+/// The largest estimate recorded for `what` since the last call.
+fn take_estimate(what: &str) -> Option<u64> {
+    evaluate::ESTIMATES.with(|e| {
+        let all = std::mem::take(&mut *e.borrow_mut());
+        all.into_iter()
+            .filter(|(w, _)| w == what)
+            .map(|(_, c)| c)
+            .max()
+    })
+}
+
+#[test]
+fn cost_guard_lets_kubefed_policy_run_on_a_real_clusters_bindings() {
+    for bindings in [116, 200, 1000] {
+        take_estimate("");
+        let conflict = attach_namespace_with(
+            bindings,
+            vec![
+                kubefed_cluster("host", "https://10.20.0.10:6443"),
+                kubefed_cluster("host-2023", "HTTPS://10.20.0.10:6443/"),
+            ],
+        );
+        assert!(!conflict.allowed, "{bindings} bindings");
+        let message = conflict.status.expect("denied").message;
+        assert!(
+            message.contains("KubeFedClusters host (10.20.0.10:6443), host-2023 (10.20.0.10:6443)")
+                && !message.contains("estimated cost"),
+            "{bindings} bindings: {message}"
+        );
+        let healthy = attach_namespace_with(
+            bindings,
+            vec![kubefed_cluster("host", "https://10.20.0.10:6443")],
+        );
+        assert!(healthy.allowed, "{bindings} bindings: {:?}", healthy.status);
+        let estimates = evaluate::ESTIMATES.with(|e| e.borrow().clone());
+        let estimate = |what: &str| {
+            estimates
+                .iter()
+                .filter(|(w, _)| w == what)
+                .map(|(_, c)| *c)
+                .max()
+                .expect("estimated")
+        };
+        let join = estimate("variables.joinIdentities");
+        let duplicates = estimate("variables.duplicates");
+        eprintln!(
+            "{bindings} bindings: variables.joinIdentities estimated at {join}, variables.duplicates at {duplicates}"
+        );
+        take_estimate("");
+        // Two registrations: a pass over them with a pass over them inside.
+        assert!(duplicates <= 2 + 2 * 2, "{duplicates}");
+        // 2 passes over the bindings, 2 over each one's widest member (metadata, 6 fields).
+        assert!(join <= 2 * (bindings as u64 + 1) * (1 + 6), "{join}");
+    }
+}
+
+/// A CREATE of a ConfigMap whose data is `data`, under a policy with one validation.
+fn cost_of(name: &str, variables: &str, expression: &str, data: serde_json::Value) -> Decision {
+    let spec = format!("{CM_RULES}{variables}  validations:\n  - expression: \"{expression}\"\n");
+    eval(
+        &load(&policy(name, &spec)).expect("loads"),
+        &create(cm("big", data)),
+    )
+}
+
+#[test]
+fn cost_guard_bounds_filtered_and_mapped_ranges_by_their_source() {
+    let items: Vec<i64> = (0..100_000).collect();
+    let cases = [
+        (
+            "",
+            "object.data.items.filter(x, x >= 0).all(x, object.data.items.exists(y, y == x))",
+        ),
+        (
+            "",
+            "object.data.items.map(x, x + 1).all(x, object.data.items.exists(y, y == x))",
+        ),
+        (
+            "",
+            "object.data.items.all(x, object.data.items.filter(y, y > x).size() >= 0)",
+        ),
+        (
+            "  variables:\n  - name: v\n    expression: \"object.data.items.map(x, x)\"\n",
+            "variables.v.all(a, variables.v.exists(b, b == a))",
+        ),
+        (
+            "",
+            "(has(object.data.few) ? object.data.few : object.data.items.filter(x, true)).all(a, object.data.items.exists(b, b == a))",
+        ),
+    ];
+    for (variables, expression) in cases {
+        let started = Instant::now();
+        let d = cost_of("nested", variables, expression, json!({"items": items}));
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{expression}: took {:?}",
+            started.elapsed()
+        );
+        let message = d.status.expect(expression).message;
+        assert!(
+            message.contains("exceeds the limit"),
+            "{expression}: {message}"
+        );
+    }
+}
+
+#[test]
+fn cost_guard_bounds_loop_variables_by_what_lies_inside_their_elements() {
+    // One element holding a wide list: what its elements reach is as wide as the list.
+    let cells: Vec<i64> = (0..100_000).collect();
+    let started = Instant::now();
+    let d = cost_of(
+        "inner",
+        "",
+        "object.data.rows.all(r, r.cells.filter(c, true).all(c, r.cells.exists(d, d == c)))",
+        json!({"rows": [{"cells": cells}]}),
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        d.status
+            .expect("denied")
+            .message
+            .contains("exceeds the limit")
+    );
+    // Many narrow elements: nested passes cost the list times the elements' width.
+    let rows: Vec<_> = (0..20_000).map(|i| json!({"cells": [i, i + 1]})).collect();
+    let d = cost_of(
+        "inner",
+        "",
+        "object.data.rows.all(r, r.cells.filter(c, true).all(c, r.cells.exists(d, d == c)))",
+        json!({ "rows": rows }),
+    );
+    assert!(d.allowed, "{:?}", d.status);
+}
+
+#[test]
+fn cost_guard_sees_lookups_the_expression_reads_first() {
+    let spec = format!(
+        "{CM_RULES}  lookups:\n  - name: things\n    apiVersion: example.com/v1\n    kind: Thing\n  validations:\n  - expression: \"lookups.things.all(a, lookups.things.exists(b, b.metadata.name == a.metadata.name))\"\n"
+    );
+    let things: Vec<_> = (0..2000)
+        .map(|i| json!({"apiVersion": "example.com/v1", "kind": "Thing", "metadata": {"name": format!("t{i}")}}))
+        .collect();
+    let d = load(&policy("lk", &spec))
+        .expect("loads")
+        .evaluate(
+            &create(cm("x", json!({}))),
+            &Snapshot::from_objects(things),
+            &EvalOptions::default(),
+        )
+        .expect("evaluates");
+    assert!(
+        d.status
+            .expect("denied")
+            .message
+            .contains("exceeds the limit")
+    );
+}

@@ -146,20 +146,44 @@ impl<'de> Visitor<'de> for Decode {
 }
 
 /// What the cost guard needs to know about a value: its own length (list,
-/// map or string), how many values it holds, and its widest container.
+/// map or string), how many values it holds, its widest container, and the
+/// widest container strictly inside it (what a value drawn from its elements
+/// can iterate over).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Shape {
     pub length: u64,
     pub nodes: u64,
     pub widest: u64,
+    /// The widest list or map among its members' subtrees (not counting the
+    /// value itself): 0 for scalars and for containers of scalars.
+    pub widest_below: u64,
 }
 
 impl Shape {
     pub fn of(value: &Value) -> Shape {
-        Shape {
-            length: length_of(value),
-            nodes: node_count(value),
-            widest: widest_container(value),
+        let children = |items: &mut dyn Iterator<Item = &Value>| {
+            let mut shape = Shape {
+                nodes: 1,
+                ..Shape::default()
+            };
+            for item in items {
+                let child = Shape::of(item);
+                shape.length += 1;
+                shape.nodes += child.nodes;
+                shape.widest_below = shape.widest_below.max(child.widest);
+            }
+            shape.widest = shape.widest_below.max(shape.length);
+            shape
+        };
+        match value {
+            Value::List(items) => children(&mut items.iter()),
+            Value::Map(map) => children(&mut map.map.values()),
+            other => Shape {
+                length: length_of(other),
+                nodes: node_count(other),
+                widest: 0,
+                widest_below: 0,
+            },
         }
     }
 
@@ -221,7 +245,7 @@ impl<'de> Visitor<'de> for ShapeScan {
         Ok(Shape {
             length: len,
             nodes: 1 + len / 64,
-            widest: 0,
+            ..Shape::default()
         })
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
@@ -232,9 +256,9 @@ impl<'de> Visitor<'de> for ShapeScan {
         while let Some(child) = seq.next_element_seed(ShapeScan)? {
             shape.length += 1;
             shape.nodes += child.nodes;
-            shape.widest = shape.widest.max(child.widest);
+            shape.widest_below = shape.widest_below.max(child.widest);
         }
-        shape.widest = shape.widest.max(shape.length);
+        shape.widest = shape.widest_below.max(shape.length);
         Ok(shape)
     }
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Shape, A::Error> {
@@ -246,9 +270,9 @@ impl<'de> Visitor<'de> for ShapeScan {
             let child = access.next_value_seed(ShapeScan)?;
             shape.length += 1;
             shape.nodes += child.nodes;
-            shape.widest = shape.widest.max(child.widest);
+            shape.widest_below = shape.widest_below.max(child.widest);
         }
-        shape.widest = shape.widest.max(shape.length);
+        shape.widest = shape.widest_below.max(shape.length);
         Ok(shape)
     }
 }
@@ -260,19 +284,6 @@ pub fn node_count(value: &Value) -> u64 {
         Value::Map(map) => 1 + map.map.values().map(node_count).sum::<u64>(),
         Value::String(s) => 1 + (s.len() as u64 / 64),
         _ => 1,
-    }
-}
-
-/// The largest list or map length anywhere in a value tree.
-pub fn widest_container(value: &Value) -> u64 {
-    match value {
-        Value::List(items) => {
-            (items.len() as u64).max(items.iter().map(widest_container).max().unwrap_or(0))
-        }
-        Value::Map(map) => {
-            (map.map.len() as u64).max(map.map.values().map(widest_container).max().unwrap_or(0))
-        }
-        _ => 0,
     }
 }
 
@@ -347,6 +358,20 @@ mod tests {
         assert_eq!(from_text, Shape::of(&json_to_cel(&json)));
         assert_eq!(from_text.length, 2);
         assert_eq!(from_text.widest, 4);
+        assert_eq!(from_text.widest_below, 4);
+    }
+
+    #[test]
+    fn widest_below_leaves_out_the_value_itself() {
+        // 5 elements, each a map of 2 whose widest member is a list of 3.
+        let json = serde_json::json!([
+            {"a": [1, 2, 3], "b": 1}, {"a": [], "b": 2}, {"a": [1], "b": 3}, {"b": 4}, {"b": 5}
+        ]);
+        let shape = Shape::of_json(&json.to_string()).unwrap();
+        assert_eq!(shape, Shape::of(&json_to_cel(&json)));
+        assert_eq!((shape.length, shape.widest, shape.widest_below), (5, 5, 3));
+        let scalar = Shape::of_json("\"text\"").unwrap();
+        assert_eq!((scalar.widest, scalar.widest_below), (0, 0));
     }
 
     #[test]
