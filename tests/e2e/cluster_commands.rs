@@ -41,6 +41,19 @@ fn gate_cmd(env: &Env, creds: &Credentials, args: &[&str]) -> Output {
     cmd.output().expect("run safety-gate")
 }
 
+/// stdout of a command that must exit with `code` (stderr in the failure message).
+#[track_caller]
+fn expect_exit(out: &Output, code: i32) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 fn audit_cluster(env: &Env) {
     // Incident 4's namespace `orders` is attached (kubefed.io/managed=true);
     // a duplicate registration makes that a finding.
@@ -53,13 +66,7 @@ fn audit_cluster(env: &Env) {
         .expect_ok("duplicate registration");
     for creds in [Credentials::Env, Credentials::Flag] {
         let out = gate_cmd(env, &creds, &["audit", "--cluster", "--format", "json"]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = expect_exit(&out, 1);
         let results: serde_json::Value = serde_json::from_str(&stdout).expect("json output");
         let text = results.to_string();
         assert!(
@@ -77,13 +84,7 @@ fn audit_cluster(env: &Env) {
         ])
         .expect_ok("remove the duplicate");
     let out = gate_cmd(env, &Credentials::Flag, &["audit", "--cluster"]);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    expect_exit(&out, 0);
 }
 
 fn review_cluster(env: &Env) {
@@ -98,13 +99,7 @@ fn review_cluster(env: &Env) {
     let path = manifest.display().to_string();
     for creds in [Credentials::Env, Credentials::Flag] {
         let out = gate_cmd(env, &creds, &["review", &path, "--cluster"]);
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(1),
-            "{}\n{stdout}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let stdout = expect_exit(&out, 1);
         assert!(
             stdout.contains("protect-rbac-defaults") && stdout.contains("system:kube-scheduler"),
             "{stdout}"

@@ -16,40 +16,6 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
     )]
 }
 
-/// The two cert-manager kinds the cert-manager overlays use, as bare CRDs:
-/// enough for kube-apiserver to accept the objects (cert-manager's own
-/// schemas are not checked here).
-const CERT_MANAGER_CRDS: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: issuers.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Issuer, listKind: IssuerList, plural: issuers, singular: issuer}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: certificates.cert-manager.io
-spec:
-  group: cert-manager.io
-  scope: Namespaced
-  names: {kind: Certificate, listKind: CertificateList, plural: certificates, singular: certificate}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
-"#;
-
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("mkdir");
     for entry in std::fs::read_dir(from).expect("read_dir") {
@@ -74,14 +40,22 @@ fn deploy_overlays(env: &Env) {
         .expect("safety-gate certs");
     assert!(out.status.success(), "{out:?}");
 
-    env.admin
-        .apply_stdin(&["apply", "-f", "-"], CERT_MANAGER_CRDS)
-        .expect_ok("cert-manager CRDs");
+    // The two cert-manager kinds the cert-manager overlays use, as bare CRDs:
+    // enough for kube-apiserver to accept the objects (cert-manager's own
+    // schemas are not checked here).
+    for (kind, plural) in [("Issuer", "issuers"), ("Certificate", "certificates")] {
+        env.admin
+            .apply_stdin(
+                &["apply", "-f", "-"],
+                &super::bare_crd("cert-manager.io", "v1", kind, plural),
+            )
+            .expect_ok("cert-manager CRDs");
+    }
     env.eventually("the CRDs are served", Duration::from_secs(30), || {
         let out = env
             .admin
             .run(&["get", "certificates.cert-manager.io", "-A"]);
-        if out.ok() { Ok(()) } else { Err(out.stderr) }
+        out.result().map(drop)
     });
     // A dry run creates nothing, so the namespaced objects need their
     // namespace to exist; it is created by the manifest itself.

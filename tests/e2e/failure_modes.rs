@@ -46,7 +46,7 @@ fn gate_stopped(env: &Env) {
         Duration::from_secs(30),
         || {
             let out = env.admin.run(&["get", "sa", "default", "-n", "outage"]);
-            if out.ok() { Ok(()) } else { Err(out.stderr) }
+            out.result().map(drop)
         },
     );
     env.gate().stop();
@@ -146,7 +146,7 @@ fn gate_restarted(env: &Env) {
         Duration::from_secs(20),
         || {
             let out = env.admin.run(&["create", "namespace", "after-outage"]);
-            if out.ok() { Ok(out) } else { Err(out.stderr) }
+            out.result()
         },
     );
     assert!(out.warnings().is_empty(), "{out:#?}");
@@ -189,7 +189,7 @@ fn gate_frozen(env: &Env) {
     drop(resume);
     env.eventually("the gate answers again", Duration::from_secs(20), || {
         let out = env.admin.run(&["create", "namespace", "after-freeze"]);
-        if out.ok() { Ok(()) } else { Err(out.stderr) }
+        out.result().map(drop)
     });
 }
 

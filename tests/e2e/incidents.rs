@@ -434,24 +434,6 @@ fn incident3_apply(env: &Env) {
     assert_eq!(dep["spec"]["selector"]["matchLabels"]["release"], "pre");
 }
 
-const KUBEFED_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: kubefedclusters.core.kubefed.io
-spec:
-  group: core.kubefed.io
-  scope: Namespaced
-  names: {kind: KubeFedCluster, listKind: KubeFedClusterList, plural: kubefedclusters, singular: kubefedcluster}
-  versions:
-  - name: v1beta1
-    served: true
-    storage: true
-    schema:
-      openAPIV3Schema:
-        type: object
-        x-kubernetes-preserve-unknown-fields: true
-"#;
-
 fn kubefed_cluster(name: &str, endpoint: &str) -> String {
     format!(
         "apiVersion: core.kubefed.io/v1beta1\nkind: KubeFedCluster\nmetadata:\n  name: {name}\n  namespace: kube-federation-system\nspec:\n  apiEndpoint: {endpoint}\n  secretRef:\n    name: {name}-secret\n"
@@ -460,11 +442,19 @@ fn kubefed_cluster(name: &str, endpoint: &str) -> String {
 
 fn incident4_kubefed(env: &Env) {
     env.admin
-        .apply_stdin(&["apply", "-f", "-"], KUBEFED_CRD)
+        .apply_stdin(
+            &["apply", "-f", "-"],
+            &super::bare_crd(
+                "core.kubefed.io",
+                "v1beta1",
+                "KubeFedCluster",
+                "kubefedclusters",
+            ),
+        )
         .expect_ok("install the KubeFedCluster CRD");
     env.eventually("the CRD is established", Duration::from_secs(30), || {
         let out = env.admin.run(&["get", "kubefedclusters", "-A"]);
-        if out.ok() { Ok(()) } else { Err(out.stderr) }
+        out.result().map(drop)
     });
     env.admin
         .run(&["create", "namespace", "kube-federation-system"])
@@ -529,7 +519,7 @@ fn incident4_kubefed(env: &Env) {
             let out = env
                 .admin
                 .run(&["label", "namespace", "orders", "kubefed.io/managed=true"]);
-            if out.ok() { Ok(out) } else { Err(out.stderr) }
+            out.result()
         },
     );
     assert!(out.warnings().is_empty(), "{out:#?}");

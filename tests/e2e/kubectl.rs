@@ -33,6 +33,16 @@ impl Outcome {
         self
     }
 
+    /// `Ok(self)` when kubectl succeeded, `Err(stderr)` otherwise: for
+    /// [`crate::Env::eventually`].
+    pub fn result(self) -> Result<Outcome, String> {
+        if self.ok() {
+            Ok(self)
+        } else {
+            Err(self.stderr)
+        }
+    }
+
     /// The `Warning: ...` lines kubectl printed.
     pub fn warnings(&self) -> Vec<&str> {
         self.stderr

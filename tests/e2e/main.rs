@@ -80,6 +80,16 @@ impl Env {
 
 type Scenario = fn(&Env);
 
+/// A CustomResourceDefinition that serves `kind` (namespaced, any fields):
+/// enough for kube-apiserver to store objects of a kind whose controller and
+/// schema are not part of these tests (KubeFed, cert-manager).
+pub fn bare_crd(group: &str, version: &str, kind: &str, plural: &str) -> String {
+    let singular = kind.to_lowercase();
+    format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: {plural}.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names: {{kind: {kind}, listKind: {kind}List, plural: {plural}, singular: {singular}}}\n  versions:\n  - name: {version}\n    served: true\n    storage: true\n    schema:\n      openAPIV3Schema: {{type: object, x-kubernetes-preserve-unknown-fields: true}}\n"
+    )
+}
+
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(incidents::scenarios());
