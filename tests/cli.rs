@@ -317,3 +317,102 @@ fn check_prints_the_rbac_the_lookups_need() {
         "read-only: {out}"
     );
 }
+
+/// A VAP that denies ConfigMaps in namespaces named `prod` only.
+const PROD_ONLY_VAP: &str = "apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: prod-configmaps}
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    namespaceSelector:
+      matchLabels: {kubernetes.io/metadata.name: prod}
+    resourceRules:
+    - {apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}
+  validations:
+  - {expression: \"false\", message: no ConfigMaps in prod}
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: prod-configmaps}
+spec: {policyName: prod-configmaps, validationActions: [Deny]}
+";
+
+#[test]
+fn review_without_cluster_state_knows_the_namespace_name_label_and_input_namespaces() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policies = dir.path().join("policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::write(policies.join("vap.yaml"), PROD_ONLY_VAP).expect("write");
+    let p = policies.display().to_string();
+    let cm = |ns: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c, namespace: {ns}}}\n")
+    };
+    let m = dir.path().join("m.yaml");
+
+    // kube-apiserver labels every namespace kubernetes.io/metadata.name=<name>:
+    // no cluster state is needed to know that `dev` is not `prod`.
+    std::fs::write(&m, cm("dev")).expect("write");
+    let (code, out, err) = run(&["review", &m.display().to_string(), "--policies", &p]);
+    assert_eq!(code, 0, "a ConfigMap in dev is not denied: {out}{err}");
+    std::fs::write(&m, cm("prod")).expect("write");
+    let (code, out, _) = run(&["review", &m.display().to_string(), "--policies", &p]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("no ConfigMaps in prod"), "{out}");
+
+    // A selector on another label: the Namespace in the same input is used.
+    std::fs::write(
+        policies.join("vap.yaml"),
+        PROD_ONLY_VAP.replace("kubernetes.io/metadata.name: prod", "stage: prod"),
+    )
+    .expect("write");
+    std::fs::write(
+        &m,
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team, labels: {{stage: dev}}}}\n---\n{}",
+            cm("team")
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run(&["review", &m.display().to_string(), "--policies", &p]);
+    assert_eq!(code, 0, "the input's Namespace says stage=dev: {out}{err}");
+}
+
+#[test]
+fn review_and_audit_refuse_empty_input_and_an_update_without_the_live_object() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let empty_dir = dir.path().join("empty");
+    std::fs::create_dir_all(&empty_dir).expect("mkdir");
+    let only_separator = dir.path().join("sep.yaml");
+    std::fs::write(&only_separator, "---\n").expect("write");
+    for path in [&empty_dir, &only_separator] {
+        let (code, out, err) = run(&["review", &path.display().to_string()]);
+        assert_eq!(code, 2, "{path:?}: {out}{err}");
+        assert!(err.contains("no objects"), "{err}");
+    }
+    let out = bin()
+        .args(["review", "-"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let (code, _, err) = run(&["audit", "--snapshot", &empty_dir.display().to_string()]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no objects"), "{err}");
+
+    let m = dir.path().join("cm.yaml");
+    std::fs::write(&m, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect("write");
+    let (code, _, err) = run(&["review", &m.display().to_string(), "--operation", "update"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--live") && err.contains("--cluster"), "{err}");
+    let (code, _, err) = run(&[
+        "review",
+        &m.display().to_string(),
+        "--operation",
+        "update",
+        "--live",
+        &empty_dir.display().to_string(),
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("does not exist"), "{err}");
+}

@@ -60,6 +60,11 @@ pub fn run(args: &AuditArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if let (Some(snapshot), 0) = (&args.snapshot, scanned) {
+        // An empty or mistyped snapshot path must not pass as "clean".
+        eprintln!("error: no objects in the snapshot {}", snapshot.display());
+        return EXIT_USAGE;
+    }
     let output = match args.format {
         Format::Json => report::json(&results),
         Format::Policyreport => report::policy_reports(&results),

@@ -10,7 +10,7 @@ use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 use crate::admission::apply::merge_over_live;
 use crate::admission::synthetic::{RequestSpec, build_request};
-use crate::cluster::Snapshot;
+use crate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};
 use crate::policy::{EvalOptions, PolicySet};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
@@ -98,6 +98,32 @@ pub fn run(args: &ReviewArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if manifests.is_empty() {
+        // As `kubectl apply` with nothing to apply: a wrong path in CI must
+        // not pass as "clean".
+        eprintln!(
+            "error: no objects passed to review in {}",
+            args.manifests
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return EXIT_USAGE;
+    }
+    // Namespaces the input creates are known to namespaceSelectors, as they
+    // will be by the time kube-apiserver admits the objects in them.
+    let input_namespaces = Snapshot::from_objects(
+        manifests
+            .iter()
+            .filter(|m| m.kind() == "Namespace" && m.api_version() == "v1")
+            .map(|m| m.object.clone())
+            .collect(),
+    );
+    let state = WithInputNamespaces {
+        base: live.state(),
+        input: &input_namespaces,
+    };
     let user = UserInfo {
         username: Some(args.user.clone()),
         groups: Some(args.groups.clone()),
@@ -105,7 +131,7 @@ pub fn run(args: &ReviewArgs) -> u8 {
     };
     let mut results = Vec::with_capacity(manifests.len());
     for (index, manifest) in manifests.iter().enumerate() {
-        match review_one(index, manifest, args, &live, &policies, &user) {
+        match review_one(index, manifest, args, &live, &state, &policies, &user) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {}: {e}", manifest.location());
@@ -140,6 +166,7 @@ fn review_one(
     manifest: &Manifest,
     args: &ReviewArgs,
     live: &LiveSource,
+    state: &dyn ClusterState,
     policies: &PolicySet,
     user: &UserInfo,
 ) -> Result<ObjectResult, String> {
@@ -170,7 +197,20 @@ fn review_one(
         (ReviewOperation::Create, _) | (ReviewOperation::Apply, None) => {
             (Operation::Create, Some(object), None)
         }
-        (ReviewOperation::Update, None) => (Operation::Update, Some(object.clone()), Some(object)),
+        // Without the live object an UPDATE has nothing to compare with: the
+        // manifest over itself would always look clean.
+        (ReviewOperation::Update, None) => {
+            return Err(format!(
+                "--operation update needs the live {} {}: {}",
+                manifest.kind(),
+                manifest.name(),
+                if args.live.is_some() || args.cluster {
+                    "it does not exist (kube-apiserver would answer NotFound); use --operation create or apply"
+                } else {
+                    "pass --live DIR (a snapshot) or --cluster"
+                }
+            ));
+        }
         (ReviewOperation::Update | ReviewOperation::Apply, Some(live_object)) => (
             Operation::Update,
             Some(merge_over_live(&live_object, &object)),
@@ -188,7 +228,7 @@ fn review_one(
         ..Default::default()
     })?;
     let decision = policies
-        .evaluate(&request, live.state(), &EvalOptions::default())
+        .evaluate(&request, state, &EvalOptions::default())
         .map_err(|e| e.to_string())?;
     Ok(ObjectResult::new(
         &reported,
@@ -196,4 +236,33 @@ fn review_one(
         &decision,
         Some((manifest.file.display().to_string(), manifest.line)),
     ))
+}
+
+/// The cluster state, with the Namespaces the reviewed input creates added
+/// where the state does not know them. Only namespace labels: the input's
+/// objects are never taken for live ones.
+struct WithInputNamespaces<'a> {
+    base: &'a dyn ClusterState,
+    input: &'a Snapshot,
+}
+
+impl ClusterState for WithInputNamespaces<'_> {
+    fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
+        match self.base.namespace(name) {
+            Ok(Some(ns)) => Ok(Some(ns)),
+            unknown => match self.input.namespace(name) {
+                Ok(Some(ns)) => Ok(Some(ns)),
+                _ => unknown,
+            },
+        }
+    }
+
+    fn list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<kube_cel::cel::Value, LookupError> {
+        self.base.list(api_version, kind, namespace)
+    }
 }

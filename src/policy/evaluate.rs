@@ -300,6 +300,9 @@ fn lazy_object(
     Ok(LazyValue::from_text(Arc::from(text)))
 }
 
+/// The label kube-apiserver sets on every Namespace (1.22+), always equal to its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
+
 fn labels_of(value: &LazyValue) -> Option<BTreeMap<String, String>> {
     if value.is_null() {
         return None;
@@ -345,6 +348,13 @@ fn selectors_match(
         } else {
             match &bound.namespace {
                 Some(Ok(Some(ns))) => ns.labels.clone(),
+                // kube-apiserver gives every namespace the immutable label
+                // kubernetes.io/metadata.name=<name>: a selector on that label
+                // alone is decided without the namespace's other labels.
+                _ if selector.reads_only(NAMESPACE_NAME_LABEL) => BTreeMap::from([(
+                    NAMESPACE_NAME_LABEL.to_string(),
+                    attrs.namespace.to_string(),
+                )]),
                 Some(Ok(None)) => {
                     return Err(LookupError(format!(
                         "namespace '{}' is not known to the cluster state",

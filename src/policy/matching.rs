@@ -145,6 +145,18 @@ impl Selector {
         self.requirements.is_empty()
     }
 
+    /// Whether every requirement reads only `key`: then the labels other than
+    /// `key` cannot change the answer.
+    pub fn reads_only(&self, key: &str) -> bool {
+        self.requirements.iter().all(|r| match r {
+            Requirement::Equals(k, _)
+            | Requirement::In(k, _)
+            | Requirement::NotIn(k, _)
+            | Requirement::Exists(k)
+            | Requirement::DoesNotExist(k) => k == key,
+        })
+    }
+
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.requirements.iter().all(|r| match r {
             Requirement::Equals(k, v) => labels.get(k) == Some(v),

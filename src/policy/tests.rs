@@ -477,6 +477,49 @@ fn namespace_selector_reads_the_namespace_or_the_namespace_itself() {
 }
 
 #[test]
+fn a_selector_on_the_namespace_name_label_needs_no_cluster_state() {
+    // kube-apiserver sets kubernetes.io/metadata.name on every namespace, so a
+    // selector that reads only that label is decided for a namespace the
+    // cluster state does not know; any other label is still unknown.
+    let by_name = "  matchConstraints:\n    namespaceSelector:\n      matchExpressions:\n      - {key: kubernetes.io/metadata.name, operator: In, values: [prod]}\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"*\"]\n      operations: [\"CREATE\"]\n      resources: [\"configmaps\"]\n  validations:\n  - expression: \"false\"\n";
+    let by_label = by_name.replace(
+        "{key: kubernetes.io/metadata.name, operator: In, values: [prod]}",
+        "{key: team, operator: In, values: [a]}",
+    );
+    let create_in = |ns: &str| {
+        let mut o = cm("x", json!({}));
+        o["metadata"]["namespace"] = json!(ns);
+        build_request(RequestSpec {
+            operation: Some(Operation::Create),
+            namespace: Some(ns.to_string()),
+            object: Some(o),
+            ..Default::default()
+        })
+        .expect("req")
+    };
+    for state in [
+        &Snapshot::empty() as &dyn crate::cluster::ClusterState,
+        &crate::cluster::NoCluster,
+    ] {
+        let set = load(&policy("byname", by_name)).expect("loads");
+        let run = |r: &Request| {
+            set.evaluate(r, state, &EvalOptions::default())
+                .expect("evaluates")
+        };
+        assert!(run(&create_in("dev")).allowed, "dev is not selected");
+        assert!(!run(&create_in("prod")).allowed, "prod is selected");
+        let set = load(&policy("bylabel", &by_label)).expect("loads");
+        let d = set
+            .evaluate(&create_in("dev"), state, &EvalOptions::default())
+            .expect("evaluates");
+        assert!(
+            !d.allowed && d.status.expect("status").message.contains("namespace"),
+            "another label of an unknown namespace stays an error for failurePolicy Fail"
+        );
+    }
+}
+
+#[test]
 fn namespace_object_is_bound_for_namespaced_requests() {
     let spec = format!(
         "{CM_RULES}  validations:\n  - expression: \"namespaceObject.metadata.labels['tier'] == 'gold'\"\n"
