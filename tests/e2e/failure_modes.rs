@@ -22,6 +22,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "gate_frozen_each_webhook_is_decided_by_its_failure_policy_within_timeout_seconds",
             gate_frozen,
         ),
+        (
+            "gate_slow_policy_is_answered_by_its_failure_policy_before_timeout_seconds",
+            gate_slow_policy,
+        ),
     ]
 }
 
@@ -199,5 +203,104 @@ struct Resume<'a>(&'a Env);
 impl Drop for Resume<'_> {
     fn drop(&mut self) {
         self.0.gate().signal("CONT");
+    }
+}
+
+/// A policy slower than the webhook's timeout. Its cost is underestimated by
+/// the cost guard (`split('')` of a long string, then `map`: the guard counts
+/// the string as one value, the `cel` crate's comprehensions grow their list
+/// by copying), so it really runs for seconds. failurePolicy Fail on the
+/// policy, Ignore on the webhook: if kube-apiserver's timeout decided, the
+/// ConfigMap would be created; the gate's own deadline denies it first.
+const SLOW_POLICY: &str = r#"apiVersion: safety-gate.dev/v1alpha1
+kind: GatePolicy
+metadata:
+  name: slow-check
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: >-
+      !has(object.data) || !('big' in object.data) ||
+      object.data.big.split('').map(c, c + c).filter(c, c == 'zz').size() == 0
+"#;
+
+fn slow_webhook(url: &str, ca_bundle: &str) -> String {
+    format!(
+        "apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingWebhookConfiguration\nmetadata:\n  name: e2e-slow-gate\nwebhooks:\n- name: slow.safety-gate.dev\n  failurePolicy: Ignore\n  timeoutSeconds: 3\n  sideEffects: None\n  admissionReviewVersions: [v1]\n  namespaceSelector:\n    matchLabels: {{kubernetes.io/metadata.name: slow}}\n  rules:\n  - {{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}\n  clientConfig:\n    url: {url}/validate\n    caBundle: {ca_bundle}\n"
+    )
+}
+
+fn gate_slow_policy(env: &Env) {
+    let dir = env.dir.join("slow-gate");
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::write(policies.join("slow.yaml"), SLOW_POLICY).expect("write policy");
+    let slow = super::gate::Gate::start(&dir, &policies, &env.admin_kubeconfig, &env.pidfile);
+    use base64::Engine as _;
+    let ca = std::fs::read(slow.certs.join("ca.crt")).expect("ca");
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca);
+    env.admin
+        .run(&["create", "namespace", "slow"])
+        .expect_ok("create slow");
+    env.admin
+        .apply_stdin(&["apply", "-f", "-"], &slow_webhook(&slow.url(), &ca))
+        .expect_ok("register the slow gate");
+    let cleanup = Unregister(env);
+
+    let big = format!("--from-literal=big={}", "a".repeat(20_000));
+    let started = Instant::now();
+    let out = env
+        .admin
+        .run(&["create", "configmap", "big", "-n", "slow", &big]);
+    let took = started.elapsed();
+    out.expect_fail("the slow policy's failurePolicy Fail");
+    assert!(
+        out.stderr
+            .contains("admission webhook \"slow.safety-gate.dev\" denied the request: slow-check")
+            && out.stderr.contains("deadline"),
+        "the gate answered, not kube-apiserver's timeout: {out:#?}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "answered after {took:?}, past timeoutSeconds 3"
+    );
+    let (_, metrics) = super::gate::http_get(slow.admin_port, "/metrics").expect("metrics");
+    assert!(
+        metrics.contains("safety_gate_admission_deadline_exceeded_total{endpoint=\"validate\"} 1"),
+        "{metrics}"
+    );
+    // The answer is sent, but nothing stops the evaluation itself (issue 16):
+    // record how much CPU it keeps burning, then kill the process rather than
+    // wait for a graceful stop behind it.
+    let before = slow.cpu_seconds().unwrap_or(0.0);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = slow.cpu_seconds().unwrap_or(0.0);
+    eprintln!(
+        "slow policy: the gate denied by its failurePolicy after {took:?} (timeoutSeconds 3); \
+         the abandoned evaluation then used {:.1} s of CPU in 2 s",
+        after - before
+    );
+    drop(cleanup);
+    slow.signal("KILL");
+    drop(slow);
+}
+
+/// Removes the slow gate's webhook configuration, pass or fail.
+struct Unregister<'a>(&'a Env);
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        self.0.admin.run(&[
+            "delete",
+            "validatingwebhookconfiguration",
+            "e2e-slow-gate",
+            "--ignore-not-found",
+        ]);
     }
 }

@@ -118,6 +118,19 @@ impl Gate {
         self.proc.is_some()
     }
 
+    /// CPU seconds (user + system) the gate process has used so far, from
+    /// `/proc/<pid>/stat` (clock ticks of 1/100 s, Linux's USER_HZ).
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        let pid = self.proc.as_ref()?.pid();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')')?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: f64 =
+            fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+        Some(ticks / 100.0)
+    }
+
     /// Sends `signal` (`STOP`, `CONT`, ...) to the gate process.
     pub fn signal(&self, signal: &str) {
         if let Some(p) = &self.proc {

@@ -36,6 +36,8 @@ pub struct Env {
     pub alice: Kubectl,
     pub audit_log: PathBuf,
     pub admin_kubeconfig: PathBuf,
+    /// Where every process this run starts is recorded (see `procs::reap_stale`).
+    pub pidfile: PathBuf,
     cp: Mutex<ControlPlane>,
     gate: Mutex<Gate>,
 }
@@ -184,6 +186,7 @@ fn main() {
         bin: bin.clone(),
         audit_log: cp.audit_log.clone(),
         admin_kubeconfig: cp.admin.kubeconfig.clone(),
+        pidfile: pidfile.clone(),
         admin,
         alice,
         cp: Mutex::new(cp),
