@@ -163,7 +163,15 @@ fn binary() -> Command {
 
 #[test]
 fn manifests_command_prints_the_committed_webhooks_and_checks_the_tree() {
-    let out = binary().arg("manifests").output().unwrap();
+    // Printed without a caBundle only when asked to: applied as is, such
+    // webhooks cannot reach the gate and the fail-closed one denies.
+    let refused = binary().arg("manifests").output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--ca-bundle"));
+    let out = binary()
+        .args(["manifests", "--without-ca-bundle"])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -275,7 +283,12 @@ fn manifests_ca_bundle_reaches_every_webhook() {
 #[test]
 fn manifests_url_mode_points_every_webhook_at_the_url_and_refuses_what_kube_apiserver_refuses() {
     let out = binary()
-        .args(["manifests", "--url", "https://127.0.0.1:9443/"])
+        .args([
+            "manifests",
+            "--without-ca-bundle",
+            "--url",
+            "https://127.0.0.1:9443/",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -312,7 +325,10 @@ fn manifests_url_mode_points_every_webhook_at_the_url_and_refuses_what_kube_apis
         "https://127.0.0.1:9443?a=b",
         "https://",
     ] {
-        let out = binary().args(["manifests", "--url", bad]).output().unwrap();
+        let out = binary()
+            .args(["manifests", "--without-ca-bundle", "--url", bad])
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{bad}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("--url"), "{bad}: {err}");

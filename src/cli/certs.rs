@@ -29,6 +29,13 @@ pub struct CertsArgs {
     /// `--host 127.0.0.1`.
     #[arg(long = "host", value_name = "NAME_OR_IP")]
     pub hosts: Vec<String>,
+
+    /// Replace an existing ca.crt. Every run makes a new CA: a webhook
+    /// configuration whose caBundle still holds the old one rejects the new
+    /// certificate (and a fail-closed webhook then denies). See certs/README.md
+    /// for rotating without that window.
+    #[arg(long)]
+    pub force: bool,
 }
 
 /// PEM-encoded output of [`generate`].
@@ -159,6 +166,14 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
 }
 
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
+    let existing = args.out.join("ca.crt");
+    if existing.exists() && !args.force {
+        anyhow::bail!(
+            "{} exists: a new run makes a new CA, and webhooks whose caBundle holds the old one would \
+             reject the gate. Rotate as certs/README.md describes, then pass --force to replace it",
+            existing.display()
+        );
+    }
     let mut names = service_names(&args.service, &args.namespace);
     names.extend(args.hosts.iter().cloned());
     let certs = generate(&names)?;
@@ -184,9 +199,21 @@ mod tests {
             service: "gate".to_string(),
             namespace: "infra".to_string(),
             hosts: vec!["127.0.0.1".to_string()],
+            force: false,
         };
-        run(args).expect("certs");
+        run(args.clone()).expect("certs");
         let out = dir.path().join("out");
+        // A second run would replace the CA that webhooks trust: only with --force.
+        let first_ca = std::fs::read(out.join("ca.crt")).expect("ca");
+        let err = run(args.clone()).expect_err("refuses to replace the CA");
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert_eq!(std::fs::read(out.join("ca.crt")).expect("ca"), first_ca);
+        run(CertsArgs {
+            force: true,
+            ..args
+        })
+        .expect("--force replaces it");
+        assert_ne!(std::fs::read(out.join("ca.crt")).expect("ca"), first_ca);
         let ca = std::fs::read(out.join("ca.crt")).expect("ca");
         let cert = std::fs::read(out.join("tls.crt")).expect("cert");
         let key = std::fs::read(out.join("tls.key")).expect("key");

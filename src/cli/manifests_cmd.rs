@@ -34,6 +34,12 @@ pub struct ManifestsArgs {
     #[arg(long, default_value_t = deploy::DEFAULT_PORT)]
     pub port: u16,
 
+    /// Print webhooks without a caBundle anyway (for cert-manager's CA injector or a
+    /// kustomize overlay that fills it in). Without it, printing needs --ca-bundle:
+    /// applied as is, such webhooks cannot reach the gate and the fail-closed one denies.
+    #[arg(long, conflicts_with_all = ["ca_bundle", "ca_bundle_base64"])]
+    pub without_ca_bundle: bool,
+
     /// `https://host:port` of a gate that runs outside the cluster: the webhooks call
     /// `<URL>/validate` and `<URL>/mutate` (`clientConfig.url`) instead of the Service.
     /// The serving certificate must name that host (`safety-gate certs --host`).
@@ -78,6 +84,15 @@ pub fn run(args: &ManifestsArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if ca_bundle.is_none() && args.out.is_none() && !args.without_ca_bundle {
+        eprintln!(
+            "error: no --ca-bundle: kube-apiserver could not verify the gate, every call would fail, \
+             and the fail-closed webhook would deny namespace deletes and RBAC updates. Pass \
+             --ca-bundle FILE (ca.crt from `safety-gate certs`), or --without-ca-bundle when \
+             cert-manager or a kustomize overlay fills it in (`--out DIR` writes such a base)"
+        );
+        return EXIT_USAGE;
+    }
     if let Some(url) = &args.url
         && let Err(e) = deploy::check_url(url)
     {
