@@ -1,6 +1,8 @@
 //! `review --cluster` and `audit --cluster` through the real binary against a
 //! small fake API server on 127.0.0.1 (version, discovery, get, paged list),
-//! answering the way kube-apiserver does. No real cluster can run here.
+//! answering the way kube-apiserver does: the cheap, fast tier for paging and
+//! errors that are hard to provoke on a real server. The same commands run
+//! against a real kube-apiserver in `tests/e2e` (cluster_commands.rs there).
 
 use axum::extract::{Path as UrlPath, Query};
 use axum::http::StatusCode;
