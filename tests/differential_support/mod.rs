@@ -229,3 +229,66 @@ pub fn compare_answers(d: &Decision, kube: &Json) -> Vec<(&'static str, String)>
     }
     out
 }
+
+/// One oracle process kept open: cases go in as JSON lines, answers come
+/// back one line each, in order (the oracle flushes after every answer).
+pub struct OracleProcess {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl OracleProcess {
+    pub fn start(oracle: &Path) -> Self {
+        let mut child = Command::new(oracle)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("differential: cannot run {}: {e}", oracle.display()));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        OracleProcess {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The oracle's answers to `inputs`, one each.
+    pub fn ask(&mut self, inputs: &[Json]) -> Vec<Json> {
+        let stdin = self.stdin.as_mut().expect("the oracle is running");
+        let stdout = &mut self.stdout;
+        std::thread::scope(|scope| {
+            // Writing and reading at once: the pipes would fill otherwise.
+            let writer = scope.spawn(move || {
+                let mut w = std::io::BufWriter::new(stdin);
+                for input in inputs {
+                    let mut line = serde_json::to_vec(input).expect("JSON");
+                    line.push(b'\n');
+                    if w.write_all(&line).is_err() {
+                        return;
+                    }
+                }
+                let _ = w.flush();
+            });
+            let mut answers = Vec::with_capacity(inputs.len());
+            let mut line = String::new();
+            while answers.len() < inputs.len() {
+                line.clear();
+                let n = stdout.read_line(&mut line).expect("oracle output");
+                assert!(n > 0, "differential: the oracle stopped answering");
+                answers.push(serde_json::from_str(&line).expect("oracle answers are JSON"));
+            }
+            writer.join().expect("writer thread");
+            answers
+        })
+    }
+
+    /// Closes the input and checks the process ended well.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("oracle exit");
+        assert!(status.success(), "differential: the oracle exited {status}");
+    }
+}
