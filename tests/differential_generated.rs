@@ -1239,8 +1239,10 @@ fn make_group(seed: u64, index: u64, templates: &[Template]) -> Group {
             }
         }
         Placement::AuditAnnotation => {
-            // A null value omits the annotation; `cond ? 'text' : null` does not
-            // type-check in kube-apiserver, `dyn()` makes it.
+            // A null value would omit the annotation, but neither `cond ? 'text' :
+            // null` nor `cond ? dyn('text') : null` type-checks in kube-apiserver
+            // ("must evaluate to one of [string null_type] but got dyn"): a
+            // document both engines must reject (the gate: it has no `dyn`).
             let value = if g.chance(0.1) {
                 format!("({}) ? dyn({text}) : null", expr.pred)
             } else {
