@@ -1,0 +1,294 @@
+//! Shared by the differential tests (`tests/differential.rs`,
+//! `tests/differential_generated.rs`): finding or building the oracle
+//! (kube-apiserver's own ValidatingAdmissionPolicy plugin, `e2e/oracle`),
+//! the AdmissionReview request it is given, running it, and comparing its
+//! answer with the gate's decision.
+#![allow(dead_code)]
+
+use kube::core::{GroupVersionKind, GroupVersionResource};
+use safety_gate::policy::Decision;
+use serde_json::{Value as Json, json};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+pub fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The oracle binary, or `None` (skip) with the reason printed.
+pub fn oracle_binary() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("SAFETY_GATE_ORACLE") {
+        let path = PathBuf::from(path);
+        assert!(
+            path.is_file(),
+            "SAFETY_GATE_ORACLE={} is not a file",
+            path.display()
+        );
+        return Some(path);
+    }
+    let unavailable = |why: String| -> Option<PathBuf> {
+        if in_ci() {
+            panic!("differential: the oracle is required under CI=true: {why}");
+        }
+        println!("differential: SKIPPED: {why}");
+        None
+    };
+    let script = manifest_dir().join("e2e/build.sh");
+    let started = Instant::now();
+    let output = match Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+    {
+        Ok(o) => o,
+        Err(e) => return unavailable(format!("cannot run {}: {e}", script.display())),
+    };
+    if !output.status.success() {
+        return unavailable(format!(
+            "{} failed ({}); is Go installed? (output above)",
+            script.display(),
+            output.status
+        ));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let Some(folder) = stdout.lines().last().map(str::trim) else {
+        return unavailable(format!("{} printed no folder", script.display()));
+    };
+    let oracle = Path::new(folder).join("oracle");
+    if !oracle.is_file() {
+        return unavailable(format!("{} built no oracle", oracle.display()));
+    }
+    println!(
+        "differential: oracle {} (e2e/build.sh took {:.1} s)",
+        oracle.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Some(oracle)
+}
+
+/// The AdmissionReview request kube-apiserver would send for this request.
+pub fn request_json(r: &safety_gate::policy::Request) -> Json {
+    let raw = |v: &Option<Box<serde_json::value::RawValue>>| -> Json {
+        v.as_ref()
+            .map(|r| serde_json::from_str(r.get()).expect("request objects are JSON"))
+            .unwrap_or(Json::Null)
+    };
+    let gvk =
+        |k: &GroupVersionKind| json!({"group": k.group, "version": k.version, "kind": k.kind});
+    let gvr = |k: &GroupVersionResource| json!({"group": k.group, "version": k.version, "resource": k.resource});
+    let mut req = json!({
+        "uid": r.uid,
+        "kind": gvk(&r.kind),
+        "resource": gvr(&r.resource),
+        "name": r.name,
+        "operation": r.operation,
+        "userInfo": r.user_info,
+        "object": raw(&r.object),
+        "oldObject": raw(&r.old_object),
+        "dryRun": r.dry_run,
+        "options": raw(&r.options),
+    });
+    let m = req.as_object_mut().expect("an object");
+    if let Some(s) = &r.sub_resource {
+        m.insert("subResource".into(), json!(s));
+    }
+    if let Some(k) = &r.request_kind {
+        m.insert("requestKind".into(), gvk(k));
+    }
+    if let Some(k) = &r.request_resource {
+        m.insert("requestResource".into(), gvr(k));
+    }
+    if let Some(s) = &r.request_sub_resource {
+        m.insert("requestSubResource".into(), json!(s));
+    }
+    if let Some(ns) = &r.namespace {
+        m.insert("namespace".into(), json!(ns));
+    }
+    req
+}
+
+/// Runs every input through one oracle process; one answer per input.
+pub fn ask_oracle(oracle: &Path, inputs: Vec<Json>) -> Vec<Json> {
+    let mut child = Command::new(oracle)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap_or_else(|e| panic!("differential: cannot run {}: {e}", oracle.display()));
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let n = inputs.len();
+    let writer = std::thread::spawn(move || {
+        for input in inputs {
+            let mut line = serde_json::to_vec(&input).expect("JSON");
+            line.push(b'\n');
+            if stdin.write_all(&line).is_err() {
+                break;
+            }
+        }
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut answers = Vec::with_capacity(n);
+    for line in BufReader::new(stdout).lines() {
+        let line = line.expect("oracle output");
+        answers.push(serde_json::from_str(&line).expect("oracle answers are JSON"));
+    }
+    writer.join().expect("writer thread");
+    let status = child.wait().expect("oracle exit");
+    assert!(status.success(), "differential: the oracle exited {status}");
+    assert_eq!(answers.len(), n, "differential: one answer per case");
+    answers
+}
+
+pub fn strings(v: &Json) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(String::from))
+        .collect()
+}
+
+pub fn yaml_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// The differences between the gate's decision and kube-apiserver's answer,
+/// as `(class, detail)`: `decision`; when both deny, `code`, `message-framing`
+/// (same policy text, different wrapping) or `message`; `warnings`;
+/// `audit-annotations`.
+pub fn compare_answers(d: &Decision, kube: &Json) -> Vec<(&'static str, String)> {
+    let mut out = Vec::new();
+    let mut diff = |class: &'static str, detail: String| out.push((class, detail));
+    let k_allowed = kube["allowed"].as_bool().unwrap_or(false);
+    let k_message = kube["message"].as_str().unwrap_or("");
+    let g_message = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
+    if d.allowed != k_allowed {
+        diff(
+            "decision",
+            format!(
+                "gate allowed={} kube allowed={k_allowed}; gate message {g_message:?}; kube message {k_message:?}",
+                d.allowed
+            ),
+        );
+    } else if !k_allowed {
+        let g_code = d.status.as_ref().map(|s| s.code).unwrap_or(200);
+        let k_code = kube["code"].as_u64().unwrap_or(0);
+        if u64::from(g_code) != k_code {
+            diff("code", format!("gate {g_code}, kube {k_code}"));
+        }
+        if g_message != k_message {
+            // The policy's own text is the same; only the wrapping differs
+            // (kube-apiserver: `<resource> "<name>" is forbidden:
+            // ValidatingAdmissionPolicy '<p>' with binding '<b>' denied request: <text>`).
+            let inner = k_message
+                .split_once("denied request: ")
+                .map(|(_, t)| t)
+                .unwrap_or(k_message);
+            let class = if g_message.ends_with(&format!(": {inner}")) {
+                "message-framing"
+            } else {
+                "message"
+            };
+            diff(
+                class,
+                format!("gate {g_message:?}\n          kube {k_message:?}"),
+            );
+        }
+    }
+    let mut g_warnings = d.warnings.clone();
+    let mut k_warnings = strings(&kube["warnings"]);
+    g_warnings.sort();
+    k_warnings.sort();
+    if g_warnings != k_warnings {
+        diff(
+            "warnings",
+            format!("gate {g_warnings:?}\n          kube {k_warnings:?}"),
+        );
+    }
+    let k_annotations: BTreeMap<String, String> = kube["auditAnnotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect();
+    if d.audit_annotations != k_annotations {
+        diff(
+            "audit-annotations",
+            format!(
+                "gate {:?}\n          kube {k_annotations:?}",
+                d.audit_annotations
+            ),
+        );
+    }
+    out
+}
+
+/// One oracle process kept open: cases go in as JSON lines, answers come
+/// back one line each, in order (the oracle flushes after every answer).
+pub struct OracleProcess {
+    child: std::process::Child,
+    stdin: Option<std::process::ChildStdin>,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl OracleProcess {
+    pub fn start(oracle: &Path) -> Self {
+        let mut child = Command::new(oracle)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("differential: cannot run {}: {e}", oracle.display()));
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        OracleProcess {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    /// The oracle's answers to `inputs`, one each.
+    pub fn ask(&mut self, inputs: &[Json]) -> Vec<Json> {
+        let stdin = self.stdin.as_mut().expect("the oracle is running");
+        let stdout = &mut self.stdout;
+        std::thread::scope(|scope| {
+            // Writing and reading at once: the pipes would fill otherwise.
+            let writer = scope.spawn(move || {
+                let mut w = std::io::BufWriter::new(stdin);
+                for input in inputs {
+                    let mut line = serde_json::to_vec(input).expect("JSON");
+                    line.push(b'\n');
+                    if w.write_all(&line).is_err() {
+                        return;
+                    }
+                }
+                let _ = w.flush();
+            });
+            let mut answers = Vec::with_capacity(inputs.len());
+            let mut line = String::new();
+            while answers.len() < inputs.len() {
+                line.clear();
+                let n = stdout.read_line(&mut line).expect("oracle output");
+                assert!(n > 0, "differential: the oracle stopped answering");
+                answers.push(serde_json::from_str(&line).expect("oracle answers are JSON"));
+            }
+            writer.join().expect("writer thread");
+            answers
+        })
+    }
+
+    /// Closes the input and checks the process ended well.
+    pub fn finish(mut self) {
+        drop(self.stdin.take());
+        let status = self.child.wait().expect("oracle exit");
+        assert!(status.success(), "differential: the oracle exited {status}");
+    }
+}
