@@ -3,6 +3,7 @@
 //! Functions are registered once per process; evaluations bind their variables
 //! in child scopes of this root.
 
+use super::semantics;
 use kube_cel::KubeCelExt;
 use kube_cel::cel::extractors::This;
 use kube_cel::cel::{Context, ExecutionError, FunctionContext};
@@ -16,6 +17,21 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     // The crate's `matches` compiles its pattern on every call (15–25 µs); policies
     // use a handful of constant patterns, so compile each once.
     ctx.add_function("matches", cached_matches);
+    // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs).
+    ctx.add_function("size", semantics::size);
+    ctx.add_function("string", semantics::string);
+    ctx.add_function("dyn", semantics::dyn_function);
+    ctx.add_function(semantics::EQ, semantics::eq_function);
+    ctx.add_function(semantics::NE, semantics::ne_function);
+    ctx.add_function(semantics::IN, semantics::in_function);
+    ctx.add_function(semantics::INDEX, semantics::index_function);
+    ctx.add_function(semantics::OPT_INDEX, semantics::opt_index_function);
+    ctx.add_function(semantics::HAS, semantics::has_field_function);
+    ctx.add_function(
+        semantics::COMPREHENSION2,
+        semantics::comprehension2_function,
+    );
+    ctx.add_function(semantics::MAP_INSERT, semantics::map_insert_function);
     ctx.add_function(OPTIONAL_SELECT, optional_select);
     ctx.add_function(super::paths::PATH_FUNCTION, super::paths::path_function);
     ctx.add_function(super::paths::HAS_FUNCTION, super::paths::has_function);
@@ -86,7 +102,9 @@ pub fn evaluate(
     bindings: Vec<(String, kube_cel::cel::Value)>,
 ) -> Result<kube_cel::cel::Value, String> {
     let mut ast = parse(source)?;
+    semantics::expand_two_variable_macros(&mut ast);
     super::compile::rewrite_optional_selects(&mut ast);
+    semantics::rewrite(&mut ast);
     let mut scope = root().new_inner_scope();
     for (name, value) in bindings {
         scope.add_variable_from_value(name, value);
@@ -114,6 +132,7 @@ pub const FUNCTIONS: &[&str] = &[
     "double",
     "int",
     "uint",
+    "dyn",
     "optional.none",
     "optional.of",
     "optional.ofNonZeroValue",

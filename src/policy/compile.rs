@@ -249,6 +249,8 @@ pub fn compile(
                 column: first.map(|e| e.pos.1.max(1) as usize).unwrap_or(1),
             }
         })?;
+    let mut ast = ast;
+    super::semantics::expand_two_variable_macros(&mut ast);
     let mut analysis = Analysis {
         scope,
         reads: Reads::default(),
@@ -284,10 +286,10 @@ pub fn compile(
         }
         .located_in(source));
     }
-    let mut ast = ast;
     rewrite_data_paths(&mut ast);
     rewrite_optional_selects(&mut ast);
     rewrite_variables(&mut ast, scope.variables);
+    super::semantics::rewrite(&mut ast);
     Ok(CompiledExpression {
         source: source.to_string(),
         ast,
@@ -1012,7 +1014,7 @@ fn rewrite_data_paths(expr: &mut Expression) {
 }
 
 /// The direct sub-expressions of `expr`, for the compile-time rewrites.
-fn children_mut(expr: &mut Expression) -> Vec<&mut Expression> {
+pub(super) fn children_mut(expr: &mut Expression) -> Vec<&mut Expression> {
     match &mut expr.expr {
         Expr::Call(call) => call
             .target

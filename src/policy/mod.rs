@@ -15,6 +15,7 @@ pub mod model;
 mod mutate;
 mod paths;
 mod request;
+mod semantics;
 mod validation;
 pub mod values;
 mod variables;
