@@ -857,6 +857,14 @@ fn load_rejects_what_can_be_known_at_load() {
             "undeclared reference to function 'nosuch'",
         ),
         (
+            // kube-apiserver 1.37 declares no `math` library.
+            policy(
+                "x",
+                &format!("{CM_RULES}  validations:\n  - expression: \"math.abs(-1) == 1\"\n"),
+            ),
+            "undeclared reference to function 'abs'",
+        ),
+        (
             policy(
                 "x",
                 &format!(
