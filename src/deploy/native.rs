@@ -235,7 +235,7 @@ fn render_policy(p: &Policy, mode: Mode) -> Result<NativePolicy, Vec<String>> {
         let message_expression = v
             .get("messageExpression")
             .and_then(Json::as_str)
-            .map(|m| rewrite(m));
+            .map(&rewrite);
         // Without a usable message kube-apiserver says `failed expression: <expression>`;
         // the gate quotes the expression as written, so the rendering must too.
         let message = match message {
@@ -292,10 +292,12 @@ fn render_policy(p: &Policy, mode: Mode) -> Result<NativePolicy, Vec<String>> {
         .map(|a| json!({"key": a["key"], "valueExpression": rewrite(&text_of(&a["valueExpression"]))}))
         .collect();
     if exempt {
+        // `''` and not `null`: kube-apiserver's type check refuses `string : null`
+        // here, and a blank value writes no annotation (in both engines).
         audit_annotations.push(json!({
             "key": break_glass_key(&p.name),
             "valueExpression": format!(
-                "{exempt_ref} != '' ? 'request by ' + request.userInfo.username + \" passed through exemption '\" + {exempt_ref} + \"' of {}\" : null",
+                "{exempt_ref} != '' ? 'request by ' + request.userInfo.username + \" passed through exemption '\" + {exempt_ref} + \"' of {}\" : ''",
                 p.name
             ),
         }));
