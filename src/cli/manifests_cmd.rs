@@ -54,6 +54,22 @@ pub struct ManifestsArgs {
     /// With --out: write nothing; exit 1 if a file in DIR differs from what would be written.
     #[arg(long, requires = "out")]
     pub check: bool,
+
+    /// Render the GatePolicies kube-apiserver can enforce itself as
+    /// ValidatingAdmissionPolicy + binding documents (one file per policy with
+    /// --out DIR, else a YAML stream on stdout). Each policy that cannot be
+    /// rendered is named on stderr with the reason.
+    #[arg(long, conflicts_with_all = ["check", "url", "ca_bundle", "ca_bundle_base64"])]
+    pub native: bool,
+
+    /// With --native: the gate's global mode the native policies reproduce
+    /// (audit: a denial becomes a warning and an audit record).
+    #[arg(long, value_enum, default_value = "enforce", requires = "native")]
+    pub mode: crate::policy::Mode,
+
+    /// With --native: exit 1 when some policy cannot be rendered.
+    #[arg(long, requires = "native")]
+    pub strict: bool,
 }
 
 pub fn run(args: &ManifestsArgs) -> u8 {
@@ -77,6 +93,9 @@ pub fn run(args: &ManifestsArgs) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if args.native {
+        return native(args, &set);
+    }
     let ca_bundle = match ca_bundle(args) {
         Ok(b) => b,
         Err(e) => {
@@ -125,6 +144,44 @@ pub fn run(args: &ManifestsArgs) -> u8 {
                 EXIT_USAGE
             }
         },
+    }
+}
+
+fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
+    let render = deploy::native::render_native(set, args.mode);
+    for n in &render.not_rendered {
+        eprintln!("{n}");
+    }
+    match &args.out {
+        None => {
+            for r in &render.rendered {
+                print!("{}", r.yaml);
+            }
+        }
+        Some(dir) => {
+            if let Err(e) = std::fs::create_dir_all(dir) {
+                eprintln!("error: cannot create {}: {e}", dir.display());
+                return EXIT_USAGE;
+            }
+            for r in &render.rendered {
+                let path = dir.join(&r.file_name);
+                if let Err(e) = std::fs::write(&path, &r.yaml) {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return EXIT_USAGE;
+                }
+                println!("wrote {}", path.display());
+            }
+        }
+    }
+    eprintln!(
+        "{} policy(ies) rendered natively, {} not rendered",
+        render.rendered.len(),
+        render.not_rendered.len()
+    );
+    if args.strict && !render.not_rendered.is_empty() {
+        EXIT_FINDINGS
+    } else {
+        EXIT_OK
     }
 }
 

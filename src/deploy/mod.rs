@@ -14,6 +14,7 @@
 //!   control plane nor the gate's own Pods can wait on the gate;
 //! - small timeouts (see [`VALIDATE_FAIL_CLOSED_TIMEOUT_SECONDS`]).
 
+pub mod native;
 pub mod rules;
 
 use crate::policy::{FailurePolicy, Policy, PolicySet};

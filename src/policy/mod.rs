@@ -31,6 +31,7 @@ pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
 pub use model::{Action, FailurePolicy, LookupSpec, Reason};
 pub use request::Request;
+pub use validation::is_cel_identifier;
 
 use compile::Reads;
 use matching::{Attributes, Matcher, request_index_keys};

@@ -1,5 +1,6 @@
 //! Shared by the differential tests (`tests/differential.rs`,
-//! `tests/differential_generated.rs`, `tests/differential_cel.rs`): finding or building the oracle
+//! `tests/differential_generated.rs`, `tests/differential_cel.rs`,
+//! `tests/differential_native.rs`): finding or building the oracle
 //! (kube-apiserver's own ValidatingAdmissionPolicy plugin, `e2e/oracle`),
 //! the AdmissionReview request it is given, running it, and comparing its
 //! answer with the gate's decision.
