@@ -501,18 +501,40 @@ fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
     serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned())
 }
 
-/// Warnings within kube-apiserver's limits: each ≤ 256 chars, ≤ 4096 in all, no duplicates.
+/// Warnings as kube-apiserver's warning recorder keeps them
+/// (`endpoints/filters/warning.go`): duplicates dropped; whole while all of
+/// them fit in 4096 characters; once they do not, every warning is cut to 256
+/// characters and those past the budget are dropped. kube-apiserver relays a
+/// webhook's warnings through that same recorder, so cutting earlier would
+/// only lose text the client would have seen.
 #[derive(Default)]
-struct Warnings(Vec<String>, usize);
+struct Warnings(Vec<String>, usize, bool);
+
+fn cut_warning(text: &str) -> String {
+    if text.chars().count() > WARNING_MAX_CHARS {
+        let cut: String = text.chars().take(WARNING_MAX_CHARS - 3).collect();
+        format!("{cut}...")
+    } else {
+        text.to_string()
+    }
+}
 
 impl Warnings {
     fn push(&mut self, text: String) {
-        let text = if text.chars().count() > WARNING_MAX_CHARS {
-            let cut: String = text.chars().take(WARNING_MAX_CHARS - 3).collect();
-            format!("{cut}...")
-        } else {
-            text
-        };
+        if self.0.contains(&text) {
+            return;
+        }
+        let mut text = if self.2 { cut_warning(&text) } else { text };
+        if !self.2 && self.1 + text.chars().count() > WARNINGS_BUDGET_CHARS {
+            // Over budget: from now on every warning is cut, the earlier ones too.
+            self.2 = true;
+            for w in &mut self.0 {
+                *w = cut_warning(w);
+            }
+            self.0.dedup();
+            self.1 = self.0.iter().map(|w| w.chars().count()).sum();
+            text = cut_warning(&text);
+        }
         let len = text.chars().count();
         if self.0.contains(&text) || self.1 + len > WARNINGS_BUDGET_CHARS {
             return;
@@ -529,9 +551,9 @@ mod tests {
     #[test]
     fn warnings_are_cut_deduplicated_and_budgeted() {
         let mut w = Warnings::default();
+        // Whole while everything fits, as kube-apiserver relays them.
         w.push("a".repeat(300));
-        assert_eq!(w.0[0].chars().count(), 256);
-        assert!(w.0[0].ends_with("..."));
+        assert_eq!(w.0[0].chars().count(), 300);
         w.push("same".into());
         w.push("same".into());
         assert_eq!(w.0.len(), 2);
@@ -539,5 +561,8 @@ mod tests {
             w.push(format!("{i}{}", "x".repeat(200)));
         }
         assert!(w.0.iter().map(|s| s.chars().count()).sum::<usize>() <= WARNINGS_BUDGET_CHARS);
+        // Past the budget every warning is cut to 256, the first one too.
+        assert_eq!(w.0[0].chars().count(), 256);
+        assert!(w.0[0].ends_with("..."));
     }
 }

@@ -66,19 +66,31 @@ impl Request {
         self.user_info.username.as_deref().unwrap_or("")
     }
 
-    /// The request as the CEL variable `request` (the VAP shape).
+    /// The request as the CEL variable `request` (the VAP shape). As in
+    /// kube-apiserver, which builds it from `admission/v1.AdmissionRequest`
+    /// through JSON with `omitempty`, an empty `name`, `namespace`,
+    /// `subResource`, `requestSubResource`, `userInfo.username`, `uid`,
+    /// `groups` or `extra` is absent, not `''`: `request.name == ''` is a
+    /// "no such key" error there, so policies write `request.?name`
+    /// (verified with e2e/oracle on v1.37.2). `uid` is kept: a webhook always
+    /// has one (kube-apiserver's own policies see none).
     pub fn to_cel(&self) -> Value {
         let mut m: HashMap<Key, Value> = HashMap::with_capacity(16);
         let put = |m: &mut HashMap<Key, Value>, k: &str, v: Value| {
             m.insert(Key::String(Arc::new(k.to_string())), v);
         };
+        let put_nonempty = |m: &mut HashMap<Key, Value>, k: &str, v: &str| {
+            if !v.is_empty() {
+                m.insert(Key::String(Arc::new(k.to_string())), string(v));
+            }
+        };
         put(&mut m, "uid", string(&self.uid));
         put(&mut m, "kind", gvk(&self.kind));
         put(&mut m, "resource", gvr(&self.resource));
-        put(
+        put_nonempty(
             &mut m,
             "subResource",
-            string(self.sub_resource.as_deref().unwrap_or("")),
+            self.sub_resource.as_deref().unwrap_or(""),
         );
         put(
             &mut m,
@@ -90,32 +102,25 @@ impl Request {
             "requestResource",
             gvr(self.request_resource.as_ref().unwrap_or(&self.resource)),
         );
-        put(
+        put_nonempty(
             &mut m,
             "requestSubResource",
-            string(
-                self.request_sub_resource
-                    .as_deref()
-                    .or(self.sub_resource.as_deref())
-                    .unwrap_or(""),
-            ),
+            self.request_sub_resource
+                .as_deref()
+                .or(self.sub_resource.as_deref())
+                .unwrap_or(""),
         );
-        put(&mut m, "name", string(&self.name));
-        put(&mut m, "namespace", string(self.namespace_str()));
+        put_nonempty(&mut m, "name", &self.name);
+        put_nonempty(&mut m, "namespace", self.namespace_str());
         put(&mut m, "operation", string(self.operation_str()));
         let ui = &self.user_info;
         let mut user: HashMap<Key, Value> = HashMap::new();
-        user.insert(
-            key("username"),
-            string(ui.username.as_deref().unwrap_or("")),
-        );
-        user.insert(key("uid"), string(ui.uid.as_deref().unwrap_or("")));
-        user.insert(
-            key("groups"),
-            Value::List(Arc::new(
-                ui.groups.iter().flatten().map(|g| string(g)).collect(),
-            )),
-        );
+        put_nonempty(&mut user, "username", ui.username.as_deref().unwrap_or(""));
+        put_nonempty(&mut user, "uid", ui.uid.as_deref().unwrap_or(""));
+        let groups: Vec<Value> = ui.groups.iter().flatten().map(|g| string(g)).collect();
+        if !groups.is_empty() {
+            user.insert(key("groups"), Value::List(Arc::new(groups)));
+        }
         let extra: HashMap<Key, Value> = ui
             .extra
             .iter()
@@ -127,12 +132,14 @@ impl Request {
                 )
             })
             .collect();
-        user.insert(
-            key("extra"),
-            Value::Map(Map {
-                map: Arc::new(extra),
-            }),
-        );
+        if !extra.is_empty() {
+            user.insert(
+                key("extra"),
+                Value::Map(Map {
+                    map: Arc::new(extra),
+                }),
+            );
+        }
         put(
             &mut m,
             "userInfo",

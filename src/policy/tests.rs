@@ -355,7 +355,7 @@ fn null_object_and_old_object() {
 #[test]
 fn request_fields_and_user_info() {
     let spec = format!(
-        "{CM_RULES}  validations:\n  - expression: \"request.userInfo.username == 'alice' && 'system:authenticated' in request.userInfo.groups && request.namespace == 'team-a' && request.resource.resource == 'configmaps' && request.kind.kind == 'ConfigMap' && request.name == 'x' && !request.dryRun && request.subResource == ''\"\n"
+        "{CM_RULES}  validations:\n  - expression: \"request.userInfo.username == 'alice' && 'system:authenticated' in request.userInfo.groups && request.namespace == 'team-a' && request.resource.resource == 'configmaps' && request.kind.kind == 'ConfigMap' && request.name == 'x' && !request.dryRun && !has(request.subResource)\"\n"
     );
     let set = load(&policy("req", &spec)).expect("loads");
     let d = eval(&set, &create(cm("x", json!({}))));
