@@ -26,6 +26,10 @@ pub fn scenarios() -> Vec<(&'static str, Scenario)> {
             "gate_slow_policy_is_answered_by_its_failure_policy_before_timeout_seconds",
             gate_slow_policy,
         ),
+        (
+            "native_policies_protect_while_the_gate_is_down",
+            native_policies,
+        ),
     ]
 }
 
@@ -302,5 +306,128 @@ impl Drop for Unregister<'_> {
             "e2e-slow-gate",
             "--ignore-not-found",
         ]);
+    }
+}
+
+/// Issue 14: the policies `safety-gate manifests --native` renders, applied to
+/// kube-apiserver, keep protecting while the gate is down.
+pub fn native_policies(env: &Env) {
+    let dir = env.dir.join("native");
+    let out = std::process::Command::new(super::gate::gate_binary())
+        .args(["manifests", "--native", "--out"])
+        .arg(&dir)
+        .arg("--policies")
+        .arg(env.repo.join("policies"))
+        .output()
+        .expect("run manifests --native");
+    assert!(out.status.success(), "{out:?}");
+    let dir_arg = dir.display().to_string();
+    env.admin
+        .run(&["apply", "-f", &dir_arg])
+        .expect_ok("apply the native policies");
+    let cleanup = RemoveNative(env, dir_arg.clone());
+    env.admin
+        .run(&["create", "namespace", "native-protected"])
+        .expect_ok("create");
+    env.admin
+        .run(&[
+            "label",
+            "namespace",
+            "native-protected",
+            "safety-gate.dev/protected=true",
+        ])
+        .expect_ok("protect");
+    // The oldest bypass: the gate is down and its webhook configurations are
+    // deleted (webhooks are never called for them).
+    env.gate().stop();
+    let restart = StartAgain(env);
+    env.admin
+        .run(&[
+            "delete",
+            "validatingwebhookconfiguration,mutatingwebhookconfiguration",
+            "safety-gate",
+        ])
+        .expect_ok("delete the gate's webhook configurations");
+
+    // kube-apiserver loads policies asynchronously: wait until it enforces.
+    let out = env.eventually(
+        "the native policy denies without the webhook",
+        Duration::from_secs(30),
+        || {
+            let out = env.admin.run(&[
+                "delete",
+                "clusterrole",
+                "system:kube-controller-manager",
+                "--dry-run=server",
+            ]);
+            if out.stderr.contains("ValidatingAdmissionPolicy") {
+                Ok(out)
+            } else {
+                Err(format!("{out:?}"))
+            }
+        },
+    );
+    assert!(
+        out.stderr.contains(
+            "ValidatingAdmissionPolicy 'protect-rbac-defaults.safety-gate.dev' with binding 'protect-rbac-defaults.safety-gate.dev' denied request: ClusterRole system:kube-controller-manager is a bootstrap RBAC object"
+        ),
+        "{out:#?}"
+    );
+    let out = env
+        .admin
+        .run(&["delete", "namespace", "native-protected", "--wait=false"]);
+    out.expect_fail("protected namespace with the gate down");
+    assert!(
+        out.stderr.contains(
+            "Namespace native-protected is protected (label safety-gate.dev/protected=true)"
+        ),
+        "{out:#?}"
+    );
+    // Break-glass passes natively too, with the gate's warning (the group's
+    // RBAC binding, e2e-break-glass, is made here if incident 1 did not run).
+    env.admin.run(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-break-glass",
+        "--clusterrole=cluster-admin",
+        "--group=safety-gate:break-glass",
+    ]);
+    let out = env.admin.run(&[
+        "--as=oncall-bob",
+        "--as-group=safety-gate:break-glass",
+        "delete",
+        "namespace",
+        "native-protected",
+        "--dry-run=server",
+    ]);
+    out.expect_ok("break-glass deletes the protected namespace");
+    assert!(
+        out.warnings().iter().any(|w| w.contains(
+            "ValidatingAdmissionPolicy 'protect-namespaces.break-glass.safety-gate.dev'"
+        )),
+        "the native break-glass warning: {out:#?}"
+    );
+    drop(restart);
+    drop(cleanup);
+}
+
+/// Starts the gate again and registers it when the scenario ends, pass or fail.
+struct StartAgain<'a>(&'a Env);
+
+impl Drop for StartAgain<'_> {
+    fn drop(&mut self) {
+        self.0.gate().start_again();
+        self.0.register_gate();
+    }
+}
+
+/// Deletes the native policies when the scenario ends, pass or fail.
+struct RemoveNative<'a>(&'a Env, String);
+
+impl Drop for RemoveNative<'_> {
+    fn drop(&mut self) {
+        self.0
+            .admin
+            .run(&["delete", "-f", &self.1, "--ignore-not-found"]);
     }
 }
