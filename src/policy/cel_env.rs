@@ -19,6 +19,7 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("matches", cached_matches);
     // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs).
     ctx.add_function("size", semantics::size);
+    ctx.add_function("sum", semantics::sum);
     ctx.add_function("string", semantics::string);
     ctx.add_function("dyn", semantics::dyn_function);
     ctx.add_function(semantics::EQ, semantics::eq_function);
