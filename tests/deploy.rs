@@ -1141,3 +1141,62 @@ fn private_keys_are_never_committed() {
         ".gitignore must cover *.key"
     );
 }
+
+#[test]
+fn manifests_native_static_writes_the_manifest_based_form_kube_apiserver_loads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("static");
+    let run = binary()
+        .args(["manifests", "--native", "--out"])
+        .arg(&out)
+        .arg("--static")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let config = std::fs::read_to_string(out.join("admission-configuration.yaml")).unwrap();
+    assert!(config.contains("kind: ValidatingAdmissionPolicyConfiguration"));
+    assert!(config.contains(&format!(
+        "staticManifestsDir: {}",
+        out.join("validating-policies").display()
+    )));
+    let policies = out.join("validating-policies");
+    let mut names = Vec::new();
+    for entry in std::fs::read_dir(&policies).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // kube-apiserver refuses a directory with a comment-only document.
+        assert!(!text.trim_start().starts_with("---"), "{}", path.display());
+        for doc in parse_stream(&path, &text) {
+            let name = doc["metadata"]["name"].as_str().unwrap().to_string();
+            assert!(name.ends_with(".static.k8s.io"), "{name}");
+            if doc["kind"] == "ValidatingAdmissionPolicyBinding" {
+                assert!(
+                    doc["spec"]["policyName"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with(".static.k8s.io")
+                );
+            }
+            names.push(name);
+        }
+    }
+    assert!(
+        names.contains(&"protect-safety-gate-admission.safety-gate.static.k8s.io".to_string()),
+        "{names:?}"
+    );
+    assert!(names.contains(&"protect-rbac-defaults.safety-gate.static.k8s.io".to_string()));
+    // kube-apiserver needs an absolute staticManifestsDir.
+    let run = binary()
+        .args(["manifests", "--native", "--out"])
+        .arg(&out)
+        .args(["--static", "relative/dir"])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("absolute"));
+}

@@ -70,6 +70,15 @@ pub struct ManifestsArgs {
     /// With --native: exit 1 when some policy cannot be rendered.
     #[arg(long, requires = "native")]
     pub strict: bool,
+
+    /// With --native and --out: the manifest-based form (KEP-5793) that kube-apiserver
+    /// loads from files at start-up, for installation at the absolute path DIR on the
+    /// control-plane nodes: DIR/validating-policies/ (the policies, plus one that keeps
+    /// the gate's webhook configurations and native policies from being deleted or
+    /// weakened) and DIR/admission-configuration.yaml (pass it with
+    /// --admission-control-config-file).
+    #[arg(long = "static", value_name = "DIR", requires_all = ["native", "out"])]
+    pub static_dir: Option<PathBuf>,
 }
 
 pub fn run(args: &ManifestsArgs) -> u8 {
@@ -157,6 +166,37 @@ fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
             for r in &render.rendered {
                 print!("{}", r.yaml);
             }
+        }
+        Some(dir) if args.static_dir.is_some() => {
+            let install = args.static_dir.as_deref().unwrap_or(dir);
+            let files = match deploy::native_static::render_static(&render, install) {
+                Ok(files) => files,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+            for f in &files {
+                let path = dir.join(&f.path);
+                let written = path
+                    .parent()
+                    .map_or(Ok(()), std::fs::create_dir_all)
+                    .and_then(|()| std::fs::write(&path, &f.text));
+                if let Err(e) = written {
+                    eprintln!("error: cannot write {}: {e}", path.display());
+                    return EXIT_USAGE;
+                }
+                println!("wrote {}", path.display());
+            }
+            eprintln!(
+                "copy {} to {} on every control-plane node and start kube-apiserver with \
+                 --admission-control-config-file={}",
+                dir.display(),
+                install.display(),
+                install
+                    .join(deploy::native_static::ADMISSION_CONFIGURATION_FILE)
+                    .display()
+            );
         }
         Some(dir) => {
             if let Err(e) = std::fs::create_dir_all(dir) {

@@ -15,6 +15,7 @@
 //! - small timeouts (see [`VALIDATE_FAIL_CLOSED_TIMEOUT_SECONDS`]).
 
 pub mod native;
+pub mod native_static;
 pub mod rules;
 
 use crate::policy::{FailurePolicy, Policy, PolicySet};

@@ -313,6 +313,16 @@ impl ControlPlane {
         self.wait_ready(START_DEADLINE);
     }
 
+    /// Restarts kube-apiserver with `extra` flags added for good (a crash-like
+    /// stop: SIGTERM, SIGKILL after 1 s) and waits for `/readyz`.
+    pub fn restart_apiserver_with(&mut self, extra: &[String]) {
+        if let Some(mut p) = self.apiserver.take() {
+            p.stop(Duration::from_secs(1));
+        }
+        self.apiserver_args.extend_from_slice(extra);
+        self.start_apiserver();
+    }
+
     /// Stops kube-apiserver (SIGTERM, then SIGKILL after 20 s).
     pub fn stop_apiserver(&mut self) {
         if let Some(mut p) = self.apiserver.take() {

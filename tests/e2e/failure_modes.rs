@@ -431,3 +431,104 @@ impl Drop for RemoveNative<'_> {
             .run(&["delete", "-f", &self.1, "--ignore-not-found"]);
     }
 }
+
+/// Issue 14: the manifest-based form (`manifests --native --static`), loaded
+/// by kube-apiserver from files, protects the gate's own webhook
+/// configurations, which no webhook and no API-created policy can. Must stay
+/// the last scenario: kube-apiserver keeps the static policies afterwards.
+pub fn static_policies(env: &Env) {
+    let dir = env.dir.join("static");
+    let out = std::process::Command::new(super::gate::gate_binary())
+        .args(["manifests", "--native", "--out"])
+        .arg(&dir)
+        .arg("--static")
+        .arg(&dir)
+        .arg("--policies")
+        .arg(env.repo.join("policies"))
+        .output()
+        .expect("run manifests --native --static");
+    assert!(out.status.success(), "{out:?}");
+    let started = Instant::now();
+    env.control_plane().restart_apiserver_with(&[format!(
+        "--admission-control-config-file={}",
+        dir.join("admission-configuration.yaml").display()
+    )]);
+    eprintln!(
+        "kube-apiserver restarted with the static policies in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // The classic bypass is refused: the webhook configuration cannot be
+    // deleted or weakened; a new caBundle is still accepted.
+    let out = env
+        .admin
+        .run(&["delete", "validatingwebhookconfiguration", "safety-gate"]);
+    out.expect_fail("delete the gate's webhook configuration");
+    assert!(
+        out.stderr.contains(
+            "ValidatingAdmissionPolicy 'protect-safety-gate-admission.safety-gate.static.k8s.io'"
+        ) && out.stderr.contains("safety-gate:break-glass"),
+        "{out:#?}"
+    );
+    let out = env.admin.run(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "safety-gate",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"}]"#,
+    ]);
+    out.expect_fail("weaken the fail-closed webhook");
+    // The static policies are not API objects: nothing to list or delete.
+    let listed = env
+        .admin
+        .run(&["get", "validatingadmissionpolicies", "-o", "name"]);
+    assert!(!listed.stdout.contains("static.k8s.io"), "{listed:#?}");
+
+    // The break-glass group's RBAC (made by incident 1 in a full run; with
+    // the gate up, since it is a fail-closed ClusterRoleBinding create).
+    env.admin.run(&[
+        "create",
+        "clusterrolebinding",
+        "e2e-break-glass",
+        "--clusterrole=cluster-admin",
+        "--group=safety-gate:break-glass",
+    ]);
+    // With the gate down, the static form of the shipped policies denies.
+    env.gate().stop();
+    let restart = StartAgain(env);
+    let out = env.admin.run(&[
+        "delete",
+        "clusterrole",
+        "system:kube-controller-manager",
+        "--dry-run=server",
+    ]);
+    out.expect_fail("bootstrap role with the gate down");
+    assert!(
+        out.stderr.contains(
+            "ValidatingAdmissionPolicy 'protect-rbac-defaults.safety-gate.static.k8s.io'"
+        ),
+        "{out:#?}"
+    );
+
+    // Break-glass may, and the audit log says who.
+    let out = env.admin.run(&[
+        "--as=oncall-bob",
+        "--as-group=safety-gate:break-glass",
+        "delete",
+        "validatingwebhookconfiguration",
+        "safety-gate",
+        "--dry-run=server",
+    ]);
+    out.expect_ok("break-glass");
+    let events = super::kubectl::audit_events(&env.audit_log);
+    let recorded = events.iter().any(|e| {
+        e["impersonatedUser"]["username"] == "oncall-bob"
+            && e["annotations"]
+                ["protect-safety-gate-admission.safety-gate.static.k8s.io/break-glass"]
+                .as_str()
+                .is_some_and(|v| v.contains("oncall-bob"))
+    });
+    assert!(recorded, "no break-glass audit annotation");
+    drop(restart);
+}

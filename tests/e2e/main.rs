@@ -97,8 +97,13 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(incidents::scenarios());
     all.extend(cluster_commands::scenarios());
     all.extend(failure_modes::scenarios());
-    // Last: applying deploy/base replaces the gate's registration for a while.
+    // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
+    // Last: kube-apiserver keeps its static policies from here on.
+    all.push((
+        "static_policies_protect_the_gates_own_webhook_configuration",
+        failure_modes::static_policies,
+    ));
     all
 }
 
