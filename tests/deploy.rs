@@ -1200,3 +1200,66 @@ fn manifests_native_static_writes_the_manifest_based_form_kube_apiserver_loads()
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("absolute"));
 }
+
+#[test]
+fn the_native_overlay_holds_what_the_policies_render_and_builds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = binary()
+        .args(["manifests", "--native", "--out"])
+        .arg(tmp.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let committed = repo().join("deploy/native/policies");
+    let mut rendered: Vec<String> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    rendered.sort();
+    let mut present: Vec<String> = std::fs::read_dir(&committed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    present.sort();
+    assert_eq!(rendered, present);
+    for name in &rendered {
+        assert!(
+            std::fs::read_to_string(tmp.path().join(name)).unwrap()
+                == std::fs::read_to_string(committed.join(name)).unwrap(),
+            "deploy/native/policies/{name} is stale: run `safety-gate manifests --native --out deploy/native/policies`"
+        );
+    }
+    let kustomization =
+        std::fs::read_to_string(repo().join("deploy/native/kustomization.yaml")).unwrap();
+    for name in &rendered {
+        assert!(
+            kustomization.contains(&format!("policies/{name}")),
+            "{name} is not in deploy/native/kustomization.yaml"
+        );
+    }
+    if !tool(
+        "kubectl",
+        &["version", "--client"],
+        "apt-get install -y kubectl",
+    ) {
+        return;
+    }
+    let tmp = deploy_copy();
+    let built = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(tmp.path().join("deploy/native"))
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let docs = parse_stream(Path::new("native"), &String::from_utf8_lossy(&built.stdout));
+    find(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        "protect-rbac-defaults.safety-gate.dev",
+    );
+    find(&docs, "ValidatingWebhookConfiguration", "safety-gate");
+}

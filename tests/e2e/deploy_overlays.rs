@@ -72,6 +72,7 @@ fn deploy_overlays(env: &Env) {
         "cert-manager",
         "self-signed-audit",
         "self-signed",
+        "native",
     ] {
         let dir = deploy.join(overlay).display().to_string();
         let out = env.admin.run(&["apply", "--dry-run=server", "-k", &dir]);
