@@ -23,7 +23,9 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
 }
 
-/// The oracle binary, or `None` (skip) with the reason printed.
+/// The oracle binary. Without it the test fails, naming why (Go 1.26 and the
+/// Go module proxy build it): a comparison that did not run must not read as
+/// passed. `Option` so the callers stay as they are.
 pub fn oracle_binary() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("SAFETY_GATE_ORACLE") {
         let path = PathBuf::from(path);
@@ -35,11 +37,7 @@ pub fn oracle_binary() -> Option<PathBuf> {
         return Some(path);
     }
     let unavailable = |why: String| -> Option<PathBuf> {
-        if in_ci() {
-            panic!("differential: the oracle is required under CI=true: {why}");
-        }
-        println!("differential: SKIPPED: {why}");
-        None
+        panic!("differential: the oracle (kube-apiserver's own admission code) is required: {why}");
     };
     let script = manifest_dir().join("e2e/build.sh");
     let started = Instant::now();
