@@ -376,6 +376,27 @@ fn review_without_cluster_state_knows_the_namespace_name_label_and_input_namespa
     .expect("write");
     let (code, out, err) = run(&["review", &m.display().to_string(), "--policies", &p]);
     assert_eq!(code, 0, "the input's Namespace says stage=dev: {out}{err}");
+
+    // A namespace nobody knows: neither allowed nor denied, exit 3 with a hint.
+    std::fs::write(&m, cm("elsewhere")).expect("write");
+    let (code, out, err) = run(&[
+        "review",
+        &m.display().to_string(),
+        "--policies",
+        &p,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(err.contains("--live") && err.contains("--cluster"), "{err}");
+    let r: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(r[0]["decision"], "undecided", "{out}");
+    assert_eq!(r[0]["deniedBy"], serde_json::json!([]), "{out}");
+    assert_eq!(
+        r[0]["undecidedBy"],
+        serde_json::json!(["prod-configmaps"]),
+        "{out}"
+    );
 }
 
 #[test]

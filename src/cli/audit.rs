@@ -7,7 +7,7 @@ use super::live_source::LiveSource;
 use super::load_policies;
 use super::manifests::parse_text;
 use super::report::{self, Format, ObjectResult};
-use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cluster::{ClusterState, Snapshot};
 use crate::policy::documents::files_in;
@@ -87,8 +87,15 @@ pub fn run(args: &AuditArgs) -> u8 {
         }
     };
     println!("{output}");
+    let undecided = report::undecided_count(&results);
     if report::any_violation(&results) {
         EXIT_FINDINGS
+    } else if undecided > 0 {
+        eprintln!(
+            "{undecided} object(s) undecided: a policy needs cluster state (namespace labels or lookups) \
+             that was not given; add the Namespaces and looked-up objects to the snapshot, or use --cluster"
+        );
+        EXIT_UNDECIDED
     } else {
         EXIT_OK
     }

@@ -43,10 +43,13 @@ pub enum Command {
     Audit(audit::AuditArgs),
 }
 
-/// Exit codes shared by every command: 0 clean, 1 violations or failures, 2 usage or input errors.
+/// Exit codes shared by every command: 0 clean, 1 violations or failures, 2 usage or
+/// input errors, 3 (review, audit) undecided: no violation, but some object's decision
+/// needs cluster state that was not given.
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_FINDINGS: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
+pub const EXIT_UNDECIDED: u8 = 3;
 
 pub fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {

@@ -23,6 +23,11 @@ pub struct ObjectResult {
     pub allowed: bool,
     pub decision: &'static str,
     pub denied_by: Vec<String>,
+    /// Policies that would deny only because cluster state they read is
+    /// unknown here (a namespace's labels, a lookup): neither allowed nor
+    /// denied, `decision: undecided`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undecided_by: Vec<String>,
     pub policies: Vec<PolicyResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
@@ -54,6 +59,17 @@ impl ObjectResult {
                 .unwrap_or_default()
                 .to_string()
         };
+        let undecided: Vec<String> = decision
+            .policies
+            .iter()
+            .filter(|p| p.denies && p.undecided)
+            .map(|p| p.policy.clone())
+            .collect();
+        let denied: Vec<String> = decision
+            .denied_by()
+            .into_iter()
+            .filter(|p| !undecided.contains(p))
+            .collect();
         ObjectResult {
             file: location.as_ref().map(|l| l.0.clone()),
             line: location.map(|l| l.1),
@@ -64,8 +80,13 @@ impl ObjectResult {
             uid: s("/metadata/uid"),
             operation: operation.to_string(),
             allowed: decision.allowed,
-            decision: decision.verdict.as_str(),
-            denied_by: decision.denied_by(),
+            decision: if !decision.allowed && denied.is_empty() && !undecided.is_empty() {
+                UNDECIDED
+            } else {
+                decision.verdict.as_str()
+            },
+            denied_by: denied,
+            undecided_by: undecided,
             policies: decision
                 .policies
                 .iter()
@@ -99,7 +120,9 @@ impl ObjectResult {
         let mut out = Vec::new();
         for p in &self.policies {
             for m in p.messages.iter().chain(&p.errors) {
-                let level = if p.denies {
+                let level = if p.denies && self.undecided_by.contains(&p.policy) {
+                    UNDECIDED
+                } else if p.denies {
                     "deny"
                 } else if p.result == "exempted" {
                     "exempted"
@@ -146,6 +169,7 @@ pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
             _ => String::new(),
         };
         let decision = match (r.allowed, r.is_violation()) {
+            (false, false) if r.decision == UNDECIDED => paint("UNDECIDED", "35", color),
             (false, _) | (true, true) => paint("DENY", "31;1", color),
             (true, false) if !r.warnings.is_empty() => paint("WARN", "33", color),
             _ => paint("allow", "32", color),
@@ -185,14 +209,20 @@ pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
 
 pub fn summary_line(results: &[ObjectResult]) -> String {
     let denied = results.iter().filter(|r| r.is_violation()).count();
+    let undecided = undecided_count(results);
     let warned = results
         .iter()
-        .filter(|r| !r.is_violation() && !r.warnings.is_empty())
+        .filter(|r| !r.is_violation() && r.decision != UNDECIDED && !r.warnings.is_empty())
         .count();
+    let undecided_text = if undecided > 0 {
+        format!(", {undecided} undecided (cluster state needed)")
+    } else {
+        String::new()
+    };
     format!(
-        "{} object(s): {denied} would be denied, {warned} warned, {} clean",
+        "{} object(s): {denied} would be denied{undecided_text}, {warned} warned, {} clean",
         results.len(),
-        results.len() - denied - warned
+        results.len() - denied - undecided - warned
     )
 }
 
@@ -241,6 +271,7 @@ pub fn sarif(results: &[ObjectResult], policies: &PolicySet) -> String {
         for (policy, level, message) in r.findings() {
             let level = match level {
                 "deny" => serde_sarif::sarif::ResultLevel::Error,
+                UNDECIDED => serde_sarif::sarif::ResultLevel::Warning,
                 "exempted" => serde_sarif::sarif::ResultLevel::Note,
                 _ => serde_sarif::sarif::ResultLevel::Warning,
             };
@@ -402,6 +433,15 @@ pub fn policy_reports(results: &[ObjectResult]) -> String {
 }
 
 /// The verdict used for exit codes: 1 when anything would be denied.
+/// `decision` of an object no policy denies, but one would deny for lack of
+/// cluster state.
+pub const UNDECIDED: &str = "undecided";
+
+/// Objects whose decision needs cluster state that was not given.
+pub fn undecided_count(results: &[ObjectResult]) -> usize {
+    results.iter().filter(|r| r.decision == UNDECIDED).count()
+}
+
 pub fn any_violation(results: &[ObjectResult]) -> bool {
     results
         .iter()

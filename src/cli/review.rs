@@ -7,7 +7,7 @@ use super::live_source::LiveSource;
 use super::load_policies;
 use super::manifests::{Manifest, is_cluster_scoped, read_all};
 use super::report::{self, Format, ObjectResult};
-use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
 use crate::admission::apply::merge_over_live;
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};
@@ -154,8 +154,15 @@ pub fn run(args: &ReviewArgs) -> u8 {
         Format::Policyreport => String::new(),
     };
     println!("{output}");
+    let undecided = report::undecided_count(&results);
     if report::any_violation(&results) {
         EXIT_FINDINGS
+    } else if undecided > 0 {
+        eprintln!(
+            "{undecided} object(s) undecided: a policy needs cluster state (namespace labels or lookups) \
+             that was not given; pass --live DIR (a snapshot of the cluster) or --cluster"
+        );
+        EXIT_UNDECIDED
     } else {
         EXIT_OK
     }

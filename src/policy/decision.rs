@@ -96,6 +96,10 @@ pub struct PolicyEvaluation {
     pub ignored_errors: Vec<String>,
     pub annotations: Vec<(String, Option<String>)>,
     pub patch_operations: Vec<PatchOperation>,
+    /// Every error came from cluster state the evaluation could not read
+    /// (a namespace's labels, a lookup): the request is undecided rather
+    /// than denied where that state is simply absent (`review` without it).
+    pub cluster_state_unknown: bool,
 }
 
 impl PolicyEvaluation {
@@ -123,6 +127,7 @@ impl PolicyEvaluation {
             ignored_errors: Vec::new(),
             annotations: Vec::new(),
             patch_operations: Vec::new(),
+            cluster_state_unknown: false,
         }
     }
 
@@ -204,6 +209,8 @@ pub struct PolicyVerdict {
     pub errors: Vec<String>,
     /// This policy denied the request (or would have, in audit mode).
     pub denies: bool,
+    /// It denied only because cluster state it needs was unknown.
+    pub undecided: bool,
 }
 
 /// The combined decision the server and every CLI command report.
@@ -388,6 +395,7 @@ impl Decision {
         decision.policies = evaluations
             .into_iter()
             .map(|e| PolicyVerdict {
+                undecided: e.cluster_state_unknown && e.failures.iter().all(|f| f.error),
                 denies: (e.deny && !e.failures.is_empty()
                     || e.failures.iter().any(|f| f.denies_regardless))
                     && e.exempted_by.is_none(),

@@ -188,10 +188,10 @@ impl PolicySet {
                 Ok(true) => true,
                 Ok(false) => false,
                 Err(e) => {
-                    evaluations.push(PolicyEvaluation::error(
-                        policy,
-                        format!("namespaceSelector: {e}"),
-                    ));
+                    let mut unknown =
+                        PolicyEvaluation::error(policy, format!("namespaceSelector: {e}"));
+                    unknown.cluster_state_unknown = true;
+                    evaluations.push(unknown);
                     continue;
                 }
             };
@@ -590,7 +590,10 @@ impl Evaluator<'_, '_> {
     /// An evaluation error: enforced like a failure under Fail, ignored under Ignore.
     fn error(&self, result: &mut PolicyEvaluation, index: usize, message: String) {
         let message = match &self.unavailable {
-            Some(u) if message.contains(u.as_str()) => u.clone(),
+            Some(u) if message.contains(u.as_str()) => {
+                result.cluster_state_unknown = true;
+                u.clone()
+            }
             _ => message,
         };
         match self.policy.failure_policy {
