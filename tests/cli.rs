@@ -360,6 +360,19 @@ fn review_without_cluster_state_knows_the_namespace_name_label_and_input_namespa
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("no ConfigMaps in prod"), "{out}");
 
+    // kube-apiserver sets kubernetes.io/metadata.name to the name, whatever a
+    // manifest says: a Namespace `dev` claiming to be `prod` is still `dev`.
+    std::fs::write(
+        &m,
+        format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: dev, labels: {{kubernetes.io/metadata.name: prod}}}}\n---\n{}",
+            cm("dev")
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run(&["review", &m.display().to_string(), "--policies", &p]);
+    assert_eq!(code, 0, "dev is not prod: {out}{err}");
+
     // A selector on another label: the Namespace in the same input is used.
     std::fs::write(
         policies.join("vap.yaml"),

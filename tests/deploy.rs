@@ -307,12 +307,32 @@ fn manifests_url_mode_points_every_webhook_at_the_url_and_refuses_what_kube_apis
     }
     assert!(paths.len() >= 3, "{paths:?}");
 
+    // A path prefix is kept, as kube-apiserver accepts one.
+    let out = binary()
+        .args([
+            "manifests",
+            "--without-ca-bundle",
+            "--url",
+            "https://gate.example:8443/prefix/",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains("url: https://gate.example:8443/prefix/validate")
+    );
+
     for bad in [
         "http://127.0.0.1:9443",
         "https://user@127.0.0.1:9443",
-        "https://127.0.0.1:9443/x",
         "https://127.0.0.1:9443?a=b",
+        "https://127.0.0.1:9443#f",
         "https://",
+        "https://10.0.0.5:abc",
+        "https://ex ample.com",
+        "https://10.0.0.5:99999",
+        "https://10.0.0.5:0",
     ] {
         let out = binary()
             .args(["manifests", "--without-ca-bundle", "--url", bad])

@@ -26,7 +26,7 @@ pub struct AuditArgs {
     /// Read the objects from the cluster (read-only).
     #[arg(long, conflicts_with = "snapshot")]
     pub cluster: bool,
-    /// Kubeconfig for --cluster (the current context is used).
+    /// Kubeconfig for --cluster (its current context); default as kubectl: $KUBECONFIG, ~/.kube/config.
     #[arg(long, requires = "cluster")]
     pub kubeconfig: Option<PathBuf>,
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]

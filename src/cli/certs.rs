@@ -165,6 +165,29 @@ fn write_atomically(path: &Path, bytes: &[u8], private: bool) -> anyhow::Result<
     Ok(())
 }
 
+/// A `--host` must be a DNS name or an IP address: a scheme, a port or a
+/// space would give a certificate name no client ever matches.
+fn check_host(host: &str) -> anyhow::Result<()> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let valid_dns = !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '*')
+        });
+    if valid_dns {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "--host {host:?} is neither an IP address nor a DNS name (give the host alone: no https://, no :port)"
+    )
+}
+
 pub fn run(args: CertsArgs) -> anyhow::Result<()> {
     let existing = args.out.join("ca.crt");
     if existing.exists() && !args.force {
@@ -173,6 +196,9 @@ pub fn run(args: CertsArgs) -> anyhow::Result<()> {
              reject the gate. Rotate as certs/README.md describes, then pass --force to replace it",
             existing.display()
         );
+    }
+    for host in &args.hosts {
+        check_host(host)?;
     }
     let mut names = service_names(&args.service, &args.namespace);
     names.extend(args.hosts.iter().cloned());
@@ -210,9 +236,18 @@ mod tests {
         assert_eq!(std::fs::read(out.join("ca.crt")).expect("ca"), first_ca);
         run(CertsArgs {
             force: true,
-            ..args
+            ..args.clone()
         })
         .expect("--force replaces it");
+        for bad in ["https://10.0.0.5", "10.0.0.5:8443", "foo bar", ""] {
+            let err = run(CertsArgs {
+                force: true,
+                hosts: vec![bad.to_string()],
+                ..args.clone()
+            })
+            .expect_err(bad);
+            assert!(err.to_string().contains("--host"), "{bad}: {err}");
+        }
         assert_ne!(std::fs::read(out.join("ca.crt")).expect("ca"), first_ca);
         let ca = std::fs::read(out.join("ca.crt")).expect("ca");
         let cert = std::fs::read(out.join("tls.crt")).expect("cert");

@@ -176,8 +176,10 @@ fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
                     return EXIT_USAGE;
                 }
             };
+            let mut written = Vec::new();
             for f in &files {
                 let path = dir.join(&f.path);
+                written.push(path.clone());
                 let written = path
                     .parent()
                     .map_or(Ok(()), std::fs::create_dir_all)
@@ -188,6 +190,7 @@ fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
                 }
                 println!("wrote {}", path.display());
             }
+            warn_stale(&dir.join(deploy::native_static::POLICIES_SUBDIR), &written);
             eprintln!(
                 "copy {} to {} on every control-plane node and start kube-apiserver with \
                  --admission-control-config-file={}",
@@ -203,6 +206,12 @@ fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
                 eprintln!("error: cannot create {}: {e}", dir.display());
                 return EXIT_USAGE;
             }
+            let written: Vec<PathBuf> = render
+                .rendered
+                .iter()
+                .map(|r| dir.join(&r.file_name))
+                .collect();
+            warn_stale(dir, &written);
             for r in &render.rendered {
                 let path = dir.join(&r.file_name);
                 if let Err(e) = std::fs::write(&path, &r.yaml) {
@@ -222,6 +231,28 @@ fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
         EXIT_FINDINGS
     } else {
         EXIT_OK
+    }
+}
+
+/// Warns about YAML files in `dir` this run did not write: kept from an
+/// earlier render (a policy since removed or renamed), `kubectl apply -f DIR`
+/// or kube-apiserver's static loader would still take them. Never deletes.
+fn warn_stale(dir: &Path, written: &[PathBuf]) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let yaml = path
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml" || e == "json");
+        if yaml && !written.contains(&path) {
+            eprintln!(
+                "warning: {} was not written by this render (a policy removed or renamed?); \
+                 delete it, or kubectl apply -f / kube-apiserver will still load it",
+                path.display()
+            );
+        }
     }
 }
 

@@ -33,10 +33,11 @@ pub struct ReviewArgs {
     /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output).
     #[arg(long, conflicts_with = "cluster")]
     pub live: Option<PathBuf>,
-    /// Read live objects from the cluster (read-only; in-cluster config or --kubeconfig).
+    /// Read live objects from the cluster (read-only): --kubeconfig, $KUBECONFIG,
+    /// ~/.kube/config or the Pod's service account, as kubectl finds them.
     #[arg(long)]
     pub cluster: bool,
-    /// Kubeconfig for --cluster (the current context is used).
+    /// Kubeconfig for --cluster (its current context); default as kubectl: $KUBECONFIG, ~/.kube/config.
     #[arg(long, requires = "cluster")]
     pub kubeconfig: Option<PathBuf>,
     #[arg(long, value_enum, default_value = "apply")]
@@ -117,7 +118,21 @@ pub fn run(args: &ReviewArgs) -> u8 {
         manifests
             .iter()
             .filter(|m| m.kind() == "Namespace" && m.api_version() == "v1")
-            .map(|m| m.object.clone())
+            .map(|m| {
+                // kube-apiserver sets kubernetes.io/metadata.name to the name,
+                // whatever the manifest says (seen on 1.37.2).
+                let mut ns = m.object.clone();
+                let name = m.name().to_string();
+                if let Some(meta) = ns.get_mut("metadata").and_then(|v| v.as_object_mut()) {
+                    let labels = meta
+                        .entry("labels")
+                        .or_insert_with(|| serde_json::json!({}));
+                    if let Some(labels) = labels.as_object_mut() {
+                        labels.insert("kubernetes.io/metadata.name".into(), name.into());
+                    }
+                }
+                ns
+            })
             .collect(),
     );
     let state = WithInputNamespaces {

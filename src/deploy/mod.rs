@@ -294,27 +294,36 @@ pub struct ServiceReference {
     pub port: u16,
 }
 
-/// Checks a `--url` base the way kube-apiserver checks `clientConfig.url`
-/// (admissionregistration validation): `https` only, a host, and no user
-/// info, query or fragment; the gate appends the path itself, so the base
-/// carries none. `Err` says what is wrong.
-pub fn check_url(url: &str) -> Result<(), String> {
-    let rest = url.strip_prefix("https://").ok_or_else(|| {
-        format!("{url}: the scheme must be https (kube-apiserver calls webhooks over TLS only)")
-    })?;
-    let authority = rest.trim_end_matches('/');
-    if authority.is_empty() {
-        return Err(format!("{url}: no host"));
+/// Checks a `--url` base as kube-apiserver checks `clientConfig.url`
+/// (admissionregistration validation): an `https` URL with a host and no user
+/// info, query or fragment. A path is allowed (a gate behind a path prefix);
+/// the gate's `/validate` and `/mutate` are appended to it. A port that can
+/// never be reached (0, or not a number) is refused too. `Err` says what is
+/// wrong.
+pub fn check_url(text: &str) -> Result<(), String> {
+    let url = url::Url::parse(text).map_err(|e| format!("{text}: not a URL ({e})"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "{text}: the scheme must be https (kube-apiserver calls webhooks over TLS only)"
+        ));
     }
-    for (c, what) in [
-        ('@', "user info"),
-        ('?', "a query"),
-        ('#', "a fragment"),
-        ('/', "a path"),
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{text}: no host"));
+    }
+    if url.port() == Some(0) {
+        return Err(format!("{text}: port 0 can never be reached"));
+    }
+    for (present, what) in [
+        (
+            !url.username().is_empty() || url.password().is_some(),
+            "user info",
+        ),
+        (url.query().is_some(), "a query"),
+        (url.fragment().is_some(), "a fragment"),
     ] {
-        if authority.contains(c) {
+        if present {
             return Err(format!(
-                "{url}: kube-apiserver does not accept {what} here; give only https://host:port (the gate adds /validate and /mutate)"
+                "{text}: kube-apiserver does not accept {what} in a webhook URL"
             ));
         }
     }

@@ -40,7 +40,8 @@ pub fn render_static(render: &NativeRender, install_dir: &Path) -> Result<Vec<St
         ));
     }
     let mut files = Vec::new();
-    let mut protected: Vec<String> = vec![OBJECT_NAME.to_string()];
+    let mut protected: std::collections::BTreeSet<String> =
+        std::collections::BTreeSet::from([OBJECT_NAME.to_string()]);
     for r in &render.rendered {
         let mut yaml = format!(
             "# Rendered by `safety-gate manifests --native --static` from GatePolicy {}: loaded by\n\
@@ -50,7 +51,7 @@ pub fn render_static(render: &NativeRender, install_dir: &Path) -> Result<Vec<St
         );
         for (i, o) in r.objects.iter().enumerate() {
             if let Some(name) = o["metadata"]["name"].as_str() {
-                protected.push(name.to_string());
+                protected.insert(name.to_string());
             }
             yaml.push_str(separator(i));
             yaml.push_str(&to_yaml(&static_object(o))?);
@@ -65,6 +66,7 @@ pub fn render_static(render: &NativeRender, install_dir: &Path) -> Result<Vec<St
          # configurations and its API-applied native policies from being deleted or weakened\n\
          # (members of group safety-gate:break-glass excepted, with an audit annotation).\n",
     );
+    let protected: Vec<String> = protected.into_iter().collect();
     for (i, o) in protection(&protected).iter().enumerate() {
         yaml.push_str(separator(i));
         yaml.push_str(&to_yaml(o)?);
@@ -133,9 +135,9 @@ fn static_object(o: &Json) -> Json {
 
 /// The policy that protects `names` (webhook configurations and API-applied
 /// native policies) from DELETE and from updates that change what they
-/// enforce. A webhook configuration may still change its `caBundle` (cert
-/// rotation, cert-manager's CA injector); a policy or binding only its
-/// metadata.
+/// enforce or where they send requests. A webhook configuration may still
+/// change its `caBundle` (cert rotation, cert-manager's CA injector); a
+/// policy or binding only its metadata.
 fn protection(names: &[String]) -> Vec<Json> {
     let name = format!("{PROTECT_ADMISSION_CONFIG}{STATIC_SUFFIX}");
     let list = names
@@ -143,12 +145,16 @@ fn protection(names: &[String]) -> Vec<Json> {
         .map(|n| format!("'{n}'"))
         .collect::<Vec<_>>()
         .join(", ");
-    let enforced = "object.webhooks.map(w, dyn([w.name, w.rules, w.failurePolicy, w.namespaceSelector, \
-                    w.objectSelector, w.matchPolicy, w.timeoutSeconds, w.sideEffects, \
-                    has(w.matchConditions) ? w.matchConditions : []])) == \
-                    oldObject.webhooks.map(w, dyn([w.name, w.rules, w.failurePolicy, w.namespaceSelector, \
-                    w.objectSelector, w.matchPolicy, w.timeoutSeconds, w.sideEffects, \
-                    has(w.matchConditions) ? w.matchConditions : []]))";
+    // Everything but `clientConfig.caBundle`: redirecting the webhook
+    // (`service`, `url`) is as much a bypass as switching it to Ignore.
+    let fields = "w.name, w.rules, w.failurePolicy, w.namespaceSelector, w.objectSelector, \
+                  w.matchPolicy, w.timeoutSeconds, w.sideEffects, \
+                  has(w.matchConditions) ? w.matchConditions : [], \
+                  has(w.clientConfig.service) ? w.clientConfig.service : {}, \
+                  has(w.clientConfig.url) ? w.clientConfig.url : ''";
+    let enforced = format!(
+        "object.webhooks.map(w, dyn([{fields}])) == oldObject.webhooks.map(w, dyn([{fields}]))"
+    );
     let ask = "' This switches safety-gate\\'s protection off. If it must happen, a member of group \
                safety-gate:break-glass can do it (audited).'";
     vec![
@@ -189,7 +195,7 @@ fn protection(names: &[String]) -> Vec<Json> {
                              (request.resource.resource.endsWith('webhookconfigurations') ? {enforced} : object.spec == oldObject.spec)"
                         ),
                         "messageExpression": format!(
-                            "'this update changes what ' + variables.what + ' enforces (only a webhook\\'s caBundle may change).' + {ask}"
+                            "'this update changes what ' + variables.what + ' enforces or where it sends requests (only a webhook\\'s caBundle may change).' + {ask}"
                         ),
                         "reason": "Forbidden",
                     },

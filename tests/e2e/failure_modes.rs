@@ -479,6 +479,16 @@ pub fn static_policies(env: &Env) {
         r#"[{"op":"replace","path":"/webhooks/0/failurePolicy","value":"Ignore"}]"#,
     ]);
     out.expect_fail("weaken the fail-closed webhook");
+    // Redirecting it to a server that allows everything is as much a bypass.
+    let out = env.admin.run(&[
+        "patch",
+        "validatingwebhookconfiguration",
+        "safety-gate",
+        "--type=json",
+        "-p",
+        r#"[{"op":"replace","path":"/webhooks/0/clientConfig/url","value":"https://127.0.0.1:1/allow-everything"}]"#,
+    ]);
+    out.expect_fail("redirect the fail-closed webhook");
     // The static policies are not API objects: nothing to list or delete.
     let listed = env
         .admin
