@@ -25,8 +25,14 @@ pub struct Located {
 }
 
 impl fmt::Display for Located {
+    /// `file:line: message`; `file: message` when the problem is the whole
+    /// file (line 0: it cannot be read at all).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file.display(), self.message)
+        } else {
+            write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
+        }
     }
 }
 
