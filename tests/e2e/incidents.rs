@@ -215,6 +215,16 @@ fn incident1_break_glass(env: &Env) {
             "--group=safety-gate:break-glass",
         ])
         .expect_ok("bind the break-glass group");
+    // An ordinary user cannot claim the group: impersonation needs RBAC.
+    let out = env.alice.run(&[
+        "--as=alice",
+        "--as-group=safety-gate:break-glass",
+        "delete",
+        "clusterrole",
+        "system:heapster",
+    ]);
+    out.expect_fail("alice claiming break-glass");
+    assert!(out.stderr.contains("cannot impersonate"), "{out:#?}");
     let out = env.admin.run(&[
         "--as=oncall-bob",
         "--as-group=safety-gate:break-glass",
