@@ -33,12 +33,8 @@
 //!
 //! `DIFFERENTIAL_VERBOSE=1` prints every difference, listed or not.
 
-use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
-use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::documents::{files_in, split_documents};
+use safety_gate::policy::documents::files_in;
 use safety_gate::policy::{Decision, EvalOptions, PolicySet};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -48,7 +44,8 @@ use std::time::Instant;
 
 mod differential_support;
 use differential_support::{
-    ask_oracle, compare_answers, manifest_dir, oracle_binary, request_json, yaml_quote,
+    Case, ask_oracle, compare_answers, documents, manifest_dir, oracle_binary, request_json,
+    yaml_quote,
 };
 
 #[derive(Debug, Deserialize)]
@@ -68,78 +65,6 @@ struct Difference {
     case: Option<String>,
     class: &'static str,
     detail: String,
-}
-
-/// One PolicyTest case, as much of it as requests need.
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Case {
-    name: String,
-    #[serde(default)]
-    operation: Option<Operation>,
-    #[serde(default)]
-    user_info: Option<UserInfo>,
-    #[serde(default)]
-    object: Option<Json>,
-    #[serde(default)]
-    old_object: Option<Json>,
-    #[serde(default)]
-    request_name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    resource: Option<GroupVersionResource>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    options: Option<Json>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    expect: Json,
-}
-
-/// All YAML/JSON documents of a file, `kind: List` unwrapped.
-fn documents(path: &Path) -> Vec<Json> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
-    let mut out = Vec::new();
-    for doc in split_documents(path, &text) {
-        let value: Json = doc
-            .decode()
-            .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
-        match value {
-            Json::Null => {}
-            Json::Object(ref m) if m.get("kind").and_then(Json::as_str) == Some("List") => {
-                if let Some(Json::Array(items)) = m.get("items") {
-                    out.extend(items.iter().cloned());
-                }
-            }
-            v => out.push(v),
-        }
-    }
-    out
-}
-
-fn load_object(test_file: &Path, source: &Json) -> Json {
-    if let Some(file) = source.get("file").and_then(Json::as_str)
-        && source.as_object().is_some_and(|m| m.len() == 1)
-    {
-        let path = test_file.parent().unwrap_or(Path::new(".")).join(file);
-        let mut docs = documents(&path);
-        assert_eq!(
-            docs.len(),
-            1,
-            "differential: {}: one object",
-            path.display()
-        );
-        return docs.remove(0);
-    }
-    source.clone()
 }
 
 /// A case ready for both sides.
@@ -210,28 +135,8 @@ fn prepare_suite(file: &Path) -> Suite {
         .unwrap_or_else(|e| panic!("differential: {name}: cases: {e}"));
     let mut prepared = Vec::new();
     for (index, case) in cases.into_iter().enumerate() {
-        let spec = RequestSpec {
-            uid: case
-                .uid
-                .clone()
-                .unwrap_or_else(|| format!("policytest-{index}")),
-            operation: case.operation.clone(),
-            object: case.object.as_ref().map(|o| load_object(file, o)),
-            old_object: case.old_object.as_ref().map(|o| load_object(file, o)),
-            user_info: case.user_info.clone().unwrap_or_else(|| UserInfo {
-                username: Some("policy-test".into()),
-                groups: Some(vec!["system:authenticated".into()]),
-                ..Default::default()
-            }),
-            name: case.request_name.clone(),
-            namespace: case.namespace.clone(),
-            kind: case.kind.clone(),
-            resource: case.resource.clone(),
-            sub_resource: case.sub_resource.clone(),
-            dry_run: case.dry_run,
-            options: case.options.clone(),
-        };
-        let request = build_request(spec)
+        let request = case
+            .request(index, file)
             .unwrap_or_else(|e| panic!("differential: {name}/{}: request: {e}", case.name));
         let gate = match &gate_set {
             Err(e) => Err(e.clone()),

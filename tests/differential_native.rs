@@ -33,16 +33,14 @@
 
 mod differential_support;
 
-use differential_support::{ask_oracle, manifest_dir, oracle_binary, request_json};
-use k8s_openapi::api::authentication::v1::UserInfo;
-use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
-use safety_gate::admission::synthetic::{RequestSpec, build_request};
+use differential_support::{
+    Case, ask_oracle, documents, manifest_dir, oracle_binary, request_json,
+};
 use safety_gate::cluster::Snapshot;
 use safety_gate::deploy::native::{
     NativePolicy, break_glass_key, break_glass_name, native_name, render_native,
 };
-use safety_gate::policy::documents::{files_in, split_documents};
+use safety_gate::policy::documents::files_in;
 use safety_gate::policy::{Decision, EvalOptions, Mode, PolicySet, Stage};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
@@ -67,60 +65,6 @@ struct Difference {
     case: String,
     class: &'static str,
     detail: String,
-}
-
-#[derive(Debug, Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct Case {
-    name: String,
-    #[serde(default)]
-    operation: Option<Operation>,
-    #[serde(default)]
-    user_info: Option<UserInfo>,
-    #[serde(default)]
-    object: Option<Json>,
-    #[serde(default)]
-    old_object: Option<Json>,
-    #[serde(default)]
-    request_name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    kind: Option<GroupVersionKind>,
-    #[serde(default)]
-    resource: Option<GroupVersionResource>,
-    #[serde(default)]
-    sub_resource: Option<String>,
-    #[serde(default)]
-    dry_run: bool,
-    #[serde(default)]
-    options: Option<Json>,
-    #[serde(default)]
-    uid: Option<String>,
-    #[serde(default)]
-    mode: Option<String>,
-}
-
-fn documents(path: &Path) -> Vec<Json> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("differential-native: {}: {e}", path.display()));
-    split_documents(path, &text)
-        .into_iter()
-        .filter_map(|d| d.decode::<Json>().ok())
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn load_object(test_file: &Path, source: &Json) -> Json {
-    if let Some(file) = source.get("file").and_then(Json::as_str)
-        && source.as_object().is_some_and(|m| m.len() == 1)
-    {
-        let path = test_file.parent().unwrap_or(Path::new(".")).join(file);
-        let mut docs = documents(&path);
-        assert_eq!(docs.len(), 1, "{}: one object", path.display());
-        return docs.remove(0);
-    }
-    source.clone()
 }
 
 /// One side's answer, reduced to what both can say.
@@ -435,29 +379,10 @@ fn native_policies_decide_as_the_gate() {
                 .expect("the policy file loads");
             for (index, case) in cases.iter().enumerate() {
                 let audit_mode = case.mode.as_deref().or(suite_mode.as_deref()) == Some("Audit");
-                let user_info = case.user_info.clone().unwrap_or_else(|| UserInfo {
-                    username: Some("policy-test".into()),
-                    groups: Some(vec!["system:authenticated".into()]),
-                    ..Default::default()
-                });
-                let request = build_request(RequestSpec {
-                    uid: case
-                        .uid
-                        .clone()
-                        .unwrap_or_else(|| format!("policytest-{index}")),
-                    operation: case.operation.clone(),
-                    object: case.object.as_ref().map(|o| load_object(file, o)),
-                    old_object: case.old_object.as_ref().map(|o| load_object(file, o)),
-                    user_info: user_info.clone(),
-                    name: case.request_name.clone(),
-                    namespace: case.namespace.clone(),
-                    kind: case.kind.clone(),
-                    resource: case.resource.clone(),
-                    sub_resource: case.sub_resource.clone(),
-                    dry_run: case.dry_run,
-                    options: case.options.clone(),
-                })
-                .unwrap_or_else(|e| panic!("{suite}/{}: {e}", case.name));
+                let user_info = case.user();
+                let request = case
+                    .request(index, file)
+                    .unwrap_or_else(|e| panic!("{suite}/{}: {e}", case.name));
                 let gate = gate_set
                     .evaluate(
                         &request,

@@ -291,3 +291,122 @@ impl OracleProcess {
         assert!(status.success(), "differential: the oracle exited {status}");
     }
 }
+
+/// One PolicyTest case, as much of it as the differential tests need: the
+/// request fields `safety-gate test` reads (src/cli/test.rs), the expectation
+/// and the mode.
+#[derive(Debug, serde::Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Case {
+    pub name: String,
+    #[serde(default)]
+    pub operation: Option<kube::core::admission::Operation>,
+    #[serde(default)]
+    pub user_info: Option<k8s_openapi::api::authentication::v1::UserInfo>,
+    #[serde(default)]
+    pub object: Option<Json>,
+    #[serde(default)]
+    pub old_object: Option<Json>,
+    #[serde(default)]
+    pub request_name: Option<String>,
+    #[serde(default)]
+    pub namespace: Option<String>,
+    #[serde(default)]
+    pub kind: Option<GroupVersionKind>,
+    #[serde(default)]
+    pub resource: Option<GroupVersionResource>,
+    #[serde(default)]
+    pub sub_resource: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default)]
+    pub options: Option<Json>,
+    #[serde(default)]
+    pub uid: Option<String>,
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub expect: Json,
+}
+
+impl Case {
+    /// The case's user, or the one `safety-gate test` uses by default.
+    pub fn user(&self) -> k8s_openapi::api::authentication::v1::UserInfo {
+        self.user_info
+            .clone()
+            .unwrap_or_else(|| k8s_openapi::api::authentication::v1::UserInfo {
+                username: Some("policy-test".into()),
+                groups: Some(vec!["system:authenticated".into()]),
+                ..Default::default()
+            })
+    }
+
+    /// The request `safety-gate test` builds for case number `index` of the
+    /// PolicyTest file `file` (objects given as `{file: …}` are read next to it).
+    pub fn request(
+        &self,
+        index: usize,
+        file: &Path,
+    ) -> Result<safety_gate::policy::Request, String> {
+        safety_gate::admission::synthetic::build_request(
+            safety_gate::admission::synthetic::RequestSpec {
+                uid: self
+                    .uid
+                    .clone()
+                    .unwrap_or_else(|| format!("policytest-{index}")),
+                operation: self.operation.clone(),
+                object: self.object.as_ref().map(|o| load_object(file, o)),
+                old_object: self.old_object.as_ref().map(|o| load_object(file, o)),
+                user_info: self.user(),
+                name: self.request_name.clone(),
+                namespace: self.namespace.clone(),
+                kind: self.kind.clone(),
+                resource: self.resource.clone(),
+                sub_resource: self.sub_resource.clone(),
+                dry_run: self.dry_run,
+                options: self.options.clone(),
+            },
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// Every object in a YAML file, `kind: List` items unwrapped.
+pub fn documents(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
+    let mut out = Vec::new();
+    for doc in safety_gate::policy::documents::split_documents(path, &text) {
+        let value: Json = doc
+            .decode()
+            .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
+        match value {
+            Json::Null => {}
+            Json::Object(ref m) if m.get("kind").and_then(Json::as_str) == Some("List") => {
+                if let Some(Json::Array(items)) = m.get("items") {
+                    out.extend(items.iter().cloned());
+                }
+            }
+            v => out.push(v),
+        }
+    }
+    out
+}
+
+/// A case's object: inline, or `{file: path}` relative to the PolicyTest file.
+pub fn load_object(test_file: &Path, source: &Json) -> Json {
+    if let Some(file) = source.get("file").and_then(Json::as_str)
+        && source.as_object().is_some_and(|m| m.len() == 1)
+    {
+        let path = test_file.parent().unwrap_or(Path::new(".")).join(file);
+        let mut docs = documents(&path);
+        assert_eq!(
+            docs.len(),
+            1,
+            "differential: {}: one object",
+            path.display()
+        );
+        return docs.remove(0);
+    }
+    source.clone()
+}
