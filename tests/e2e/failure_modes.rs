@@ -270,9 +270,12 @@ fn gate_slow_policy(env: &Env) {
             && out.stderr.contains("deadline"),
         "the gate answered, not kube-apiserver's timeout: {out:#?}"
     );
+    // The denial itself proves the gate answered: at kube-apiserver's timeout
+    // the webhook's Ignore would have let the ConfigMap through. The time,
+    // which includes kubectl's own start, only has to be near the 3 s.
     assert!(
-        took < Duration::from_secs(3),
-        "answered after {took:?}, past timeoutSeconds 3"
+        took < Duration::from_secs(5),
+        "answered after {took:?}, long past timeoutSeconds 3"
     );
     let (_, metrics) = super::gate::http_get(slow.admin_port, "/metrics").expect("metrics");
     assert!(
