@@ -44,8 +44,8 @@ use std::time::Instant;
 
 mod differential_support;
 use differential_support::{
-    Case, ask_oracle, compare_answers, documents, manifest_dir, oracle_binary, request_json,
-    yaml_quote,
+    Case, ask_oracle, assert_reason, compare_answers, documents, manifest_dir, oracle_binary,
+    read_known, request_json, yaml_quote,
 };
 
 #[derive(Debug, Deserialize)]
@@ -188,27 +188,12 @@ fn gate_decides_as_kube_apiserver_on_the_vap_corpus() {
         return;
     };
     let known_path = manifest_dir().join("tests/differential/known-differences.yaml");
-    let known: Vec<KnownDifference> = {
-        let text = std::fs::read_to_string(&known_path)
-            .unwrap_or_else(|e| panic!("differential: {}: {e}", known_path.display()));
-        if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
-            Vec::new()
-        } else {
-            serde_saphyr::from_str(&text)
-                .unwrap_or_else(|e| panic!("differential: {}: {e}", known_path.display()))
-        }
-    };
+    let known: Vec<KnownDifference> = read_known(&known_path);
     for k in &known {
-        assert!(
-            !k.reason.trim().is_empty() && !k.reason.starts_with("FILL IN"),
-            "differential: {}: the entry for {} {:?} {} needs a reason",
-            known_path.display(),
-            k.suite,
-            k.case,
-            k.class
+        assert_reason(
+            &known_path,
+            &k.reason,
+            &format!("{} {:?} {}", k.suite, k.case, k.class),
         );
     }
 

@@ -66,7 +66,8 @@ use std::time::{Duration, Instant};
 
 mod differential_support;
 use differential_support::{
-    OracleProcess, compare_answers, manifest_dir, oracle_binary, request_json, yaml_quote,
+    OracleProcess, assert_reason, compare_answers, manifest_dir, oracle_binary, read_known,
+    request_json, yaml_quote,
 };
 
 const DEFAULT_SEED: u64 = 0x5afe_6a7e_0011_d00d;
@@ -1815,24 +1816,12 @@ impl Known {
 }
 
 fn load_known(path: &Path, templates: &[Template]) -> Vec<Known> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("differential-generated: {}: {e}", path.display()));
-    let known: Vec<Known> = if text
-        .lines()
-        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-    {
-        Vec::new()
-    } else {
-        serde_saphyr::from_str(&text)
-            .unwrap_or_else(|e| panic!("differential-generated: {}: {e}", path.display()))
-    };
+    let known: Vec<Known> = read_known(path);
     for k in &known {
-        assert!(
-            !k.reason.trim().is_empty() && !k.reason.starts_with("FILL IN"),
-            "differential-generated: {}: the entry for {} {} needs a reason",
-            path.display(),
-            k.template,
-            k.class.names()
+        assert_reason(
+            path,
+            &k.reason,
+            &format!("{} {}", k.template, k.class.names()),
         );
         assert!(
             k.template == "*" || templates.iter().any(|t| t.name == k.template),

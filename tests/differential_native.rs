@@ -34,7 +34,8 @@
 mod differential_support;
 
 use differential_support::{
-    Case, ask_oracle, documents, manifest_dir, oracle_binary, request_json,
+    Case, ask_oracle, assert_reason, documents, manifest_dir, oracle_binary, read_known,
+    request_json,
 };
 use safety_gate::cluster::Snapshot;
 use safety_gate::deploy::native::{
@@ -284,27 +285,12 @@ fn native_policies_decide_as_the_gate() {
         return;
     };
     let known_path = root.join("tests/differential/native-known-differences.yaml");
-    let known: Vec<KnownDifference> = {
-        let text = std::fs::read_to_string(&known_path).unwrap_or_default();
-        if text
-            .lines()
-            .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
-        {
-            Vec::new()
-        } else {
-            serde_saphyr::from_str(&text)
-                .unwrap_or_else(|e| panic!("{}: {e}", known_path.display()))
-        }
-    };
+    let known: Vec<KnownDifference> = read_known(&known_path);
     for k in &known {
-        assert!(
-            !k.reason.trim().is_empty() && !k.reason.starts_with("FILL IN"),
-            "{}: the entry for {} {} {:?} {} needs a reason",
-            known_path.display(),
-            k.policy,
-            k.suite,
-            k.case,
-            k.class
+        assert_reason(
+            &known_path,
+            &k.reason,
+            &format!("{} {} {:?} {}", k.policy, k.suite, k.case, k.class),
         );
     }
 

@@ -410,3 +410,27 @@ pub fn load_object(test_file: &Path, source: &Json) -> Json {
     }
     source.clone()
 }
+
+/// A list of known differences: empty when the file holds only comments,
+/// otherwise YAML; panics naming the file when it cannot be read or parsed.
+pub fn read_known<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
+    let text = std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
+    if text
+        .lines()
+        .all(|l| l.trim().is_empty() || l.trim_start().starts_with('#'))
+    {
+        return Vec::new();
+    }
+    serde_saphyr::from_str(&text)
+        .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()))
+}
+
+/// Every listed difference needs a reason a Kubernetes user would accept.
+pub fn assert_reason(path: &Path, reason: &str, entry: &str) {
+    assert!(
+        !reason.trim().is_empty() && !reason.starts_with("FILL IN"),
+        "differential: {}: the entry for {entry} needs a reason",
+        path.display()
+    );
+}

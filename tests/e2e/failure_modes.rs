@@ -312,18 +312,27 @@ impl Drop for Unregister<'_> {
     }
 }
 
-/// Issue 14: the policies `safety-gate manifests --native` renders, applied to
-/// kube-apiserver, keep protecting while the gate is down.
-pub fn native_policies(env: &Env) {
-    let dir = env.dir.join("native");
-    let out = std::process::Command::new(super::gate::gate_binary())
-        .args(["manifests", "--native", "--out"])
-        .arg(&dir)
+/// `safety-gate manifests --native --out DIR` of the shipped policies, with
+/// `--static DIR` for the manifest-based form.
+fn render_native(env: &Env, dir: &std::path::Path, static_form: bool) {
+    let mut cmd = std::process::Command::new(super::gate::gate_binary());
+    cmd.args(["manifests", "--native", "--out"]).arg(dir);
+    if static_form {
+        cmd.arg("--static").arg(dir);
+    }
+    let out = cmd
         .arg("--policies")
         .arg(env.repo.join("policies"))
         .output()
         .expect("run manifests --native");
     assert!(out.status.success(), "{out:?}");
+}
+
+/// Issue 14: the policies `safety-gate manifests --native` renders, applied to
+/// kube-apiserver, keep protecting while the gate is down.
+pub fn native_policies(env: &Env) {
+    let dir = env.dir.join("native");
+    render_native(env, &dir, false);
     let dir_arg = dir.display().to_string();
     env.admin
         .run(&["apply", "-f", &dir_arg])
@@ -441,16 +450,7 @@ impl Drop for RemoveNative<'_> {
 /// the last scenario: kube-apiserver keeps the static policies afterwards.
 pub fn static_policies(env: &Env) {
     let dir = env.dir.join("static");
-    let out = std::process::Command::new(super::gate::gate_binary())
-        .args(["manifests", "--native", "--out"])
-        .arg(&dir)
-        .arg("--static")
-        .arg(&dir)
-        .arg("--policies")
-        .arg(env.repo.join("policies"))
-        .output()
-        .expect("run manifests --native --static");
-    assert!(out.status.success(), "{out:?}");
+    render_native(env, &dir, true);
     let started = Instant::now();
     env.control_plane().restart_apiserver_with(&[format!(
         "--admission-control-config-file={}",
