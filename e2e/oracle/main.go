@@ -109,5 +109,8 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	if _, ok := probe["expression"]; ok {
 		return evalCEL(raw)
 	}
+	if _, ok := probe["environment"]; ok {
+		return describeEnvironment(raw)
+	}
 	return o.admit(raw)
 }

@@ -23,6 +23,17 @@ use std::process::ExitCode;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// The Kubernetes release (1.30 or later) whose CEL environment policies are checked
+    /// against: a function, call style or macro that kube-apiserver of that release
+    /// refuses in a new policy is refused at load.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFETY_GATE_KUBERNETES_VERSION",
+        value_name = "1.MINOR",
+        default_value_t = crate::policy::kubernetes_version::KubernetesVersion::PINNED
+    )]
+    pub kubernetes_version: crate::policy::kubernetes_version::KubernetesVersion,
 }
 
 #[derive(Debug, Subcommand)]
@@ -52,6 +63,7 @@ pub const EXIT_USAGE: u8 = 2;
 pub const EXIT_UNDECIDED: u8 = 3;
 
 pub fn run(cli: Cli) -> ExitCode {
+    crate::policy::kubernetes_version::select(cli.kubernetes_version);
     let code = match cli.command {
         Command::Serve(args) => match serve::run_blocking(args) {
             Ok(()) => EXIT_OK,

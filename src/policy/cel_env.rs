@@ -117,140 +117,18 @@ pub fn evaluate(
     .map_err(|e| e.to_string())
 }
 
-/// Function names that can be called, as the parser names them (`lists.range`
-/// for namespaced ones). Kept in step with `cel` 0.13's default context and
-/// `kube-cel` 0.8's `register_all`; `known_functions_resolve` checks every entry.
-/// kube-cel's `math.*` is left out: kube-apiserver 1.37's environment does not
-/// declare `math` ("undeclared reference to 'math'", seen with e2e/oracle), so a
-/// policy using it would load here and be refused by kube-apiserver.
-pub const FUNCTIONS: &[&str] = &[
-    // cel standard library
-    "contains",
-    "size",
-    "max",
-    "min",
-    "startsWith",
-    "endsWith",
-    "string",
-    "bytes",
-    "double",
-    "int",
-    "uint",
-    "dyn",
-    "optional.none",
-    "optional.of",
-    "optional.ofNonZeroValue",
-    "value",
-    "hasValue",
-    "or",
-    "orValue",
-    "matches",
-    "duration",
-    "timestamp",
-    "getFullYear",
-    "getMonth",
-    "getDayOfYear",
-    "getDayOfMonth",
-    "getDate",
-    "getDayOfWeek",
-    "getHours",
-    "getMinutes",
-    "getSeconds",
-    "getMilliseconds",
-    // kube-cel
-    "add",
-    "asApproximateFloat",
-    "asInteger",
-    "base64.decode",
-    "base64.encode",
-    "charAt",
-    "cidr",
-    "compareTo",
-    "containsCIDR",
-    "containsIP",
-    "distinct",
-    "family",
-    "find",
-    "findAll",
-    "first",
-    "flatten",
-    "format",
-    "format.byte",
-    "format.date",
-    "format.datetime",
-    "format.dns1035Label",
-    "format.dns1035LabelPrefix",
-    "format.dns1123Label",
-    "format.dns1123LabelPrefix",
-    "format.dns1123Subdomain",
-    "format.dns1123SubdomainPrefix",
-    "format.labelValue",
-    "format.named",
-    "format.qualifiedName",
-    "format.uri",
-    "format.uuid",
-    "getEscapedPath",
-    "getHost",
-    "getHostname",
-    "getPort",
-    "getQuery",
-    "getScheme",
-    "indexOf",
-    "ip",
-    "ip.isCanonical",
-    "isCIDR",
-    "isCIDRv4",
-    "isCIDRv6",
-    "isGlobalUnicast",
-    "isGreaterThan",
-    "isIP",
-    "isIPv4",
-    "isIPv6",
-    "isInteger",
-    "isLessThan",
-    "isLinkLocalMulticast",
-    "isLinkLocalUnicast",
-    "isLoopback",
-    "isQuantity",
-    "isSemver",
-    "isSorted",
-    "isURL",
-    "isUnspecified",
-    "join",
-    "jsonpatch.escapeKey",
-    "last",
-    "lastIndexOf",
-    "lists.range",
-    "lowerAscii",
-    "major",
-    "masked",
-    "minor",
-    "patch",
-    "prefixLength",
-    "quantity",
-    "replace",
-    "reverse",
-    "semver",
-    "sets.contains",
-    "sets.equivalent",
-    "sets.intersects",
-    "sign",
-    "slice",
-    "sort",
-    "split",
-    "strings.quote",
-    "sub",
-    "substring",
-    "sum",
-    "trim",
-    "upperAscii",
-    "url",
-    "validate",
-];
+// Function names that can be called (as the parser names them: `lists.range`
+// for namespaced ones) are the rows of `kubernetes_version::FUNCTIONS`: what
+// both `cel` 0.13 + `kube-cel` 0.8 evaluate and Kubernetes declares;
+// `known_functions_resolve` checks every row resolves here. Left out because
+// kube-apiserver 1.37 does not declare them for ValidatingAdmissionPolicy, so a
+// policy using them would load here and be refused there (seen with
+// e2e/oracle): kube-cel's `math.*`, `base64.*`, `isIPv4`/`isIPv6`/`isCIDRv4`/
+// `isCIDRv6`, and `jsonpatch.escapeKey` (MutatingAdmissionPolicy only).
 
+/// Namespaces of namespaced functions (`lists.range`).
 const NAMESPACES: &[&str] = &[
     "optional",
-    "base64",
     "format",
     "ip",
     "jsonpatch",
@@ -260,7 +138,7 @@ const NAMESPACES: &[&str] = &[
 ];
 
 pub fn is_function(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
+    super::kubernetes_version::declared(name).is_some()
 }
 
 pub fn is_namespace(name: &str) -> bool {
@@ -311,11 +189,14 @@ mod tests {
         Value::resolve(&ast, &root().new_inner_scope())
     }
 
-    /// Every name in FUNCTIONS must be registered: an unregistered name would
+    /// Every row of kubernetes_version::FUNCTIONS must be registered: an unregistered name would
     /// pass the load-time check and then fail every request.
     #[test]
     fn known_functions_resolve() {
-        for name in FUNCTIONS {
+        for name in super::super::kubernetes_version::FUNCTIONS
+            .iter()
+            .map(|d| d.name)
+        {
             let call = match name.split_once('.') {
                 Some((ns, f)) => format!("{ns}.{f}()"),
                 None => format!("{name}()"),

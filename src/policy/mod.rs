@@ -8,6 +8,7 @@ mod compile;
 mod decision;
 pub mod documents;
 mod evaluate;
+pub mod kubernetes_version;
 mod lazy;
 mod load;
 mod matching;
