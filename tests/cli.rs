@@ -124,8 +124,8 @@ fn review_reads_stdin_and_reports_sarif_and_junit() {
     assert_eq!(result["ruleId"], "no-latest-tag");
     assert_eq!(result["level"], "error");
     assert_eq!(
-        result["locations"][0]["physicalLocation"]["region"]["startLine"],
-        1
+        result["locations"][0]["physicalLocation"]["region"]["startLine"], 5,
+        "the List item's own line, not the List's"
     );
     assert_eq!(
         sarif["runs"][0]["tool"]["driver"]["rules"][0]["id"],
@@ -449,4 +449,98 @@ fn review_and_audit_refuse_empty_input_and_an_update_without_the_live_object() {
     ]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("does not exist"), "{err}");
+}
+
+/// A `kind: List` with the violating Deployment as its second item, after a
+/// ConfigMap document.
+const LIST_WITH_DENIED_SECOND_ITEM: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: first}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: c}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: web, namespace: shop}
+  spec:
+    selector: {matchLabels: {app: web}}
+    template:
+      metadata: {labels: {app: web}}
+      spec:
+        containers: [{name: web, image: 'nginx:latest'}]
+";
+
+#[test]
+fn list_items_and_later_documents_report_their_own_line_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("list.yaml");
+    std::fs::write(&m, LIST_WITH_DENIED_SECOND_ITEM).expect("write");
+    let m = m.display().to_string();
+    let policies = fixture("audit/policies");
+    let review = |format: &str| {
+        let (code, out, err) = run(&["review", &m, "--policies", &policies, "--format", format]);
+        assert_eq!(code, 1, "{out}{err}");
+        out
+    };
+    let json: serde_json::Value = serde_json::from_str(&review("json")).expect("json");
+    let lines: Vec<_> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["line"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("first".to_string(), serde_json::json!(1)),
+            ("c".to_string(), serde_json::json!(8)),
+            ("web".to_string(), serde_json::json!(11)),
+        ]
+    );
+    let sarif: serde_json::Value = serde_json::from_str(&review("sarif")).expect("sarif");
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+        11
+    );
+    assert!(review("table").contains("list.yaml:11"));
+    let (code, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &m,
+        "--policies",
+        &policies,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let audit: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(audit[0]["line"], 11, "{out}");
+
+    // An error in a later document: one line number, the file's.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: [unclosed\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["review", &bad.display().to_string()]);
+    assert_eq!(code, 2);
+    let line = err
+        .lines()
+        .find(|l| l.contains("bad.yaml"))
+        .expect("names the file");
+    assert!(line.contains("bad.yaml:10: "), "{err}");
+    assert!(
+        !line.contains("line 6"),
+        "a second, document-relative line: {err}"
+    );
 }
