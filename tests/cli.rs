@@ -91,7 +91,7 @@ fn review_table_and_exit_codes() {
             && out.contains("deployment.json:1"),
         "{out}"
     );
-    assert!(out.contains("2 object(s): 1 would be denied"), "{out}");
+    assert!(out.contains("2 objects: 1 would be denied"), "{out}");
     // Without the live object the Deployment is a CREATE, and nothing is denied.
     let (code, out, _) = run(&["review", &fixture("incident-3/manifests")]);
     assert_eq!(code, 0, "{out}");
@@ -254,7 +254,7 @@ fn audit_of_delete_only_policies_reports_nothing() {
         "policies/protect-rbac-defaults.yaml",
     ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 evaluated by a policy"), "{out}");
+    assert!(out.contains("0 matched by a policy"), "{out}");
 }
 
 #[test]
@@ -543,4 +543,109 @@ fn list_items_and_later_documents_report_their_own_line_in_every_format() {
         !line.contains("line 6"),
         "a second, document-relative line: {err}"
     );
+}
+
+#[test]
+fn messages_say_how_to_fix_and_count_in_plain_words() {
+    // Outside the repository the default `--policies policies` does not
+    // exist: say which flag or environment variable sets it.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let m = elsewhere.path().join("cm.yaml");
+    std::fs::write(&m, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect("write");
+    for args in [
+        vec!["review", "cm.yaml"],
+        vec!["audit", "--snapshot", "cm.yaml"],
+        vec!["check"],
+    ] {
+        let out = bin()
+            .args(&args)
+            .current_dir(elsewhere.path())
+            .env_remove("SAFETY_GATE_POLICIES")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--policies")
+                && err.contains("SAFETY_GATE_POLICIES")
+                && !err.contains(":0:"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // A duplicate key: no advice about options of a YAML library.
+    let dup = elsewhere.path().join("dup.yaml");
+    std::fs::write(
+        &dup,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["review", &dup.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("dup.yaml:5: duplicate mapping key: name"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Options") && !err.contains("DuplicateKeyPolicy"),
+        "{err}"
+    );
+
+    // Counts: "1 policy", and audit's numbers all count objects.
+    let (_, out, _) = run(&["check", "--policies", &fixture("audit/policies")]);
+    assert!(out.contains("1 policy loaded from"), "{out}");
+    let (_, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &fixture("audit/snapshot"),
+        "--policies",
+        &fixture("audit/policies"),
+    ]);
+    assert!(out.contains("4 objects scanned in "), "{out}");
+    assert!(out.contains("; 2 matched by a policy"), "{out}");
+    assert!(
+        out.contains("2 objects: 1 would be denied, 0 warned, 1 clean"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serve_logs_plain_text_off_a_terminal() {
+    let mut child = bin()
+        .env_remove("NO_COLOR")
+        .args([
+            "serve",
+            "--dev-cert",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut log = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.expect("utf-8 log");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening") {
+            break;
+        }
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let listening = log
+        .lines()
+        .find(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes off a terminal: {log:?}"
+    );
+    assert!(listening.contains("mode=enforce"), "{listening}");
+    assert!(listening.contains("admin=127.0.0.1:"), "{listening}");
+    assert!(!log.contains("Some("), "Rust debug formatting: {log}");
 }

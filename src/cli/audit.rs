@@ -73,8 +73,11 @@ pub fn run(args: &AuditArgs) -> u8 {
             if !out.is_empty() {
                 out.push('\n');
             }
+            // Every number counts objects: scanned, then those a policy
+            // matched, then how they fared (overall and per policy).
             out.push_str(&format!(
-                "scanned {scanned} object(s) in {:.1?}; {} evaluated by a policy\n",
+                "{} scanned in {:.1?}; {} matched by a policy\n",
+                super::count(scanned, "object", "objects"),
                 started.elapsed(),
                 results.len()
             ));

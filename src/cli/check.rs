@@ -16,10 +16,7 @@ pub struct CheckArgs {
 
 pub fn run(args: &CheckArgs) -> u8 {
     if !args.policies.exists() {
-        eprintln!(
-            "error: {}: no such file or directory",
-            args.policies.display()
-        );
+        eprintln!("error: {}", super::missing_policies(&args.policies));
         return EXIT_USAGE;
     }
     match PolicySet::load_dir(&args.policies) {
@@ -45,8 +42,8 @@ pub fn run(args: &CheckArgs) -> u8 {
                 );
             }
             println!(
-                "{} policies loaded from {}, no problems",
-                set.len(),
+                "{} loaded from {}, no problems",
+                super::count(set.len(), "policy", "policies"),
                 args.policies.display()
             );
             EXIT_OK

@@ -90,8 +90,27 @@ pub(crate) fn stdout_is_color_terminal() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
 }
 
+/// The error for a policy path that does not exist: the default `policies`
+/// is relative to the working directory, so say how to point elsewhere.
+pub(crate) fn missing_policies(dir: &std::path::Path) -> String {
+    format!(
+        "no policies at {}: no such file or directory (set the policy directory or file with \
+         --policies PATH or the SAFETY_GATE_POLICIES environment variable)",
+        dir.display()
+    )
+}
+
+/// `1 policy`, `2 policies`: a count with its noun.
+pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
+    format!("{n} {}", if n == 1 { singular } else { plural })
+}
+
 /// Loads the policy set for `review` and `audit`, printing every problem.
 pub(crate) fn load_policies(dir: &std::path::Path) -> Option<crate::policy::PolicySet> {
+    if !dir.exists() {
+        eprintln!("error: {}", missing_policies(dir));
+        return None;
+    }
     match crate::policy::PolicySet::load_dir(dir) {
         Ok(p) => Some(p),
         Err(e) => {

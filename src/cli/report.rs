@@ -220,8 +220,8 @@ pub fn summary_line(results: &[ObjectResult]) -> String {
         String::new()
     };
     format!(
-        "{} object(s): {denied} would be denied{undecided_text}, {warned} warned, {} clean",
-        results.len(),
+        "{}: {denied} would be denied{undecided_text}, {warned} warned, {} clean",
+        super::count(results.len(), "object", "objects"),
         results.len() - denied - undecided - warned
     )
 }

@@ -222,6 +222,11 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
     let first = first.strip_prefix("error:").map(str::trim).unwrap_or(first);
     // Drop a trailing " at line X, column Y" that duplicates our own location.
     let first = first.rfind(" at line ").map_or(first, |i| &first[..i]);
+    // The YAML library suggests one of its own options; users cannot set it,
+    // and kube-apiserver refuses duplicate keys too.
+    let first = first
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(first);
     // A leading "line L column C: " counts lines inside the document, not the
     // file: beside our own file:line it would be a second, different number.
     match document_position(first) {
