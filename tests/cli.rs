@@ -649,3 +649,89 @@ fn serve_logs_plain_text_off_a_terminal() {
     assert!(listening.contains("admin=127.0.0.1:"), "{listening}");
     assert!(!log.contains("Some("), "Rust debug formatting: {log}");
 }
+
+/// The incident-3 review (one denial with a long message) from its fixture
+/// folder, so locations are short as in a repository; `env` adds variables.
+fn incident_3_table(format: &str, env: &[(&str, &str)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = bin();
+    cmd.current_dir(root.join("tests/fixtures/incident-3"))
+        .env_remove("NO_COLOR")
+        .env_remove("COLUMNS")
+        .env_remove("CLICOLOR_FORCE")
+        .args(["review", "manifests", "--live", "live", "--format", format])
+        .arg("--policies")
+        .arg(root.join("policies"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn strip_ansi(text: &str) -> String {
+    regex::Regex::new("\x1b\\[[0-9;]*m")
+        .expect("regex")
+        .replace_all(text, "")
+        .into_owned()
+}
+
+#[test]
+fn table_fits_the_terminal_and_colour_does_not_shift_columns() {
+    let message_start = "Deployment english/english-grammar-web: spec.selector is immutable";
+    let coloured = incident_3_table("table", &[("COLUMNS", "120"), ("CLICOLOR_FORCE", "1")]);
+    assert!(coloured.contains('\x1b'), "colour is on: {coloured}");
+    let plain = strip_ansi(&coloured);
+    let lines: Vec<&str> = plain.lines().collect();
+    let table: Vec<&&str> = lines.iter().take_while(|l| !l.is_empty()).collect();
+    assert!(table.iter().all(|l| l.chars().count() <= 120), "{plain}");
+    let header = lines[0];
+    let row = lines[1];
+    assert!(
+        header.starts_with("LOCATION") && row.starts_with("manifests/deployment.json:1"),
+        "{plain}"
+    );
+    for (column, cell) in [
+        ("DECISION", "DENY"),
+        ("POLICIES", "immutable-fields"),
+        ("OBJECT", "Deployment/"),
+    ] {
+        assert_eq!(
+            header.find(column),
+            row.find(cell),
+            "{column} and {cell} line up:\n{plain}"
+        );
+    }
+    assert_eq!(
+        lines[2], "",
+        "one line per object, then the messages: {plain}"
+    );
+    // The full message, unbroken, below the table.
+    let message_line = lines
+        .iter()
+        .find(|l| l.contains(message_start))
+        .unwrap_or_else(|| panic!("{plain}"));
+    assert!(
+        message_line.contains("immutable-fields")
+            && message_line.contains("(its Pods are replaced)."),
+        "{plain}"
+    );
+
+    // Off a terminal: still short rows, messages below.
+    let piped = incident_3_table("table", &[]);
+    assert!(!piped.contains('\x1b'));
+    let table_rows: Vec<&str> = piped.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(table_rows.len(), 2, "{piped}");
+    assert!(table_rows.iter().all(|l| l.len() < 150), "{piped}");
+
+    // -o wide: the message in its own column, fitted to the width.
+    let wide = strip_ansi(&incident_3_table(
+        "wide",
+        &[("COLUMNS", "120"), ("CLICOLOR_FORCE", "1")],
+    ));
+    assert!(wide.lines().all(|l| l.chars().count() <= 120), "{wide}");
+    let header = wide.lines().next().expect("header");
+    assert!(header.contains("MESSAGE"), "{wide}");
+    assert!(wide.contains("spec.selector is immutable"), "{wide}");
+}

@@ -69,7 +69,12 @@ pub fn run(args: &AuditArgs) -> u8 {
         Format::Json => report::json(&results),
         Format::Policyreport => report::policy_reports(&results),
         _ => {
-            let mut out = report::table(&results, false);
+            let style = if args.format == Format::Wide {
+                report::TableStyle::Wide
+            } else {
+                report::TableStyle::Plain
+            };
+            let mut out = report::table(&results, false, style);
             if !out.is_empty() {
                 out.push('\n');
             }

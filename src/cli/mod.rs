@@ -76,7 +76,7 @@ pub fn run(cli: Cli) -> ExitCode {
     ExitCode::from(code)
 }
 
-/// Colour only on a terminal, and never when NO_COLOR is set.
+/// Colour only where [`stdout_is_color_terminal`] says so.
 pub(crate) fn paint(text: &str, ansi: &str, enabled: bool) -> String {
     if enabled {
         format!("\x1b[{ansi}m{text}\x1b[0m")
@@ -85,9 +85,12 @@ pub(crate) fn paint(text: &str, ansi: &str, enabled: bool) -> String {
     }
 }
 
+/// Colour on a terminal, or wherever `CLICOLOR_FORCE` is set to anything but
+/// `0` (CI logs that render colour); never when `NO_COLOR` is set.
 pub(crate) fn stdout_is_color_terminal() -> bool {
     use std::io::IsTerminal;
-    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+    let forced = std::env::var_os("CLICOLOR_FORCE").is_some_and(|v| !v.is_empty() && v != "0");
+    (forced || std::io::stdout().is_terminal()) && std::env::var_os("NO_COLOR").is_none()
 }
 
 /// The error for a policy path that does not exist: the default `policies`

@@ -155,8 +155,13 @@ pub fn run(args: &ReviewArgs) -> u8 {
         }
     }
     let output = match args.format {
-        Format::Table => {
-            let table = report::table(&results, args.show_passing);
+        Format::Table | Format::Wide => {
+            let style = if args.format == Format::Wide {
+                report::TableStyle::Wide
+            } else {
+                report::TableStyle::Plain
+            };
+            let table = report::table(&results, args.show_passing, style);
             format!(
                 "{table}{}{}",
                 if table.is_empty() { "" } else { "\n" },
