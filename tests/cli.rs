@@ -735,3 +735,224 @@ fn table_fits_the_terminal_and_colour_does_not_shift_columns() {
     assert!(header.contains("MESSAGE"), "{wide}");
     assert!(wide.contains("spec.selector is immutable"), "{wide}");
 }
+
+/// Every subcommand of the real command line.
+fn subcommands() -> Vec<clap::Command> {
+    use clap::CommandFactory;
+    safety_gate::cli::Cli::command()
+        .get_subcommands()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_flag_has_help_and_every_help_lists_the_exit_codes() {
+    use clap::CommandFactory;
+    let mut missing = Vec::new();
+    for sub in subcommands() {
+        for arg in sub.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{} --{id}", sub.get_name()));
+            }
+        }
+        let (code, out, _) = run(&[sub.get_name(), "--help"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("Exit codes: 0"),
+            "{} --help: {out}",
+            sub.get_name()
+        );
+    }
+    assert!(missing.is_empty(), "flags without help text: {missing:?}");
+    let top = safety_gate::cli::Cli::command()
+        .render_long_help()
+        .to_string();
+    assert!(
+        top.contains("Exit codes") && top.contains("3 review/audit undecided"),
+        "{top}"
+    );
+}
+
+#[test]
+fn each_subcommand_offers_only_the_output_formats_it_writes() {
+    let policies = fixture("audit/policies");
+    let snapshot = fixture("audit/snapshot");
+    let mut checked = 0;
+    for sub in subcommands() {
+        let Some(output) = sub.get_arguments().find(|a| a.get_id() == "format") else {
+            continue;
+        };
+        assert_eq!(output.get_short(), Some('o'), "{} -o", sub.get_name());
+        for value in output.get_possible_values() {
+            let value = value.get_name();
+            let args: Vec<&str> = match sub.get_name() {
+                "review" => vec![
+                    "review",
+                    "-f",
+                    &snapshot,
+                    "--policies",
+                    &policies,
+                    "-o",
+                    value,
+                ],
+                "audit" => vec![
+                    "audit",
+                    "-f",
+                    &snapshot,
+                    "--policies",
+                    &policies,
+                    "-o",
+                    value,
+                ],
+                other => panic!("{other} has -o: add it here"),
+            };
+            let (code, out, err) = run(&args);
+            assert_eq!(code, 1, "{args:?} is listed, so it must work: {err}");
+            assert!(!out.trim().is_empty(), "{args:?}");
+            checked += 1;
+        }
+        // The old flag name still works.
+        let (code, _, err) = run(&[
+            sub.get_name(),
+            "-f",
+            &snapshot,
+            "--policies",
+            &policies,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 1, "{err}");
+    }
+    assert_eq!(
+        checked, 11,
+        "review: table wide json yaml sarif junit; audit: table wide json yaml policyreport"
+    );
+    let (_, review_help, _) = run(&["review", "--help"]);
+    assert!(!review_help.contains("policyreport"), "{review_help}");
+    let (_, audit_help, _) = run(&["audit", "--help"]);
+    assert!(
+        !audit_help.contains("sarif") && !audit_help.contains("junit"),
+        "{audit_help}"
+    );
+    // yaml is the json, as YAML.
+    let (_, y, _) = run(&[
+        "review",
+        "-f",
+        &snapshot,
+        "--policies",
+        &policies,
+        "-o",
+        "yaml",
+    ]);
+    let y: serde_json::Value = serde_saphyr::from_str(&y).expect("yaml");
+    let (_, j, _) = run(&[
+        "review",
+        "-f",
+        &snapshot,
+        "--policies",
+        &policies,
+        "-o",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(y, j);
+}
+
+/// Runs the binary with `input` on stdin.
+fn run_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = bin()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
+        .expect("writes");
+    let out = child.wait_with_output().expect("waits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kubectl_habits_dash_f_and_dash_for_stdin_everywhere() {
+    let policies = fixture("audit/policies");
+    let workloads =
+        std::fs::read_to_string(fixture("audit/snapshot/workloads.yaml")).expect("fixture");
+    // review -f FILE (repeatable) and -f -.
+    let (code, out, err) = run(&[
+        "review",
+        "-f",
+        &fixture("audit/snapshot/workloads.yaml"),
+        "-f",
+        &fixture("audit/snapshot/configmap.json"),
+        "--policies",
+        &policies,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let (code, out, _) = run_stdin(&["review", "-f", "-", "--policies", &policies], &workloads);
+    assert_eq!(code, 1);
+    assert!(out.contains("-:5"), "stdin is named '-': {out}");
+    // audit --snapshot - and audit -f FILE.
+    let (code, out, err) = run_stdin(
+        &[
+            "audit",
+            "--snapshot",
+            "-",
+            "--policies",
+            &policies,
+            "-o",
+            "json",
+        ],
+        &workloads,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")[0]["file"],
+        "-"
+    );
+    // check FILE and check -.
+    let (code, out, _) = run(&["check", &policies]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1 policy loaded from tests/fixtures/audit/policies"),
+        "{out}"
+    );
+    let policy =
+        std::fs::read_to_string(fixture("audit/policies/no-latest-tag.yaml")).expect("fixture");
+    let (code, out, err) = run_stdin(&["check", "-"], &policy);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 policy loaded from -"), "{out}");
+    let (code, _, err) = run_stdin(
+        &["check", "-"],
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata: {name: x}\nspec:\n  bogus: 1\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("-:5"), "{err}");
+    // test - : a suite on stdin; its paths are relative to the working directory.
+    let suite = format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: stdin-suite}}\nspec:\n  policies: [{policies}]\n  cases:\n  - name: a pinned image is allowed\n    operation: CREATE\n    object: {{file: tests/fixtures/incident-3/manifests/deployment.json}}\n    expect: {{allowed: true}}\n"
+    );
+    let (code, out, err) = run_stdin(&["test", "-"], &suite);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("stdin-suite (-)") && out.contains("1 passed, 0 failed"),
+        "{out}"
+    );
+}

@@ -2,7 +2,7 @@
 //! directories (recursively), `-` for stdin; multi-document YAML, JSON, and
 //! `kind: List`. Every object remembers its file and line.
 
-use crate::policy::documents::{Located, split_documents};
+use crate::policy::documents::{Located, read_text, split_documents};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -49,17 +49,7 @@ impl Manifest {
 pub fn read_all(inputs: &[PathBuf]) -> Result<Vec<Manifest>, Located> {
     let mut out = Vec::new();
     for input in inputs {
-        if input.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
-                Located {
-                    file: input.clone(),
-                    line: 0,
-                    message: format!("cannot read stdin: {e}"),
-                }
-            })?;
-            parse_text(Path::new("-"), &text, &mut out)?;
-        } else if input.is_dir() {
+        if input.is_dir() {
             let files = crate::policy::documents::files_in(input).map_err(|e| Located {
                 file: input.clone(),
                 line: 0,
@@ -76,7 +66,7 @@ pub fn read_all(inputs: &[PathBuf]) -> Result<Vec<Manifest>, Located> {
 }
 
 fn read_file(file: &Path, out: &mut Vec<Manifest>) -> Result<(), Located> {
-    let text = std::fs::read_to_string(file).map_err(|e| Located {
+    let text = read_text(file).map_err(|e| Located {
         file: file.to_path_buf(),
         line: 0,
         message: format!("cannot read: {e}"),

@@ -155,12 +155,14 @@ impl ObjectResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Every output `review` and `audit` can write; each command's `-o` offers its own subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
     /// The table with one row per finding and its message.
     Wide,
     Json,
+    Yaml,
     Sarif,
     Junit,
     Policyreport,
@@ -353,6 +355,13 @@ pub fn per_policy_counts(
 
 pub fn json(results: &[ObjectResult]) -> String {
     serde_json::to_string_pretty(results).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The same fields as [`json`], as one YAML sequence.
+pub fn yaml(results: &[ObjectResult]) -> String {
+    serde_saphyr::to_string(&results)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "[]".to_string())
 }
 
 pub fn sarif(results: &[ObjectResult], policies: &PolicySet) -> String {

@@ -63,6 +63,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SAFETY_GATE_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
 
+    /// Log lines as text for people, or one JSON object per line for log pipelines.
     #[arg(
         long,
         env = "SAFETY_GATE_LOG_FORMAT",
@@ -184,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.cluster_state.is_none() && (args.kubeconfig.is_some() || in_cluster()) {
         // Watch caches for exactly the kinds the policies look up (and
         // Namespaces when selectors need them); /readyz waits for them.
-        let client = client_from(args.kubeconfig.as_deref())
+        let client = client_from(args.kubeconfig.as_deref(), None)
             .await
             .context("cannot build the Kubernetes client for lookups")?;
         let live = LiveCluster::new(client);

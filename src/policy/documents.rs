@@ -244,6 +244,28 @@ fn document_position(message: &str) -> Option<(&str, &str)> {
     (digits(line) && digits(column)).then_some((rest, column))
 }
 
+/// The path that means standard input, as in kubectl's `-f -`.
+pub const STDIN: &str = "-";
+
+/// The text of `path`, or of standard input when `path` is `-`. Standard input
+/// is read once and kept, so commands that read their input twice (audit's
+/// state pass, then its evaluation pass) see the same text both times.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    static STDIN_TEXT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    if path.as_os_str() != STDIN {
+        return std::fs::read_to_string(path);
+    }
+    STDIN_TEXT
+        .get_or_init(|| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map(|_| text)
+                .map_err(|e| format!("cannot read stdin: {e}"))
+        })
+        .clone()
+        .map_err(std::io::Error::other)
+}
+
 /// Reads every `.yaml`, `.yml` and `.json` file below `dir`, sorted by path.
 pub fn files_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();

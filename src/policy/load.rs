@@ -119,7 +119,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut documents = Vec::new();
     for file in files {
-        match std::fs::read_to_string(file) {
+        match super::documents::read_text(file) {
             Ok(text) => documents.extend(split_documents(file, &text)),
             Err(e) => errors.extend(io_error(file, &e).0),
         }
