@@ -956,3 +956,59 @@ fn kubectl_habits_dash_f_and_dash_for_stdin_everywhere() {
         "{out}"
     );
 }
+
+/// `kubectl safety-gate …`: kubectl runs `kubectl-safety_gate` from PATH
+/// (dashes in the command become underscores in the file name).
+#[test]
+fn runs_as_a_kubectl_plugin() {
+    let kubectl = Path::new("/usr/bin/kubectl");
+    assert!(
+        kubectl.exists(),
+        "kubectl is needed: apt-get install -y kubectl"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_safety-gate"),
+        dir.path().join("kubectl-safety_gate"),
+    )
+    .expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(kubectl)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PATH", &path)
+        .env("NO_COLOR", "1")
+        .args([
+            "safety-gate",
+            "review",
+            "-f",
+            &fixture("audit/snapshot/workloads.yaml"),
+            "--policies",
+            &fixture("audit/policies"),
+        ])
+        .output()
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the plugin's exit code: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("no-latest-tag") && stdout.contains("1 would be denied"),
+        "{stdout}"
+    );
+    let listed = Command::new(kubectl)
+        .env("PATH", &path)
+        .args(["plugin", "list"])
+        .output()
+        .expect("kubectl plugin list");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("kubectl-safety_gate"),
+        "{listed:?}"
+    );
+}
