@@ -591,6 +591,19 @@ fn messages_say_how_to_fix_and_count_in_plain_words() {
         "{err}"
     );
 
+    // A failed PolicyTest expectation in plain words, not Rust's `Some(…)`/`None`.
+    let suite = format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: wrong-code}}\nspec:\n  policies: [{}]\n  cases:\n  - name: expects a denial\n    object: {{file: tests/fixtures/incident-3/manifests/deployment.json}}\n    expect: {{code: 403}}\n",
+        fixture("audit/policies")
+    );
+    let (code, out, _) = run_stdin(&["test", "-"], &suite);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("expected code 403, got none (allowed)"),
+        "{out}"
+    );
+    assert!(!out.contains("Some(") && !out.contains("None"), "{out}");
+
     // Counts: "1 policy", and audit's numbers all count objects.
     let (_, out, _) = run(&["check", "--policies", &fixture("audit/policies")]);
     assert!(out.contains("1 policy loaded from"), "{out}");
@@ -945,6 +958,26 @@ fn kubectl_habits_dash_f_and_dash_for_stdin_everywhere() {
     );
     assert_eq!(code, 1);
     assert!(err.contains("-:5"), "{err}");
+    // review --live - : the live objects on stdin make the Deployment an UPDATE.
+    let live =
+        std::fs::read_to_string(fixture("incident-3/live/deployments.json")).expect("fixture");
+    let (code, out, err) = run_stdin(
+        &[
+            "review",
+            "-f",
+            &fixture("incident-3/manifests/deployment.json"),
+            "--live",
+            "-",
+            "-o",
+            "json",
+        ],
+        &live,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")[0]["operation"],
+        "UPDATE"
+    );
     // test - : a suite on stdin; its paths are relative to the working directory.
     let suite = format!(
         "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: stdin-suite}}\nspec:\n  policies: [{policies}]\n  cases:\n  - name: a pinned image is allowed\n    operation: CREATE\n    object: {{file: tests/fixtures/incident-3/manifests/deployment.json}}\n    expect: {{allowed: true}}\n"

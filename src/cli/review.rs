@@ -61,7 +61,8 @@ pub struct ReviewArgs {
     /// A manifest file or directory, as `kubectl apply -f` (repeatable); `-` reads stdin.
     #[arg(short = 'f', long = "filename", value_name = "FILE")]
     pub filename: Vec<PathBuf>,
-    /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output).
+    /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output);
+    /// `-` reads stdin.
     #[arg(long, conflicts_with = "cluster")]
     pub live: Option<PathBuf>,
     /// Read live objects from the cluster (read-only): --kubeconfig, $KUBECONFIG,
