@@ -228,6 +228,18 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// The README's background servers, stopped even when an assertion fails.
+struct Servers(Vec<Child>);
+
+impl Drop for Servers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 fn wait_until_listening(child: &mut Child, command: &str) {
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = std::io::BufReader::new(stderr).lines();
@@ -259,7 +271,7 @@ fn every_readme_command_runs_or_names_where_it_runs() {
         std::env::var("PATH").unwrap_or_default()
     );
     std::os::unix::fs::symlink(binary(), bin_dir.join("safety-gate")).expect("link");
-    let mut servers: Vec<Child> = Vec::new();
+    let mut servers = Servers(Vec::new());
     let mut ran = Vec::new();
     let mut elsewhere = Vec::new();
     for command in &all {
@@ -322,7 +334,7 @@ fn every_readme_command_runs_or_names_where_it_runs() {
                 .spawn()
                 .unwrap_or_else(|e| panic!("{text}: {e}"));
             wait_until_listening(&mut child, &text);
-            servers.push(child);
+            servers.0.push(child);
             ran.push(text);
             continue;
         }
@@ -355,10 +367,7 @@ fn every_readme_command_runs_or_names_where_it_runs() {
         }
         ran.push(text);
     }
-    for mut s in servers {
-        let _ = s.kill();
-        let _ = s.wait();
-    }
+    drop(servers);
     eprintln!("ran {} README commands:\n  {}", ran.len(), ran.join("\n  "));
     eprintln!("elsewhere:\n  {}", elsewhere.join("\n  "));
     assert!(ran.iter().any(|c| c.starts_with("curl")), "{ran:?}");
