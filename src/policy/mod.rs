@@ -47,6 +47,16 @@ pub enum Mode {
     Audit,
 }
 
+impl Mode {
+    /// The flag value: `enforce` or `audit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
+}
+
 /// What a failing validation of a policy does (VAP `validationActions`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Actions {
