@@ -15,7 +15,7 @@ mod differential_support;
 
 use differential_support::{assert_reason, manifest_dir, oracle_binary, read_known};
 use safety_gate::policy::kubernetes_version::{
-    self, CallStyle, FUNCTIONS, KubernetesVersion, TWO_VARIABLE_COMPREHENSIONS,
+    self, CallStyle, FUNCTIONS, KubernetesVersion, SORT_BY, TWO_VARIABLE_COMPREHENSIONS,
 };
 use serde_json::{Value as Json, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -160,6 +160,9 @@ fn the_cel_environment_of_each_release_matches_kube_apiserver() {
                         *release,
                     )
                     .is_ok());
+            let gate_accepts = gate_accepts
+                && (!m.starts_with("sortBy/")
+                    || kubernetes_version::check_declared(&SORT_BY, true, *release).is_ok());
             if !gate_accepts {
                 note(format!("kube declares macro {m}, gate refuses it"), release);
             }
@@ -180,6 +183,21 @@ fn the_cel_environment_of_each_release_matches_kube_apiserver() {
         }
     }
 
+    for release in &releases {
+        let index = (release.minor() - 30) as usize;
+        let declares_sort_by = answers[index]["macros"]
+            .as_array()
+            .expect("macros")
+            .iter()
+            .any(|m| m.as_str().is_some_and(|m| m.starts_with("sortBy/")));
+        if !declares_sort_by && kubernetes_version::check_declared(&SORT_BY, true, *release).is_ok()
+        {
+            by_kind
+                .entry("gate accepts sortBy, kube does not".to_string())
+                .or_default()
+                .push(release.minor());
+        }
+    }
     let differences: BTreeSet<String> = by_kind
         .into_iter()
         .map(|(what, minors)| format!("{what} ({})", releases_text(&minors)))

@@ -27,6 +27,7 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("min", overloads::min);
     ctx.add_function("max", overloads::max);
     ctx.add_function("sort", overloads::sort);
+    ctx.add_function("isSorted", overloads::is_sorted);
     ctx.add_function("int", overloads::int);
     ctx.add_function("uint", overloads::uint);
     ctx.add_function("split", overloads::split);
@@ -44,6 +45,12 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
         semantics::comprehension2_function,
     );
     ctx.add_function(semantics::MAP_INSERT, semantics::map_insert_function);
+    ctx.add_function(super::macros::OPT_ITEMS, super::macros::opt_items_function);
+    ctx.add_function(
+        super::macros::OPT_RESULT,
+        super::macros::opt_result_function,
+    );
+    ctx.add_function(super::macros::SORT_BY, super::macros::sort_by_function);
     ctx.add_function(
         super::quantifiers::QUANTIFIER,
         super::quantifiers::quantifier_function,
@@ -117,6 +124,7 @@ pub fn evaluate(
 ) -> Result<kube_cel::cel::Value, String> {
     let mut ast = parse(source)?;
     semantics::expand_two_variable_macros(&mut ast);
+    super::macros::expand(&mut ast);
     super::compile::rewrite_optional_selects(&mut ast);
     semantics::rewrite(&mut ast);
     let mut scope = root().new_inner_scope();

@@ -252,6 +252,7 @@ pub fn compile(
         })?;
     let mut ast = ast;
     super::semantics::expand_two_variable_macros(&mut ast);
+    super::macros::expand(&mut ast);
     let mut analysis = Analysis {
         scope,
         reads: Reads::default(),
@@ -630,6 +631,13 @@ impl Analysis<'_> {
             // Kubernetes declares `x.f()`, `f(x)` or both.
             Some(q) => {
                 if let Err(e) = kubernetes_version::check_call(q, false, version) {
+                    self.errors.push(e);
+                }
+            }
+            None if name == super::macros::SORT_BY => {
+                if let Err(e) =
+                    kubernetes_version::check_declared(&kubernetes_version::SORT_BY, true, version)
+                {
                     self.errors.push(e);
                 }
             }

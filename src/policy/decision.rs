@@ -510,7 +510,8 @@ fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
 }
 
 /// Warnings as kube-apiserver's warning recorder keeps them
-/// (`endpoints/filters/warning.go`): duplicates dropped; whole while all of
+/// (`endpoints/filters/warning.go`): duplicates, empty ones and ones with a
+/// control character dropped; whole while all of
 /// them fit in 4096 characters; once they do not, every warning is cut to 256
 /// characters and those past the budget are dropped. kube-apiserver relays a
 /// webhook's warnings through that same recorder, so cutting earlier would
@@ -518,18 +519,17 @@ fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
 #[derive(Default)]
 struct Warnings(Vec<String>, usize, bool);
 
+/// The first 256 characters, as kube-apiserver cuts (no ellipsis).
 fn cut_warning(text: &str) -> String {
-    if text.chars().count() > WARNING_MAX_CHARS {
-        let cut: String = text.chars().take(WARNING_MAX_CHARS - 3).collect();
-        format!("{cut}...")
-    } else {
-        text.to_string()
-    }
+    text.chars().take(WARNING_MAX_CHARS).collect()
 }
 
 impl Warnings {
     fn push(&mut self, text: String) {
-        if self.0.contains(&text) {
+        // kube-apiserver cannot put an empty warning or one with a control
+        // character (a tab, a newline) in a Warning header, and drops it
+        // (`net.NewWarningHeader`); the client never sees it.
+        if self.0.contains(&text) || text.is_empty() || text.chars().any(char::is_control) {
             return;
         }
         let mut text = if self.2 { cut_warning(&text) } else { text };
@@ -570,7 +570,16 @@ mod tests {
         }
         assert!(w.0.iter().map(|s| s.chars().count()).sum::<usize>() <= WARNINGS_BUDGET_CHARS);
         // Past the budget every warning is cut to 256, the first one too.
-        assert_eq!(w.0[0].chars().count(), 256);
-        assert!(w.0[0].ends_with("..."));
+        assert_eq!(
+            w.0[0],
+            "a".repeat(256),
+            "cut as kube-apiserver cuts: no ellipsis"
+        );
+        // kube-apiserver cannot send a warning with a control character: dropped.
+        let mut w = Warnings::default();
+        w.push("first line\nsecond line".into());
+        w.push("tab\there".into());
+        w.push(String::new());
+        assert!(w.0.is_empty(), "{:?}", w.0);
     }
 }

@@ -18,14 +18,20 @@ static FORMAT_X_WITH_Y: LazyLock<Expression> =
 
 /// `s.format(args)`.
 pub fn format(This(this): This<Arc<String>>, args: Value) -> ResolveResult {
+    let verbs = verbs(&this);
     let args = match args {
         Value::List(items) => Value::List(Arc::new(
             items
                 .iter()
-                .map(|v| match v {
+                .enumerate()
+                .map(|(i, v)| match v {
                     Value::List(_) | Value::Map(_) => {
                         literal(v).map(|s| Value::String(Arc::new(s)))
                     }
+                    // `%s` of a double is Go's `%g` (`0`, `1e+06`).
+                    Value::Float(d) if verbs.get(i) == Some(&'s') => Ok(Value::String(Arc::new(
+                        super::overloads::go_format_double(*d),
+                    ))),
                     other => Ok(other.clone()),
                 })
                 .collect::<Result<Vec<_>, _>>()?,
@@ -33,6 +39,28 @@ pub fn format(This(this): This<Arc<String>>, args: Value) -> ResolveResult {
         other => other,
     };
     super::overloads::kube_library_call2(&FORMAT_X_WITH_Y, Value::String(this), args)
+}
+
+/// The verb of each argument, in order: `%s`, `%.2f`, … (`%%` takes none).
+fn verbs(format: &str) -> Vec<char> {
+    let mut verbs = Vec::new();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            continue;
+        }
+        if chars.peek() == Some(&'%') {
+            chars.next();
+            continue;
+        }
+        for v in chars.by_ref() {
+            if v.is_ascii_alphabetic() {
+                verbs.push(v);
+                break;
+            }
+        }
+    }
+    verbs
 }
 
 fn format_error(what: &str) -> ExecutionError {
@@ -152,6 +180,11 @@ mod tests {
             literal(&v).expect("formats"),
             r#"[{"name":"w", "value":"line1\nline2"}, {"name":"web-1", "port":5}, [1.500000, true, null, "tab\there"]]"#
         );
+    }
+
+    #[test]
+    fn each_argument_has_its_verb() {
+        assert_eq!(verbs("%s and %.2f, 100%% %d%x"), vec!['s', 'f', 'd', 'x']);
     }
 
     #[test]

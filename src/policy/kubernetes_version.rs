@@ -162,6 +162,14 @@ pub const TWO_VARIABLE_COMPREHENSIONS: Declared = Declared {
     library: "the two-variable comprehension macros",
 };
 
+/// The `sortBy` macro of cel-go's lists extension v3.
+pub const SORT_BY: Declared = Declared {
+    name: "sortBy",
+    style: CallStyle::Member,
+    since_compatibility: 34,
+    library: "the lists extension",
+};
+
 macro_rules! declared {
     ($($name:literal $style:ident $since:expr, $library:literal;)*) => {
         &[$(Declared { name: $name, style: CallStyle::$style, since_compatibility: $since, library: $library },)*]

@@ -12,6 +12,7 @@ mod format_values;
 pub mod kubernetes_version;
 mod lazy;
 mod load;
+mod macros;
 mod matching;
 pub mod model;
 mod mutate;

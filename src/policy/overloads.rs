@@ -14,7 +14,6 @@
 //! - `string(double)` is Go's `%g` (`3e+10`, `1e-05`, `123456`);
 //! - `split('')` splits into characters, as Go's `strings.SplitN`.
 
-use kube_cel::cel::common::types::CelList;
 use kube_cel::cel::extractors::{Arguments, This};
 use kube_cel::cel::objects::Value;
 use kube_cel::cel::parser::Expression;
@@ -79,21 +78,22 @@ pub fn add_function(ftx: &FunctionContext) -> ResolveResult {
     let [a, b] = ftx.args else {
         return Err(ftx.error("expected two operands"));
     };
-    let a = Value::resolve_val(a, ftx.ptx)?;
-    let b = Value::resolve_val(b, ftx.ptx)?;
-    let a_list = a.downcast_ref::<CelList>().is_some();
-    let b_list = b.downcast_ref::<CelList>().is_some();
-    if a_list != b_list {
+    let a = Value::resolve(a, ftx.ptx)?;
+    let b = Value::resolve(b, ftx.ptx)?;
+    if matches!(a, Value::List(_)) != matches!(b, Value::List(_)) {
         return Err(ExecutionError::function_error(
             "_+_",
             "no such overload: a list adds only a list",
         ));
     }
-    let Some(adder) = a.as_adder() else {
-        return Err(ExecutionError::NoSuchOverload);
-    };
-    let sum = adder.add(b.as_ref())?;
-    Value::try_from(sum.as_ref())
+    // The interpreter's own addition of values (int overflow, string and list
+    // concatenation, durations and timestamps), which leaves bytes out.
+    match (a, b) {
+        (Value::Bytes(x), Value::Bytes(y)) => Ok(Value::Bytes(Arc::new(
+            [x.as_slice(), y.as_slice()].concat(),
+        ))),
+        (a, b) => a + b,
+    }
 }
 
 /// Which elements cel-go orders against each other: numbers across types, the
@@ -130,6 +130,23 @@ fn extremum(
         ));
     }
     kube_library_call(call, this)
+}
+
+static IS_SORTED_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.isSorted()"));
+
+/// `list.isSorted()`: elements that can be ordered (not maps, lists or null);
+/// then `kube-cel`'s.
+pub fn is_sorted(This(this): This<Value>) -> ResolveResult {
+    let Value::List(items) = &this else {
+        return Err(no_such_overload("isSorted", &this));
+    };
+    if items.iter().any(|v| order_class(v).is_none()) {
+        return Err(ExecutionError::function_error(
+            "isSorted",
+            "no such overload: isSorted of a list whose elements do not compare",
+        ));
+    }
+    kube_library_call(&IS_SORTED_OF_X, this)
 }
 
 static MIN_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.min()"));
@@ -191,7 +208,7 @@ pub fn int(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
         Value::String(s) => s
             .parse::<i64>()
             .map(Value::Int)
-            .map_err(|_| ftx.error(format!("cannot convert '{s}' to int"))),
+            .map_err(|_| ftx.error("type conversion error from 'string' to 'int'")),
         Value::Timestamp(t) => Ok(Value::Int(t.timestamp())),
         other => Err(ftx.error(format!(
             "type conversion error from '{}' to 'int'",
@@ -215,12 +232,12 @@ pub fn uint(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
         }
         // Go's ParseUint takes no sign; Rust's parse would take "+3".
         Value::String(s) if s.starts_with('+') => {
-            Err(ftx.error(format!("cannot convert '{s}' to uint")))
+            Err(ftx.error("type conversion error from 'string' to 'uint'"))
         }
         Value::String(s) => s
             .parse::<u64>()
             .map(Value::UInt)
-            .map_err(|_| ftx.error(format!("cannot convert '{s}' to uint"))),
+            .map_err(|_| ftx.error("type conversion error from 'string' to 'uint'")),
         other => Err(ftx.error(format!(
             "type conversion error from '{}' to 'uint'",
             type_name(&other)

@@ -437,7 +437,7 @@ pub fn map_insert_function(ftx: &FunctionContext) -> ResolveResult {
     Ok(Value::Map(Map { map: Arc::new(out) }))
 }
 
-fn ident_name(e: &Expression) -> Option<&str> {
+pub(super) fn ident_name(e: &Expression) -> Option<&str> {
     match &e.expr {
         Expr::Ident(n) => Some(n),
         _ => None,
@@ -446,7 +446,7 @@ fn ident_name(e: &Expression) -> Option<&str> {
 
 /// A fresh node; ids only need to be distinct from what the interpreter looks up
 /// by id (nothing in the gate does), so reuse the parent's.
-fn node(id: u64, expr: Expr) -> Expression {
+pub(super) fn node(id: u64, expr: Expr) -> Expression {
     Expression { id, expr }
 }
 
@@ -461,11 +461,11 @@ pub(super) fn call(id: u64, name: &str, args: Vec<Expression>) -> Expression {
     )
 }
 
-fn ident(id: u64, name: &str) -> Expression {
+pub(super) fn ident(id: u64, name: &str) -> Expression {
     node(id, Expr::Ident(name.to_string()))
 }
 
-fn lit_bool(id: u64, b: bool) -> Expression {
+pub(super) fn lit_bool(id: u64, b: bool) -> Expression {
     node(id, Expr::Literal(LiteralValue::Boolean(b.into())))
 }
 
@@ -479,7 +479,7 @@ pub(super) fn lit_str(id: u64, s: &str) -> Expression {
 
 /// The accumulator's name in expanded two-variable comprehensions; not a name
 /// CEL source can spell.
-const ACCU: &str = "@result";
+pub(super) const ACCU: &str = "@result";
 
 /// Expands the two-variable comprehension macros (which the `cel` 0.13 parser
 /// leaves as plain calls) into comprehension nodes with two iteration variables,
@@ -814,6 +814,17 @@ pub fn sum(This(this): This<Arc<Vec<Value>>>) -> ResolveResult {
     let Some(first) = items.next() else {
         return Ok(Value::Int(0));
     };
+    // cel-go sums int, uint, double and duration lists only ("no such
+    // overload: sum(list)" for a list of strings, even of one).
+    if !matches!(
+        first,
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) | Value::Duration(_)
+    ) {
+        return Err(ExecutionError::function_error(
+            "sum",
+            format!("no such overload: sum of a list of {}", first.type_of()),
+        ));
+    }
     let mut total = first.clone();
     for item in items {
         total = match (&total, item) {
@@ -827,6 +838,10 @@ pub fn sum(This(this): This<Arc<Vec<Value>>>) -> ResolveResult {
                 })?
             }
             (Value::Float(a), Value::Float(b)) => Value::Float(a + b),
+            (Value::Duration(a), Value::Duration(b)) => a
+                .checked_add(b)
+                .map(Value::Duration)
+                .ok_or_else(|| ExecutionError::function_error("sum", "duration overflow"))?,
             _ => {
                 return Err(ExecutionError::function_error(
                     "sum",

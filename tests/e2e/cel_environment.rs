@@ -36,6 +36,16 @@ const EXPRESSIONS: &[(&str, bool, &str)] = &[
         "sign is declared as a function",
     ),
     (
+        "[3, 1].sortBy(x, -x) == [3, 1]",
+        true,
+        "the sortBy macro of the lists extension v3",
+    ),
+    (
+        "optional.of(1).optMap(x, x + 1).value() == 2",
+        true,
+        "the optMap macro of the optional library",
+    ),
+    (
         "[1, 2].includes(1)",
         false,
         "introduced in 1.37: new policies from 1.38",
