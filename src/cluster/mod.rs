@@ -12,6 +12,7 @@ pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
 pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
 
+use crate::policy::{ParamScope, ParamSource};
 use kube_cel::cel::Value;
 use std::fmt;
 
@@ -34,7 +35,9 @@ pub struct NamespaceInfo {
     pub object: Value,
 }
 
-pub trait ClusterState: Send + Sync {
+/// Cluster state as policies read it; param objects (`paramRef`) come from the
+/// same state through [`ParamSource`].
+pub trait ClusterState: ParamSource + Send + Sync {
     /// `Ok(None)` when the namespace does not exist; `Err` when it cannot be known.
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError>;
 
@@ -50,6 +53,27 @@ pub trait ClusterState: Send + Sync {
 /// No cluster state at all: every lookup is unavailable.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoCluster;
+
+impl ParamSource for NoCluster {
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<ParamScope>, LookupError> {
+        Err(LookupError(format!(
+            "params of kind {kind} ({api_version}) are unavailable: no cluster state is configured (--cluster-state DIR)"
+        )))
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
+    }
+}
 
 impl ClusterState for NoCluster {
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {

@@ -4,6 +4,7 @@
 use super::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::documents::{Located, files_in, split_documents};
 use crate::policy::values::json_to_cel;
+use crate::policy::{ParamScope, ParamSource, guess_scope};
 use kube_cel::cel::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -219,6 +220,31 @@ fn flatten(
             1,
             "not a Kubernetes object: apiVersion, kind and metadata.name are required",
         ));
+    }
+}
+
+impl ParamSource for Snapshot {
+    /// Files cannot say whether a kind is served: every kind is, namespaced
+    /// when it is a namespaced built-in or any of its objects has a namespace.
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<ParamScope>, LookupError> {
+        let any_namespaced = self
+            .objects
+            .get(&(api_version.to_string(), kind.to_string()))
+            .is_some_and(|by_ns| by_ns.keys().any(|ns| !ns.is_empty()));
+        Ok(Some(guess_scope(api_version, kind, any_namespaced)))
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
     }
 }
 

@@ -16,6 +16,8 @@ pub enum DataRoot {
     NamespaceObject,
     /// `lookups.<name>`, by index into the policy's lookups.
     Lookup(usize),
+    /// `params`: the param object of this evaluation (null without one).
+    Params,
 }
 
 /// Which top-level names an expression may use, depending on the field it sits in.
@@ -57,7 +59,7 @@ pub struct Reads {
 impl Reads {
     fn mark(&mut self, origin: &Origin) {
         match origin.root {
-            DataRoot::Object | DataRoot::OldObject => {}
+            DataRoot::Object | DataRoot::OldObject | DataRoot::Params => {}
             DataRoot::NamespaceObject => self.namespace_object = true,
             DataRoot::Lookup(i) => {
                 if !self.lookups.contains(&i) {
@@ -504,13 +506,7 @@ impl Analysis<'_> {
                     .push("'lookups' must be used as lookups.<name>".to_string());
                 return Vec::new();
             }
-            "params" if self.scope.params => {
-                self.errors.push(
-                    "'params' is not supported by safety-gate yet (policies with paramKind cannot be loaded)"
-                        .to_string(),
-                );
-                return Vec::new();
-            }
+            "params" if self.scope.params => DataRoot::Params,
             "authorizer" if self.scope.authorizer => {
                 self.errors.push(
                     "'authorizer' is not supported by safety-gate yet (it would need SubjectAccessReviews)"
@@ -694,6 +690,7 @@ impl Analysis<'_> {
                     "object" => DataRoot::Object,
                     "oldObject" => DataRoot::OldObject,
                     "namespaceObject" => DataRoot::NamespaceObject,
+                    "params" if self.scope.params => DataRoot::Params,
                     _ => return None,
                 };
                 Some(Origin {

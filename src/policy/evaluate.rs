@@ -86,6 +86,8 @@ struct PolicyData<'a> {
     bound: &'a Bound,
     /// Null until fetched.
     lookups: Vec<Value>,
+    /// This evaluation's param object (null without one).
+    params: Value,
 }
 
 impl SizeOracle for PolicyData<'_> {
@@ -100,6 +102,9 @@ impl SizeOracle for PolicyData<'_> {
                     .get(i)
                     .and_then(|v| super::values::select_path(v, path))
                     .map(Shape::of);
+            }
+            DataRoot::Params => {
+                return super::values::select_path(&self.params, path).map(Shape::of);
             }
         };
         lazy.path(path).map(LazyValue::shape)
@@ -124,6 +129,7 @@ impl PolicyData<'_> {
         [self.bound.object().shape(), self.bound.old_object().shape()]
             .into_iter()
             .chain(self.lookups.iter().map(Shape::of))
+            .chain(std::iter::once(Shape::of(&self.params)))
     }
 }
 
@@ -195,10 +201,21 @@ impl PolicySet {
                     continue;
                 }
             };
-            if selected {
-                evaluations.push(evaluate_policy(
-                    policy, &shared, &bound, request, cluster, options,
-                ));
+            if !selected {
+                continue;
+            }
+            // One evaluation per param object, as kube-apiserver's dispatcher
+            // makes one invocation per param; none when none was found and the
+            // binding says `Allow`.
+            match super::params::collect(policy, attrs.namespace, cluster) {
+                Ok(params) => {
+                    for param in params {
+                        evaluations.push(evaluate_policy(
+                            policy, &shared, &bound, request, cluster, options, param,
+                        ));
+                    }
+                }
+                Err(e) => evaluations.push(PolicyEvaluation::config_error(policy, e)),
             }
         }
         let object_json = if options.stage == Stage::Mutate {
@@ -394,8 +411,12 @@ fn evaluate_policy(
     request: &Request,
     cluster: &dyn ClusterState,
     options: &EvalOptions,
+    params: Value,
 ) -> PolicyEvaluation {
     let mut scope = shared.new_inner_scope();
+    if policy.param_kind.is_some() {
+        scope.add_variable_from_value("params", params.clone());
+    }
     if !policy.variables.is_empty() {
         let table = VariableTable::new(policy.variables.clone(), options.deadline);
         scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
@@ -407,6 +428,7 @@ fn evaluate_policy(
         data: PolicyData {
             bound,
             lookups: vec![Value::Null; policy.lookups.len()],
+            params,
         },
         fetched: vec![false; policy.lookups.len()],
         unavailable: None,

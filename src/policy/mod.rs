@@ -13,6 +13,7 @@ mod load;
 mod matching;
 pub mod model;
 mod mutate;
+mod params;
 mod paths;
 mod request;
 mod semantics;
@@ -29,7 +30,8 @@ pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
 pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
-pub use model::{Action, FailurePolicy, LookupSpec, Reason};
+pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
+pub use params::{ParamScope, ParamSource, guess_scope};
 pub use request::Request;
 pub use validation::is_cel_identifier;
 
@@ -93,6 +95,10 @@ pub struct Policy {
     match_conditions: Vec<Named>,
     variables: std::sync::Arc<[Named]>,
     pub lookups: Vec<LookupSpec>,
+    /// VAP `spec.paramKind` (None for a GatePolicy).
+    pub param_kind: Option<ParamKind>,
+    /// The binding's `spec.paramRef`: with `param_kind`, one evaluation per selected object.
+    pub param_ref: Option<ParamRef>,
     exemptions: Vec<Named>,
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<Named>,
@@ -118,6 +124,8 @@ struct PolicyParts {
     match_conditions: Vec<Named>,
     variables: Vec<Named>,
     lookups: Vec<LookupSpec>,
+    param_kind: Option<ParamKind>,
+    param_ref: Option<ParamRef>,
     exemptions: Vec<Named>,
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<Named>,
@@ -158,6 +166,8 @@ impl Policy {
             match_conditions: p.match_conditions,
             variables: p.variables.into(),
             lookups: p.lookups,
+            param_kind: p.param_kind,
+            param_ref: p.param_ref,
             exemptions: p.exemptions,
             validations: p.validations,
             audit_annotations: p.audit_annotations,
@@ -189,7 +199,8 @@ impl Policy {
 /// What cluster state a policy set reads (see [`PolicySet::cluster_needs`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterNeeds {
-    /// (apiVersion, kind) of every looked-up kind, sorted.
+    /// (apiVersion, kind) of every looked-up kind and every param kind a
+    /// binding's `paramRef` reads, sorted.
     pub kinds: Vec<(String, String)>,
     /// Namespaces must be watched (namespaceSelector or namespaceObject).
     pub namespaces: bool,
@@ -258,8 +269,16 @@ impl PolicySet {
     pub fn cluster_needs(&self) -> ClusterNeeds {
         let mut needs = ClusterNeeds::default();
         for p in &self.policies {
-            for l in &p.lookups {
-                let kind = (l.api_version.clone(), l.kind.clone());
+            let params = match (&p.param_kind, &p.param_ref) {
+                (Some(k), Some(_)) => Some((k.api_version.clone(), k.kind.clone())),
+                _ => None,
+            };
+            for kind in p
+                .lookups
+                .iter()
+                .map(|l| (l.api_version.clone(), l.kind.clone()))
+                .chain(params)
+            {
                 if !needs.kinds.contains(&kind) {
                     needs.kinds.push(kind);
                 }

@@ -270,29 +270,7 @@ fn what_kube_apiserver_rejects_is_rejected_with_its_reason() {
 }
 
 #[test]
-fn params_authorizer_and_mutating_policies_say_they_are_not_supported_yet() {
-    let params = format!(
-        "{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: b\nspec:\n  policyName: p\n  validationActions: [Deny]\n  paramRef: {{name: limits, parameterNotFoundAction: Deny}}\n",
-        vap(
-            "p",
-            &format!(
-                "  paramKind: {{apiVersion: v1, kind: ConfigMap}}\n{CM_RULES}  validations:\n  - expression: \"params.data.x == '1'\"\n"
-            )
-        )
-    );
-    let text = error_text(&params);
-    assert!(
-        text.contains("spec.paramKind: parameters are not supported by safety-gate yet"),
-        "{text}"
-    );
-    assert!(
-        text.contains("'params' is not supported by safety-gate yet"),
-        "{text}"
-    );
-    assert!(
-        text.contains("b: spec.paramRef: parameters are not supported by safety-gate yet"),
-        "{text}"
-    );
+fn authorizer_and_mutating_policies_say_they_are_not_supported_yet() {
     let authorizer = bound(
         "p",
         "  - expression: \"authorizer.group('').resource('pods').check('get').allowed()\"\n",

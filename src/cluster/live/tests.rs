@@ -224,7 +224,10 @@ async fn lost_watch_keeps_serving_and_is_counted() {
 async fn rbac_forbidden_is_an_error_naming_the_grant() {
     let cluster = offline_cluster();
     let mut w = cluster.attach(FED, FED_KIND);
-    w.set_resource("kubefedclusters.core.kubefed.io".into());
+    w.set_resource(
+        "kubefedclusters.core.kubefed.io".into(),
+        crate::policy::ParamScope::Namespaced,
+    );
     w.record(forbidden());
     let err = cluster.list(FED, FED_KIND, None).unwrap_err();
     assert!(

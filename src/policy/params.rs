@@ -1,0 +1,221 @@
+//! Param objects: which objects a binding's `paramRef` selects for one request,
+//! exactly as kube-apiserver's `CollectParams` (admission/plugin/policy/generic,
+//! v1.37.2) selects them, and with its messages when it cannot.
+//!
+//! The engine asks a [`ParamSource`] — the same cluster state that serves
+//! `lookups` and namespace labels: live caches in `serve` and `--cluster`, a
+//! snapshot of files in `review --live`, `audit --snapshot` and PolicyTest.
+
+use super::Policy;
+use super::matching::Selector;
+use super::model::ParamKind;
+use crate::admission::synthetic::split_api_version;
+use crate::cluster::LookupError;
+use kube_cel::cel::Value;
+use kube_cel::cel::objects::{Key, Map};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// How the API server serves a param kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParamScope {
+    Namespaced,
+    Cluster,
+}
+
+/// What param lookup needs from cluster state.
+pub trait ParamSource {
+    /// How `apiVersion`/`kind` is served: `Ok(None)` when the API server does not
+    /// serve it (no CRD); `Err` when that cannot be known yet (cache not synced,
+    /// RBAC, no cluster state at all).
+    fn param_scope(&self, api_version: &str, kind: &str)
+    -> Result<Option<ParamScope>, LookupError>;
+
+    /// Objects of `apiVersion`/`kind` in `namespace` (`""`: cluster-scoped
+    /// objects), as a CEL list of objects.
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError>;
+}
+
+/// Kinds every cluster serves namespaced that are commonly used as params; for
+/// other kinds a snapshot can only tell from its objects (see [`guess_scope`]).
+const NAMESPACED_BUILTINS: &[(&str, &str)] = &[
+    ("v1", "ConfigMap"),
+    ("v1", "Secret"),
+    ("v1", "ServiceAccount"),
+    ("v1", "LimitRange"),
+    ("v1", "ResourceQuota"),
+];
+
+/// The scope of a kind that cluster state from files holds: namespaced when it
+/// is a namespaced built-in or any object of it has a namespace. Files cannot
+/// say whether a kind is served, so every kind is.
+pub fn guess_scope(api_version: &str, kind: &str, any_namespaced: bool) -> ParamScope {
+    if any_namespaced || NAMESPACED_BUILTINS.contains(&(api_version, kind)) {
+        ParamScope::Namespaced
+    } else {
+        ParamScope::Cluster
+    }
+}
+
+/// Why a binding's params could not be collected: kube-apiserver reports it as a
+/// configuration error of the policy (no binding in the message) or the binding.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ParamError {
+    Policy(String),
+    Binding(String),
+    /// Cluster state could not be read (failurePolicy decides; the request is
+    /// undecided rather than denied when state is merely absent).
+    Unavailable(String),
+}
+
+/// kube-apiserver's `%v` of a GroupVersionKind: `group/version, Kind=kind`.
+fn gvk_string(p: &ParamKind) -> String {
+    let (group, version) = split_api_version(&p.api_version);
+    format!("{group}/{version}, Kind={}", p.kind)
+}
+
+/// The param objects one evaluation each, for `policy` on a request in
+/// `namespace` (`""` for cluster-scoped requests). `[Null]` when the policy has
+/// no `paramKind` or its binding no `paramRef`; empty when none was found and
+/// `parameterNotFoundAction` is `Allow` (nothing is evaluated).
+pub fn collect(
+    policy: &Policy,
+    namespace: &str,
+    source: &dyn ParamSource,
+) -> Result<Vec<Value>, ParamError> {
+    let (Some(kind), Some(param_ref)) = (&policy.param_kind, &policy.param_ref) else {
+        return Ok(vec![Value::Null]);
+    };
+    let scope = match source.param_scope(&kind.api_version, &kind.kind) {
+        Ok(Some(scope)) => scope,
+        Ok(None) => {
+            return Err(ParamError::Policy(format!(
+                "failed to find resource referenced by paramKind: '{}'",
+                gvk_string(kind)
+            )));
+        }
+        Err(e) => {
+            return Err(ParamError::Unavailable(format!(
+                "paramKind kind `&ParamKind{{APIVersion:{},Kind:{},}}` not yet synced to use for admission: {e}",
+                kind.api_version, kind.kind
+            )));
+        }
+    };
+    let list_namespace = match scope {
+        ParamScope::Namespaced if !param_ref.namespace.is_empty() => param_ref.namespace.as_str(),
+        ParamScope::Namespaced if namespace.is_empty() => {
+            return Err(ParamError::Binding(
+                "cannot use namespaced paramRef in policy binding that matches cluster-scoped resources"
+                    .to_string(),
+            ));
+        }
+        ParamScope::Namespaced => namespace,
+        ParamScope::Cluster if !param_ref.namespace.is_empty() => {
+            return Err(ParamError::Binding(
+                "paramRef.namespace must not be provided for a cluster-scoped `paramKind`"
+                    .to_string(),
+            ));
+        }
+        ParamScope::Cluster => "",
+    };
+    let listed = source
+        .param_list(&kind.api_version, &kind.kind, list_namespace)
+        .map_err(|e| {
+            ParamError::Unavailable(format!(
+                "params of kind {} ({}): {e}",
+                kind.kind, kind.api_version
+            ))
+        })?;
+    let Value::List(objects) = listed else {
+        return Err(ParamError::Unavailable(format!(
+            "params of kind {} ({}) are not a list",
+            kind.kind, kind.api_version
+        )));
+    };
+    let mut params: Vec<(String, Value)> = if !param_ref.name.is_empty() {
+        objects
+            .iter()
+            .filter(|o| metadata_str(o, "name").as_deref() == Some(param_ref.name.as_str()))
+            .take(1)
+            .map(|o| (String::new(), o.clone()))
+            .collect()
+    } else {
+        let selector = param_ref
+            .selector
+            .as_ref()
+            .map(Selector::new)
+            .transpose()
+            .map_err(ParamError::Binding)?;
+        objects
+            .iter()
+            .filter(|o| selector.as_ref().is_none_or(|s| s.matches(&labels(o))))
+            .map(|o| (metadata_str(o, "name").unwrap_or_default(), o.clone()))
+            .collect()
+    };
+    if params.is_empty() {
+        if param_ref.parameter_not_found_action.as_deref() == Some("Deny") {
+            return Err(ParamError::Binding(
+                "no params found for policy binding with `Deny` parameterNotFoundAction"
+                    .to_string(),
+            ));
+        }
+        return Ok(Vec::new());
+    }
+    // kube-apiserver's lister returns them in its cache's order (unordered); by
+    // name, so that the gate's answer never depends on chance.
+    params.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(params
+        .into_iter()
+        .map(|(_, o)| with_type_meta(o, kind))
+        .collect())
+}
+
+fn metadata(o: &Value) -> Option<&HashMap<Key, Value>> {
+    let Value::Map(m) = o else { return None };
+    match m.map.get(&Key::String(Arc::new("metadata".to_string()))) {
+        Some(Value::Map(meta)) => Some(&meta.map),
+        _ => None,
+    }
+}
+
+fn metadata_str(o: &Value, field: &str) -> Option<String> {
+    match metadata(o)?.get(&Key::String(Arc::new(field.to_string()))) {
+        Some(Value::String(s)) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+fn labels(o: &Value) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    if let Some(Value::Map(labels)) =
+        metadata(o).and_then(|m| m.get(&Key::String(Arc::new("labels".to_string()))))
+    {
+        for (k, v) in labels.map.iter() {
+            if let (Key::String(k), Value::String(v)) = (k, v) {
+                out.insert(k.to_string(), v.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// kube-apiserver gives a param object without `apiVersion` and `kind` (what
+/// its typed caches hold) those of the paramKind before CEL sees it.
+fn with_type_meta(o: Value, kind: &ParamKind) -> Value {
+    let Value::Map(m) = &o else { return o };
+    let key_av = Key::String(Arc::new("apiVersion".to_string()));
+    let key_kind = Key::String(Arc::new("kind".to_string()));
+    let has = |k: &Key| matches!(m.map.get(k), Some(Value::String(s)) if !s.is_empty());
+    if has(&key_av) && has(&key_kind) {
+        return o;
+    }
+    let mut map = (*m.map).clone();
+    map.insert(key_av, Value::String(Arc::new(kind.api_version.clone())));
+    map.insert(key_kind, Value::String(Arc::new(kind.kind.clone())));
+    Value::Map(Map { map: Arc::new(map) })
+}
