@@ -22,10 +22,11 @@ use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::Snapshot;
 use safety_gate::policy::{EvalOptions, PolicySet, Request};
 use serde_json::{Value as Json, json};
-use std::collections::BTreeMap;
 
 mod differential_support;
-use differential_support::{OracleProcess, compare_answers, oracle_binary, request_json};
+use differential_support::{
+    OracleProcess, audit_difference, compare_answers, oracle_binary, request_json,
+};
 
 /// Policies over ConfigMaps and Namespaces (CREATE), one per param kind.
 fn policies() -> Vec<Json> {
@@ -340,41 +341,6 @@ fn params_decide_as_kube_apiserver() {
 
 fn policy_of(what: &str) -> &str {
     what.split(' ').next().unwrap_or_default()
-}
-
-/// The gate's audit annotations under the keys kube-apiserver gives them
-/// (`<policy>/<key>`, `validation.policy.admission.k8s.io/validation_failure`;
-/// the gate is a webhook, whose keys kube-apiserver prefixes itself), values
-/// compared as JSON where they are JSON. The gate's own `evaluation_error`
-/// (an error ignored under failurePolicy Ignore) has no kube-apiserver
-/// counterpart and is left out.
-fn audit_difference(
-    policy: &str,
-    d: &safety_gate::policy::Decision,
-    kube: &Json,
-) -> Option<String> {
-    let as_json = |v: &str| serde_json::from_str::<Json>(v).unwrap_or_else(|_| json!(v));
-    let gate: BTreeMap<String, Json> = d
-        .audit_annotations
-        .iter()
-        .filter(|(k, _)| *k != "evaluation_error")
-        .map(|(k, v)| {
-            let key = match k.as_str() {
-                "validation_failure" => {
-                    "validation.policy.admission.k8s.io/validation_failure".to_string()
-                }
-                other => format!("{policy}/{other}"),
-            };
-            (key, as_json(v))
-        })
-        .collect();
-    let kube: BTreeMap<String, Json> = kube["auditAnnotations"]
-        .as_object()
-        .into_iter()
-        .flatten()
-        .map(|(k, v)| (k.clone(), as_json(v.as_str().unwrap_or_default())))
-        .collect();
-    (gate != kube).then(|| format!("gate {gate:?}\n          kube {kube:?}"))
 }
 
 /// Documents kube-apiserver refuses to store (its own validation, run by the

@@ -306,4 +306,8 @@ impl ClusterState for WithInputNamespaces<'_> {
     ) -> Result<kube_cel::cel::Value, LookupError> {
         self.base.list(api_version, kind, namespace)
     }
+
+    fn authorizer(&self) -> Result<std::sync::Arc<dyn crate::policy::authz::Authorizer>, String> {
+        self.base.authorizer()
+    }
 }

@@ -468,6 +468,10 @@ impl ClusterState for Degraded<'_> {
         }
         self.inner.list(api_version, kind, namespace)
     }
+
+    fn authorizer(&self) -> Result<std::sync::Arc<dyn crate::policy::authz::Authorizer>, String> {
+        self.inner.authorizer()
+    }
 }
 
 fn check(expect: &Expect, d: &Decision) -> Result<(), Vec<String>> {

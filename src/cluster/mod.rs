@@ -12,9 +12,11 @@ pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
 pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
 
+use crate::policy::authz::Authorizer;
 use crate::policy::{ParamScope, ParamSource};
 use kube_cel::cel::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// Why cluster state could not be read. Evaluation treats it as an error that
 /// the policy's failurePolicy decides, never as "no objects".
@@ -48,7 +50,16 @@ pub trait ClusterState: ParamSource + Send + Sync {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Value, LookupError>;
+
+    /// Who answers policies' `authorizer` checks; `Err` says why nobody can
+    /// (then every check is an evaluation error for failurePolicy).
+    fn authorizer(&self) -> Result<Arc<dyn Authorizer>, String> {
+        Err(NO_AUTHORIZER.to_string())
+    }
 }
+
+/// Why offline cluster state cannot answer `authorizer` checks.
+pub const NO_AUTHORIZER: &str = "no API server to ask (authorizer checks are SubjectAccessReviews, made by `safety-gate serve` and `--cluster`)";
 
 /// No cluster state at all: every lookup is unavailable.
 #[derive(Debug, Clone, Copy, Default)]

@@ -40,6 +40,9 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
         super::variables::VARIABLE_FUNCTION,
         super::variables::variable_function,
     );
+    for name in super::authz::FUNCTIONS {
+        ctx.add_function(name, super::authz::authz_function);
+    }
     ctx
 });
 
@@ -260,7 +263,7 @@ const NAMESPACES: &[&str] = &[
 ];
 
 pub fn is_function(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
+    FUNCTIONS.contains(&name) || super::authz::FUNCTIONS.contains(&name)
 }
 
 pub fn is_namespace(name: &str) -> bool {

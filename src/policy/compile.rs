@@ -289,6 +289,7 @@ pub fn compile(
         .located_in(source));
     }
     rewrite_data_paths(&mut ast);
+    rewrite_request_resource(&mut ast);
     rewrite_optional_selects(&mut ast);
     rewrite_variables(&mut ast, scope.variables);
     super::semantics::rewrite(&mut ast);
@@ -507,13 +508,8 @@ impl Analysis<'_> {
                 return Vec::new();
             }
             "params" if self.scope.params => DataRoot::Params,
-            "authorizer" if self.scope.authorizer => {
-                self.errors.push(
-                    "'authorizer' is not supported by safety-gate yet (it would need SubjectAccessReviews)"
-                        .to_string(),
-                );
-                return Vec::new();
-            }
+            // Not data: checks answered by the authorizer (authz.rs).
+            "authorizer" if self.scope.authorizer => return Vec::new(),
             _ => {
                 self.errors
                     .push(format!("undeclared reference to '{name}'"));
@@ -902,6 +898,22 @@ pub fn rewrite_optional_selects(expr: &mut Expression) {
     }
     for child in children_mut(expr) {
         rewrite_optional_selects(child);
+    }
+}
+
+/// Replaces `authorizer.requestResource` (a variable of its own in
+/// kube-apiserver's environment) with the engine's binding for it.
+fn rewrite_request_resource(expr: &mut Expression) {
+    if let Expr::Select(select) = &expr.expr
+        && !select.test
+        && select.field == "requestResource"
+        && matches!(&select.operand.expr, Expr::Ident(root) if root == super::authz::AUTHORIZER_BINDING)
+    {
+        expr.expr = Expr::Ident(super::authz::REQUEST_RESOURCE_BINDING.to_string());
+        return;
+    }
+    for child in children_mut(expr) {
+        rewrite_request_resource(child);
     }
 }
 

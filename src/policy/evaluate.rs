@@ -187,6 +187,9 @@ impl PolicySet {
         let mut shared = cel_env::root().new_inner_scope();
         shared.add_variable_from_value(DATA_BINDING, Value::Opaque(bound.data.clone()));
         shared.add_variable_from_value("request", request.to_cel());
+        let (authorizer, request_resource) = authz_bindings(request, cluster);
+        shared.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
+        shared.add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
 
         let mut evaluations = Vec::with_capacity(candidates.len());
         for policy in candidates {
@@ -262,6 +265,39 @@ impl PolicySet {
             .collect();
         Decision::combine(request, options, evaluations, None, started)
     }
+}
+
+/// `authorizer` and `authorizer.requestResource` for this request: its user,
+/// and the resource the client asked for (kube-apiserver's admission
+/// attributes, which `requestResource`/`requestSubResource` carry).
+fn authz_bindings(request: &Request, cluster: &dyn ClusterState) -> (Value, Value) {
+    let u = &request.user_info;
+    let user = super::authz::AuthzUser {
+        name: u.username.clone().unwrap_or_default(),
+        uid: u.uid.clone().unwrap_or_default(),
+        groups: u.groups.clone().unwrap_or_default(),
+        extra: u.extra.clone().unwrap_or_default().into_iter().collect(),
+    };
+    let resource = request
+        .request_resource
+        .as_ref()
+        .unwrap_or(&request.resource);
+    let sub_resource = request
+        .request_sub_resource
+        .as_deref()
+        .or(request.sub_resource.as_deref())
+        .unwrap_or("");
+    super::authz::bindings(
+        user,
+        cluster.authorizer(),
+        (
+            &resource.group,
+            &resource.resource,
+            sub_resource,
+            request.namespace_str(),
+            &request.name,
+        ),
+    )
 }
 
 /// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
@@ -392,6 +428,10 @@ fn selectors_match(
 struct Evaluator<'p, 'c> {
     policy: &'p Policy,
     scope: Context<'c>,
+    /// Where messageExpressions and audit annotations run (no authorizer).
+    without_authorizer: Context<'c>,
+    /// Evaluating in `without_authorizer`.
+    in_messages: bool,
     /// Per variable: its cost was checked for this input.
     cost_checked: Vec<bool>,
     data: PolicyData<'c>,
@@ -413,17 +453,32 @@ fn evaluate_policy(
     options: &EvalOptions,
     params: Value,
 ) -> PolicyEvaluation {
-    let mut scope = shared.new_inner_scope();
-    if policy.param_kind.is_some() {
-        scope.add_variable_from_value("params", params.clone());
-    }
-    if !policy.variables.is_empty() {
-        let table = VariableTable::new(policy.variables.clone(), options.deadline);
-        scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
-    }
+    // kube-apiserver evaluates validations (and matchConditions) with the
+    // authorizer, and messageExpressions and audit annotations without it, each
+    // with variables of their own: the same expressions in a second scope.
+    let make_scope = |with_authorizer: bool| {
+        let mut scope = shared.new_inner_scope();
+        if policy.param_kind.is_some() {
+            scope.add_variable_from_value("params", params.clone());
+        }
+        if !policy.variables.is_empty() {
+            let table = VariableTable::new(policy.variables.clone(), options.deadline);
+            scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
+        }
+        if !with_authorizer {
+            let (authorizer, request_resource) = super::authz::absent_bindings();
+            scope.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
+            scope.add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
+        }
+        scope
+    };
+    let scope = make_scope(true);
+    let without_authorizer = make_scope(false);
     let mut ev = Evaluator {
         policy,
         scope,
+        without_authorizer,
+        in_messages: false,
         cost_checked: vec![false; policy.variables.len()],
         data: PolicyData {
             bound,
@@ -524,7 +579,10 @@ impl Evaluator<'_, '_> {
         };
         for annotation in annotations {
             let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
-            match self.eval(&annotation.expression) {
+            self.in_messages = true;
+            let value = self.eval(&annotation.expression);
+            self.in_messages = false;
+            match value {
                 // kube-apiserver trims the value; blank means "no annotation".
                 Ok(Value::String(s)) if !s.trim().is_empty() => result
                     .audit_annotations
@@ -634,7 +692,10 @@ impl Evaluator<'_, '_> {
         if let Some(expression) = &validation.message_expression {
             // VAP falls back to `message` when messageExpression errors or yields an unusable string.
             // kube-apiserver trims the result before it checks it.
-            if let Ok(Value::String(s)) = self.eval(expression) {
+            self.in_messages = true;
+            let value = self.eval(expression);
+            self.in_messages = false;
+            if let Ok(Value::String(s)) = value {
                 let s = s.trim();
                 if !s.is_empty() && !s.contains('\n') && s.len() <= MAX_MESSAGE_BYTES {
                     return s.to_string();
@@ -675,7 +736,11 @@ impl Evaluator<'_, '_> {
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
-        let scope = &self.scope;
+        let scope = if self.in_messages {
+            &self.without_authorizer
+        } else {
+            &self.scope
+        };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Value::resolve(&expression.ast, scope)
         })) {
@@ -734,8 +799,11 @@ impl Evaluator<'_, '_> {
                 .filter(|(_, fetched)| **fetched)
                 .map(|((spec, value), _)| (Key::String(Arc::new(spec.name.clone())), value.clone()))
                 .collect();
+            let lookups = Value::Map(Map { map: Arc::new(map) });
             self.scope
-                .add_variable_from_value("lookups", Value::Map(Map { map: Arc::new(map) }));
+                .add_variable_from_value("lookups", lookups.clone());
+            self.without_authorizer
+                .add_variable_from_value("lookups", lookups);
         }
         Ok(())
     }

@@ -504,6 +504,23 @@ fn dns1035_label_errors(value: &str) -> Vec<String> {
     errors
 }
 
+/// Why `value` is not a DNS-1123 label (namespace names): at most 63 characters of
+/// `[a-z0-9-]` that start and end with an alphanumeric.
+pub fn dns1123_label_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > 63 {
+        errors.push("must be no more than 63 characters".to_string());
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !(value.starts_with(alnum)
+        && value.ends_with(alnum)
+        && value.chars().all(|c| alnum(c) || c == '-'))
+    {
+        errors.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character".to_string());
+    }
+    errors
+}
+
 /// kube-apiserver's check of a policy's `spec.paramKind`.
 pub fn param_kind(p: &super::model::ParamKind, path: &str, out: &mut Vec<FieldError>) {
     let field = format!("{path}.apiVersion");
