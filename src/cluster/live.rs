@@ -165,6 +165,8 @@ impl fmt::Debug for LiveCluster {
 
 struct Inner {
     client: Client,
+    /// Answers `authorizer` checks (None outside a tokio runtime).
+    reviewer: Option<Arc<super::sar::SubjectAccessReviewer>>,
     /// Swapped whole by `reconcile`, so lookups never wait for a reload.
     caches: ArcSwap<Vec<Arc<Entry>>>,
     reconcile: tokio::sync::Mutex<()>,
@@ -189,6 +191,12 @@ impl LiveCluster {
     pub fn new(client: Client) -> Self {
         LiveCluster {
             inner: Arc::new(Inner {
+                reviewer: tokio::runtime::Handle::try_current().ok().map(|runtime| {
+                    Arc::new(super::sar::SubjectAccessReviewer::new(
+                        client.clone(),
+                        runtime,
+                    ))
+                }),
                 client,
                 caches: ArcSwap::from_pointee(Vec::new()),
                 reconcile: tokio::sync::Mutex::new(()),
@@ -336,6 +344,13 @@ fn not_watched(api_version: &str, kind: &str) -> LookupError {
 }
 
 impl ClusterState for LiveCluster {
+    fn authorizer(&self) -> Result<Arc<dyn crate::policy::authz::Authorizer>, String> {
+        match &self.inner.reviewer {
+            Some(r) => Ok(r.clone()),
+            None => Err("the live cluster state was made outside an async runtime".to_string()),
+        }
+    }
+
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
         let Some(cache) = self.find("v1", "Namespace") else {
             return Err(LookupError(format!(

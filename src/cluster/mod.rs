@@ -5,6 +5,7 @@
 pub mod live;
 pub mod rbac;
 mod reader;
+pub mod sar;
 mod snapshot;
 
 pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};

@@ -52,6 +52,8 @@ pub struct Origin {
 pub struct Reads {
     /// `namespaceObject` is read: its Namespace must be fetched from cluster state.
     pub namespace_object: bool,
+    /// `authorizer` is used: the gate needs to create SubjectAccessReviews.
+    pub authorizer: bool,
     pub variables: Vec<usize>,
     pub lookups: Vec<usize>,
 }
@@ -71,6 +73,7 @@ impl Reads {
 
     pub fn merge(&mut self, other: &Reads) {
         self.namespace_object |= other.namespace_object;
+        self.authorizer |= other.authorizer;
         for v in &other.variables {
             if !self.variables.contains(v) {
                 self.variables.push(*v);
@@ -509,7 +512,10 @@ impl Analysis<'_> {
             }
             "params" if self.scope.params => DataRoot::Params,
             // Not data: checks answered by the authorizer (authz.rs).
-            "authorizer" if self.scope.authorizer => return Vec::new(),
+            "authorizer" if self.scope.authorizer => {
+                self.reads.authorizer = true;
+                return Vec::new();
+            }
             _ => {
                 self.errors
                     .push(format!("undeclared reference to '{name}'"));

@@ -205,6 +205,8 @@ pub struct ClusterNeeds {
     pub kinds: Vec<(String, String)>,
     /// Namespaces must be watched (namespaceSelector or namespaceObject).
     pub namespaces: bool,
+    /// A policy uses `authorizer`: SubjectAccessReviews must be created.
+    pub authorizer: bool,
 }
 
 /// An immutable, compiled set of policies with an index from resources to policies.
@@ -286,6 +288,7 @@ impl PolicySet {
             }
             needs.namespaces |=
                 p.matcher.namespace_selectors().next().is_some() || p.reads.namespace_object;
+            needs.authorizer |= p.reads.authorizer;
         }
         needs.kinds.sort();
         needs

@@ -350,6 +350,7 @@ async fn reconcile_follows_the_needs_and_stops_what_is_gone() {
             ("v1".into(), "Namespace".into()),
         ],
         namespaces: true,
+        authorizer: false,
     };
     cluster.reconcile(&needs).await;
     let mut watched = cluster.watched();
@@ -369,6 +370,7 @@ async fn reconcile_follows_the_needs_and_stops_what_is_gone() {
         .reconcile(&ClusterNeeds {
             kinds: vec![],
             namespaces: true,
+            authorizer: false,
         })
         .await;
     assert_eq!(
