@@ -450,3 +450,48 @@ fn review_and_audit_refuse_empty_input_and_an_update_without_the_live_object() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[test]
+fn policytest_params_files_feed_param_references() {
+    let (code, out, err) = run(&["test", &fixture("params")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+    // A params glob that matches nothing is a mistake in the suite, named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suite = dir.path().join("s.test.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: s}}\nspec:\n  policies: [{}]\n  params: [nothing-here/*.yaml]\n  cases: []\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(fixture("params/policies/replica-limit.yaml"))
+                .display()
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run(&["test", &suite.display().to_string()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("params 'nothing-here/*.yaml' matches no file"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn print_rbac_grants_param_kinds_and_subjectaccessreviews() {
+    let (code, out, err) = run(&[
+        "check",
+        "--policies",
+        &fixture("params/policies"),
+        "--print-rbac",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let role: serde_json::Value = serde_saphyr::from_str(&out).expect("yaml");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ])
+    );
+}

@@ -219,3 +219,82 @@ fn with_type_meta(o: Value, kind: &ParamKind) -> Value {
     map.insert(key_kind, Value::String(Arc::new(kind.kind.clone())));
     Value::Map(Map { map: Arc::new(map) })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::admission::synthetic::{RequestSpec, build_request};
+    use crate::policy::{EvalOptions, PolicySet, Request};
+
+    /// A cluster whose API server serves no param kind at all.
+    struct NothingServed;
+
+    impl ParamSource for NothingServed {
+        fn param_scope(&self, _: &str, _: &str) -> Result<Option<ParamScope>, LookupError> {
+            Ok(None)
+        }
+        fn param_list(&self, _: &str, _: &str, _: &str) -> Result<Value, LookupError> {
+            Ok(Value::List(Arc::new(Vec::new())))
+        }
+    }
+
+    impl crate::cluster::ClusterState for NothingServed {
+        fn namespace(&self, _: &str) -> Result<Option<crate::cluster::NamespaceInfo>, LookupError> {
+            Ok(None)
+        }
+        fn list(&self, _: &str, _: &str, _: Option<&str>) -> Result<Value, LookupError> {
+            Ok(Value::List(Arc::new(Vec::new())))
+        }
+    }
+
+    fn set(failure_policy: &str) -> PolicySet {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            dir.path().join("p.yaml"),
+            format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: p\nspec:\n  failurePolicy: {failure_policy}\n  paramKind: {{apiVersion: rules.example.com/v1, kind: Limit}}\n  matchConstraints:\n    resourceRules:\n    - {{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}\n  validations:\n  - expression: \"true\"\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: b\nspec:\n  policyName: p\n  validationActions: [Warn]\n  paramRef: {{name: x, parameterNotFoundAction: Allow}}\n"),
+        )
+        .expect("write");
+        PolicySet::load_dir(dir.path()).expect("loads")
+    }
+
+    fn request() -> Request {
+        build_request(RequestSpec {
+            uid: "u".into(),
+            object: Some(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "namespace": "a"}})),
+            ..Default::default()
+        })
+        .expect("request")
+    }
+
+    #[test]
+    fn a_param_kind_the_api_server_does_not_serve_fails_the_policy_as_kube_apiserver_says() {
+        let d = set("Fail")
+            .evaluate(&request(), &NothingServed, &EvalOptions::default())
+            .expect("evaluates");
+        // Denied whatever the binding's actions (Warn) and parameterNotFoundAction.
+        assert!(!d.allowed);
+        let status = d.status.expect("denied");
+        assert_eq!(status.code, 422);
+        assert_eq!(
+            status.message,
+            "ValidatingAdmissionPolicy 'p' denied request: failed to configure policy: failed to find resource referenced by paramKind: 'rules.example.com/v1, Kind=Limit'"
+        );
+        let d = set("Ignore")
+            .evaluate(&request(), &NothingServed, &EvalOptions::default())
+            .expect("evaluates");
+        assert!(d.allowed && d.warnings.is_empty());
+    }
+
+    #[test]
+    fn without_cluster_state_params_are_unknown_not_missing() {
+        let d = set("Fail")
+            .evaluate(
+                &request(),
+                &crate::cluster::NoCluster,
+                &EvalOptions::default(),
+            )
+            .expect("evaluates");
+        assert!(!d.allowed);
+        assert!(d.policies[0].undecided, "{:?}", d.policies);
+    }
+}

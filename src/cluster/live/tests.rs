@@ -565,3 +565,43 @@ mod memory {
         measure(10_000).await;
     }
 }
+
+#[tokio::test]
+async fn param_scope_follows_discovery_and_waits_for_the_sync() {
+    use crate::policy::{ParamScope, ParamSource};
+    let cluster = offline_cluster();
+    let mut w = cluster.attach(FED, FED_KIND);
+    // Not synced: not known yet (kube-apiserver: "not yet synced to use for admission").
+    assert!(cluster.param_scope(FED, FED_KIND).is_err());
+    w.set_resource(
+        "kubefedclusters.core.kubefed.io".into(),
+        ParamScope::Namespaced,
+    );
+    sync(
+        &mut w,
+        vec![fed("host", "kube-federation-system", "https://a")],
+    );
+    assert_eq!(
+        cluster.param_scope(FED, FED_KIND).unwrap(),
+        Some(ParamScope::Namespaced)
+    );
+    assert_eq!(
+        names(cluster.param_list(FED, FED_KIND, "kube-federation-system")),
+        ["host"]
+    );
+    // Discovery says the kind is not served (CRD removed): no scope, so the
+    // policy's paramKind is reported as kube-apiserver reports it.
+    let cluster = offline_cluster();
+    let mut gone_writer = cluster.attach("gone.example.dev/v1", "Gone");
+    gone_writer.not_served(Failure {
+        message: "the API server does not serve gone.example.dev/v1".into(),
+        forbidden: false,
+        not_served: true,
+    });
+    assert_eq!(
+        cluster.param_scope("gone.example.dev/v1", "Gone").unwrap(),
+        None
+    );
+    // A kind no policy reads is unavailable, never "not served".
+    assert!(cluster.param_scope("v1", "ConfigMap").is_err());
+}
