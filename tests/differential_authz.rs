@@ -399,6 +399,7 @@ fn authorizer_decides_as_kube_apiserver() {
     process.finish();
     let mut differences = Vec::new();
     let mut error_wording = 0;
+    let mut audit_error_wording = 0;
     let (mut denied, mut allowed) = (0, 0);
     for ((what, d), kube) in gate.iter().zip(&answers) {
         assert!(kube["error"].is_null(), "oracle error for {what}: {kube}");
@@ -428,7 +429,7 @@ fn authorizer_decides_as_kube_apiserver() {
                 *v = without_function_prefix(v);
             }
             if audit_difference(policy, &unwrapped, kube).is_none() {
-                error_wording += 1;
+                audit_error_wording += 1;
             } else {
                 differences.push(format!("audit-annotations {what}:\n          {detail}"));
             }
@@ -436,7 +437,7 @@ fn authorizer_decides_as_kube_apiserver() {
     }
     let questions = *authorizer.questions.lock().expect("count");
     println!(
-        "differential (authorizer): {} cases compared ({denied} denied, {allowed} allowed by the gate), {questions} RBAC questions, {error_wording} denials for the same evaluation error worded otherwise, {} differences",
+        "differential (authorizer): {} cases compared ({denied} denied, {allowed} allowed by the gate), {questions} RBAC questions, {error_wording} denials and {audit_error_wording} recorded Audit failures for the same evaluation error worded otherwise, {} differences",
         gate.len(),
         differences.len()
     );
