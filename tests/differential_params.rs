@@ -437,3 +437,112 @@ fn param_fields_are_validated_as_kube_apiserver_validates_them() {
     println!("differential (param fields): {rejected} rejected and {accepted} accepted by both");
     assert!(rejected > 0 && accepted > 0);
 }
+
+/// The published param policies of `../shared/vap-corpus` (the Kubernetes docs'
+/// installer CSR policies, 004 and 005) with their published param object,
+/// and without it, decided by both engines for the installer's service
+/// account and another user.
+#[test]
+fn corpus_param_policies_with_their_param_objects_decide_as_kube_apiserver() {
+    let corpus = differential_support::manifest_dir().join("../shared/vap-corpus");
+    assert!(
+        corpus.join("params").is_dir(),
+        "no corpus at {} (it sits in ../shared beside the clone)",
+        corpus.display()
+    );
+    let Some(oracle) = oracle_binary() else {
+        return;
+    };
+    let installer = "system:serviceaccount:csr-signer-installer:installer";
+    let user = |name: &str| -> k8s_openapi::api::authentication::v1::UserInfo {
+        serde_json::from_value(json!({"username": name})).expect("user")
+    };
+    let role = |signer: &str| {
+        json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "signer"},
+            "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["signers"], "verbs": ["sign"], "resourceNames": [signer]}]})
+    };
+    let csr = |signer: &str| {
+        json!({"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest", "metadata": {"name": "csr-1"},
+            "spec": {"signerName": signer, "request": "", "usages": ["digital signature"]}})
+    };
+    let mut requests = Vec::new();
+    for who in [installer, "alice"] {
+        for signer in ["example.com/web", "other.org/web"] {
+            requests.push((
+                "004-web-installer-csr-delegation-policy",
+                build_request(RequestSpec {
+                    uid: format!("004-{who}-{signer}"),
+                    object: Some(role(signer)),
+                    user_info: user(who),
+                    ..Default::default()
+                })
+                .expect("request"),
+            ));
+            requests.push((
+                "005-web-installer-csr-policy",
+                build_request(RequestSpec {
+                    uid: format!("005-{who}-{signer}"),
+                    operation: Some(kube::core::admission::Operation::Update),
+                    object: Some(csr(signer)),
+                    old_object: Some(csr(signer)),
+                    user_info: user(who),
+                    ..Default::default()
+                })
+                .expect("request"),
+            ));
+        }
+    }
+    let mut inputs = Vec::new();
+    let mut gate = Vec::new();
+    for with_params in [true, false] {
+        for (doc, request) in &requests {
+            let file = corpus.join(format!("docs/{doc}.yaml"));
+            let docs = differential_support::documents(&file);
+            let params: Vec<Json> = if with_params {
+                differential_support::documents(&corpus.join(format!("params/{doc}.params.yaml")))
+            } else {
+                Vec::new()
+            };
+            let set = PolicySet::load_files(&[file]).expect("the corpus policy loads");
+            let d = set
+                .evaluate(
+                    request,
+                    &Snapshot::from_objects(params.clone()),
+                    &EvalOptions::default(),
+                )
+                .expect("evaluates");
+            let of = |k: &str| -> Vec<Json> {
+                docs.iter().filter(|d| d["kind"] == k).cloned().collect()
+            };
+            inputs.push(json!({"policies": of("ValidatingAdmissionPolicy"), "bindings": of("ValidatingAdmissionPolicyBinding"),
+                "params": params, "namespaces": [], "request": request_json(request)}));
+            gate.push((format!("{doc} params={with_params} {}", request.uid), d));
+        }
+    }
+    let mut process = OracleProcess::start(&oracle);
+    let answers = process.ask(&inputs);
+    process.finish();
+    let mut differences = Vec::new();
+    let mut denied = 0;
+    for ((what, d), kube) in gate.iter().zip(&answers) {
+        assert!(kube["error"].is_null(), "oracle error for {what}: {kube}");
+        denied += usize::from(!d.allowed);
+        for (class, detail) in compare_answers(d, kube) {
+            if class != "message-framing" {
+                differences.push(format!("{class} {what}:\n          {detail}"));
+            }
+        }
+    }
+    println!(
+        "differential (corpus params): {} cases ({denied} denied), {} differences",
+        gate.len(),
+        differences.len()
+    );
+    assert!(denied > 0 && denied < gate.len());
+    assert!(
+        differences.is_empty(),
+        "{} difference(s) from kube-apiserver:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
+}
