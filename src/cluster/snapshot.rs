@@ -224,18 +224,21 @@ fn flatten(
 }
 
 impl ParamSource for Snapshot {
-    /// Files cannot say whether a kind is served: every kind is, namespaced
-    /// when it is a namespaced built-in or any of its objects has a namespace.
+    /// Files cannot say whether a kind is served: every kind is; its scope is
+    /// guessed from its objects (see [`guess_scope`]).
     fn param_scope(
         &self,
         api_version: &str,
         kind: &str,
     ) -> Result<Option<ParamScope>, LookupError> {
-        let any_namespaced = self
+        let namespaces = self
             .objects
             .get(&(api_version.to_string(), kind.to_string()))
-            .is_some_and(|by_ns| by_ns.keys().any(|ns| !ns.is_empty()));
-        Ok(Some(guess_scope(api_version, kind, any_namespaced)))
+            .into_iter()
+            .flat_map(|by_ns| by_ns.iter())
+            .filter(|(_, objects)| !objects.is_empty())
+            .map(|(ns, _)| !ns.is_empty());
+        Ok(Some(guess_scope(api_version, kind, namespaces)))
     }
 
     fn param_list(

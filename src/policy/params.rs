@@ -21,6 +21,9 @@ use std::sync::Arc;
 pub enum ParamScope {
     Namespaced,
     Cluster,
+    /// Cluster state from files with no object of the kind: nothing tells its
+    /// scope, and nothing can be found either way.
+    Unknown,
 }
 
 /// What param lookup needs from cluster state.
@@ -52,13 +55,28 @@ const NAMESPACED_BUILTINS: &[(&str, &str)] = &[
 ];
 
 /// The scope of a kind that cluster state from files holds: namespaced when it
-/// is a namespaced built-in or any object of it has a namespace. Files cannot
+/// is a namespaced built-in or any object of it has a namespace, cluster-scoped
+/// when it has objects and none has one, unknown without objects. Files cannot
 /// say whether a kind is served, so every kind is.
-pub fn guess_scope(api_version: &str, kind: &str, any_namespaced: bool) -> ParamScope {
-    if any_namespaced || NAMESPACED_BUILTINS.contains(&(api_version, kind)) {
-        ParamScope::Namespaced
-    } else {
+pub fn guess_scope(
+    api_version: &str,
+    kind: &str,
+    mut namespaces: impl Iterator<Item = bool>,
+) -> ParamScope {
+    if NAMESPACED_BUILTINS.contains(&(api_version, kind)) {
+        return ParamScope::Namespaced;
+    }
+    let mut any = false;
+    for namespaced in namespaces.by_ref() {
+        if namespaced {
+            return ParamScope::Namespaced;
+        }
+        any = true;
+    }
+    if any {
         ParamScope::Cluster
+    } else {
+        ParamScope::Unknown
     }
 }
 
@@ -122,6 +140,8 @@ pub fn collect(
             ));
         }
         ParamScope::Cluster => "",
+        // No object of the kind at all: whatever its scope, none is found.
+        ParamScope::Unknown => "",
     };
     let listed = source
         .param_list(&kind.api_version, &kind.kind, list_namespace)
@@ -248,13 +268,18 @@ mod tests {
     }
 
     fn set(failure_policy: &str) -> PolicySet {
+        let dir = set_dir(failure_policy);
+        PolicySet::load_dir(dir.path()).expect("loads")
+    }
+
+    fn set_dir(failure_policy: &str) -> tempfile::TempDir {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(
             dir.path().join("p.yaml"),
             format!("apiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicy\nmetadata:\n  name: p\nspec:\n  failurePolicy: {failure_policy}\n  paramKind: {{apiVersion: rules.example.com/v1, kind: Limit}}\n  matchConstraints:\n    resourceRules:\n    - {{apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}}\n  validations:\n  - expression: \"true\"\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: b\nspec:\n  policyName: p\n  validationActions: [Warn]\n  paramRef: {{name: x, parameterNotFoundAction: Allow}}\n"),
         )
         .expect("write");
-        PolicySet::load_dir(dir.path()).expect("loads")
+        dir
     }
 
     fn request() -> Request {
@@ -283,6 +308,34 @@ mod tests {
             .evaluate(&request(), &NothingServed, &EvalOptions::default())
             .expect("evaluates");
         assert!(d.allowed && d.warnings.is_empty());
+    }
+
+    #[test]
+    fn files_without_an_object_of_the_kind_find_none_whatever_its_scope() {
+        // No Limit object at all: a `paramRef.namespace` is not taken for a
+        // cluster-scoped kind's error; the binding's Allow applies.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = std::fs::read_to_string(set_dir("Fail").path().join("p.yaml"))
+            .expect("read")
+            .replace("paramRef: {name: x,", "paramRef: {name: x, namespace: a,");
+        std::fs::write(dir.path().join("p.yaml"), text).expect("write");
+        let set = PolicySet::load_dir(dir.path()).expect("loads");
+        let d = set
+            .evaluate(
+                &request(),
+                &crate::cluster::Snapshot::empty(),
+                &EvalOptions::default(),
+            )
+            .expect("evaluates");
+        assert!(d.allowed, "{:?}", d.status);
+        assert_eq!(
+            guess_scope("rules.example.com/v1", "Limit", [false].into_iter()),
+            ParamScope::Cluster
+        );
+        assert_eq!(
+            guess_scope("v1", "ConfigMap", std::iter::empty()),
+            ParamScope::Namespaced
+        );
     }
 
     #[test]
