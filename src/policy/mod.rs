@@ -200,8 +200,7 @@ impl Policy {
 /// What cluster state a policy set reads (see [`PolicySet::cluster_needs`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterNeeds {
-    /// (apiVersion, kind) of every looked-up kind and every param kind a
-    /// binding's `paramRef` reads, sorted.
+    /// (apiVersion, kind) of every looked-up kind and every `paramKind`, sorted.
     pub kinds: Vec<(String, String)>,
     /// Namespaces must be watched (namespaceSelector or namespaceObject).
     pub namespaces: bool,
@@ -272,10 +271,13 @@ impl PolicySet {
     pub fn cluster_needs(&self) -> ClusterNeeds {
         let mut needs = ClusterNeeds::default();
         for p in &self.policies {
-            let params = match (&p.param_kind, &p.param_ref) {
-                (Some(k), Some(_)) => Some((k.api_version.clone(), k.kind.clone())),
-                _ => None,
-            };
+            // Every paramKind, as kube-apiserver starts an informer for each:
+            // with a paramRef its objects are read, without one whether it is
+            // served still decides (see params.rs).
+            let params = p
+                .param_kind
+                .as_ref()
+                .map(|k| (k.api_version.clone(), k.kind.clone()));
             for kind in p
                 .lookups
                 .iter()

@@ -106,17 +106,26 @@ pub fn collect(
     namespace: &str,
     source: &dyn ParamSource,
 ) -> Result<Vec<Value>, ParamError> {
-    let (Some(kind), Some(param_ref)) = (&policy.param_kind, &policy.param_ref) else {
+    let Some(kind) = &policy.param_kind else {
         return Ok(vec![Value::Null]);
     };
+    // kube-apiserver resolves every policy's paramKind, bound with a paramRef
+    // or not, and fails the policy when nothing serves it.
     let scope = match source.param_scope(&kind.api_version, &kind.kind) {
-        Ok(Some(scope)) => scope,
+        Ok(Some(scope)) => Ok(scope),
         Ok(None) => {
             return Err(ParamError::Policy(format!(
                 "failed to find resource referenced by paramKind: '{}'",
                 gvk_string(kind)
             )));
         }
+        Err(e) => Err(e),
+    };
+    let Some(param_ref) = &policy.param_ref else {
+        return Ok(vec![Value::Null]);
+    };
+    let scope = match scope {
+        Ok(scope) => scope,
         Err(e) => {
             return Err(ParamError::Unavailable(format!(
                 "paramKind kind `&ParamKind{{APIVersion:{},Kind:{},}}` not yet synced to use for admission: {e}",
@@ -308,6 +317,31 @@ mod tests {
             .evaluate(&request(), &NothingServed, &EvalOptions::default())
             .expect("evaluates");
         assert!(d.allowed && d.warnings.is_empty());
+        // Also for a binding without paramRef (kube-apiserver resolves the
+        // paramKind of every policy it has).
+        let dir = set_dir("Fail");
+        let text = std::fs::read_to_string(dir.path().join("p.yaml"))
+            .expect("read")
+            .replace(
+                "  paramRef: {name: x, parameterNotFoundAction: Allow}\n",
+                "",
+            );
+        std::fs::write(dir.path().join("p.yaml"), text).expect("write");
+        let set = PolicySet::load_dir(dir.path()).expect("loads");
+        assert!(set.policies()[0].param_ref.is_none());
+        let d = set
+            .evaluate(&request(), &NothingServed, &EvalOptions::default())
+            .expect("evaluates");
+        assert!(!d.allowed);
+        // Offline, where nothing tells whether it is served, params are null.
+        let d = set
+            .evaluate(
+                &request(),
+                &crate::cluster::NoCluster,
+                &EvalOptions::default(),
+            )
+            .expect("evaluates");
+        assert!(d.allowed, "{:?}", d.status);
     }
 
     #[test]
