@@ -495,3 +495,31 @@ fn print_rbac_grants_param_kinds_and_subjectaccessreviews() {
         ])
     );
 }
+
+#[test]
+fn review_reads_params_from_the_live_snapshot() {
+    let (code, out, err) = run(&[
+        "review",
+        &fixture("params/manifests"),
+        "--live",
+        &fixture("params/params"),
+        "--policies",
+        &fixture("params/policies"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(results[0]["deniedBy"], serde_json::json!(["replica-limit"]));
+    assert!(out.contains("at most 3 replicas in team-a"), "{out}");
+    // Without the snapshot the cluster is empty: no param, and the binding's
+    // parameterNotFoundAction (Deny) decides.
+    let (code, out, err) = run(&[
+        "review",
+        &fixture("params/manifests"),
+        "--policies",
+        &fixture("params/policies"),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("no params found for policy binding"), "{out}");
+}
