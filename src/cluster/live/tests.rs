@@ -605,3 +605,24 @@ async fn param_scope_follows_discovery_and_waits_for_the_sync() {
     // A kind no policy reads is unavailable, never "not served".
     assert!(cluster.param_scope("v1", "ConfigMap").is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_subjectaccessreview_that_cannot_be_made_is_an_error_never_an_answer() {
+    use crate::policy::authz::{AuthzAttributes, AuthzTarget, AuthzUser};
+    let cluster = offline_cluster();
+    let authorizer = cluster.authorizer().expect("made inside a runtime");
+    let attributes = AuthzAttributes {
+        user: AuthzUser {
+            name: "alice".into(),
+            ..Default::default()
+        },
+        verb: "get".into(),
+        target: AuthzTarget::Path("/healthz".into()),
+    };
+    // Evaluation runs on the blocking pool, as in `serve`.
+    let answer = tokio::task::spawn_blocking(move || authorizer.authorize(&attributes))
+        .await
+        .expect("joins");
+    let err = answer.expect_err("nothing answers at 127.0.0.1:1");
+    assert!(err.starts_with("SubjectAccessReview failed"), "{err}");
+}
