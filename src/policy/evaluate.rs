@@ -428,8 +428,10 @@ fn selectors_match(
 struct Evaluator<'p, 'c> {
     policy: &'p Policy,
     scope: Context<'c>,
-    /// Where messageExpressions and audit annotations run (no authorizer).
-    without_authorizer: Context<'c>,
+    /// Where messageExpressions and audit annotations run when the policy
+    /// uses `authorizer` (which kube-apiserver does not bind there); other
+    /// policies run them in `scope`, reusing its variables.
+    without_authorizer: Option<Context<'c>>,
     /// Evaluating in `without_authorizer`.
     in_messages: bool,
     /// Per variable: its cost was checked for this input.
@@ -455,7 +457,8 @@ fn evaluate_policy(
 ) -> PolicyEvaluation {
     // kube-apiserver evaluates validations (and matchConditions) with the
     // authorizer, and messageExpressions and audit annotations without it, each
-    // with variables of their own: the same expressions in a second scope.
+    // with variables of their own: for a policy that uses the authorizer, the
+    // same expressions in a second scope.
     let make_scope = |with_authorizer: bool| {
         let mut scope = shared.new_inner_scope();
         if policy.param_kind.is_some() {
@@ -473,7 +476,7 @@ fn evaluate_policy(
         scope
     };
     let scope = make_scope(true);
-    let without_authorizer = make_scope(false);
+    let without_authorizer = policy.reads.authorizer.then(|| make_scope(false));
     let mut ev = Evaluator {
         policy,
         scope,
@@ -736,10 +739,9 @@ impl Evaluator<'_, '_> {
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
-        let scope = if self.in_messages {
-            &self.without_authorizer
-        } else {
-            &self.scope
+        let scope = match &self.without_authorizer {
+            Some(restricted) if self.in_messages => restricted,
+            _ => &self.scope,
         };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Value::resolve(&expression.ast, scope)
@@ -800,10 +802,10 @@ impl Evaluator<'_, '_> {
                 .map(|((spec, value), _)| (Key::String(Arc::new(spec.name.clone())), value.clone()))
                 .collect();
             let lookups = Value::Map(Map { map: Arc::new(map) });
-            self.scope
-                .add_variable_from_value("lookups", lookups.clone());
-            self.without_authorizer
-                .add_variable_from_value("lookups", lookups);
+            if let Some(restricted) = &mut self.without_authorizer {
+                restricted.add_variable_from_value("lookups", lookups.clone());
+            }
+            self.scope.add_variable_from_value("lookups", lookups);
         }
         Ok(())
     }
