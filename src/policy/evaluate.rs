@@ -187,9 +187,12 @@ impl PolicySet {
         let mut shared = cel_env::root().new_inner_scope();
         shared.add_variable_from_value(DATA_BINDING, Value::Opaque(bound.data.clone()));
         shared.add_variable_from_value("request", request.to_cel());
-        let (authorizer, request_resource) = authz_bindings(request, cluster);
-        shared.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
-        shared.add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
+        if candidates.iter().any(|p| p.reads.authorizer) {
+            let (authorizer, request_resource) = authz_bindings(request, cluster);
+            shared.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
+            shared
+                .add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
+        }
 
         let mut evaluations = Vec::with_capacity(candidates.len());
         for policy in candidates {
