@@ -28,6 +28,16 @@ use differential_support::{
     OracleProcess, audit_difference, compare_answers, oracle_binary, request_json,
 };
 
+/// The oracle, found (and built if needed) once for the tests of this file:
+/// they run in parallel, and `e2e/build.sh` run by two at once may replace
+/// the binary under the other.
+fn oracle() -> Option<std::path::PathBuf> {
+    static ORACLE: std::sync::Mutex<Option<Option<std::path::PathBuf>>> =
+        std::sync::Mutex::new(None);
+    let mut found = ORACLE.lock().unwrap_or_else(|e| e.into_inner());
+    found.get_or_insert_with(oracle_binary).clone()
+}
+
 /// Policies over ConfigMaps and Namespaces (CREATE), one per param kind.
 fn policies() -> Vec<Json> {
     let rules = json!({"resourceRules": [
@@ -234,7 +244,7 @@ fn requests() -> Vec<Request> {
 
 #[test]
 fn params_decide_as_kube_apiserver() {
-    let Some(oracle) = oracle_binary() else {
+    let Some(oracle) = oracle() else {
         return;
     };
     let all_policies = policies();
@@ -348,7 +358,7 @@ fn policy_of(what: &str) -> &str {
 /// valid ones load.
 #[test]
 fn param_fields_are_validated_as_kube_apiserver_validates_them() {
-    let Some(oracle) = oracle_binary() else {
+    let Some(oracle) = oracle() else {
         return;
     };
     let base = policies().remove(1);
@@ -461,7 +471,7 @@ fn corpus_param_policies_with_their_param_objects_decide_as_kube_apiserver() {
         "no corpus at {} (it sits in ../shared beside the clone)",
         corpus.display()
     );
-    let Some(oracle) = oracle_binary() else {
+    let Some(oracle) = oracle() else {
         return;
     };
     let installer = "system:serviceaccount:csr-signer-installer:installer";
