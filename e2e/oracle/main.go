@@ -118,5 +118,8 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	if _, ok := probe["authorize"]; ok {
 		return authorize(raw)
 	}
+	if _, ok := probe["environment"]; ok {
+		return describeEnvironment(raw)
+	}
 	return o.admit(raw)
 }

@@ -10,6 +10,7 @@
 //! the scenarios are reported as ignored, with the reason; under `CI=true`
 //! they fail instead.
 
+mod cel_environment;
 mod cluster_commands;
 mod control_plane;
 mod deploy_overlays;
@@ -98,6 +99,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(incidents::scenarios());
     all.extend(params_authz::scenarios());
     all.extend(cluster_commands::scenarios());
+    all.extend(cel_environment::scenarios());
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
