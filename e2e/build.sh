@@ -46,6 +46,8 @@ if [ -d "$here/oracle" ]; then
   src_key=$(find "$here/oracle" -name '*.go' -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-12)
   if [ "$(cat "$out/oracle.src" 2>/dev/null)" != "$src_key" ]; then rm -f "$out/oracle"; fi
   build oracle "$here" ./oracle
-  echo "$src_key" > "$out/oracle.src"
+  # Replace, never truncate: a build.sh run at the same time (tests run in
+  # parallel) must not read an empty key and delete the oracle in use.
+  echo "$src_key" > "$out/oracle.src.tmp" && mv "$out/oracle.src.tmp" "$out/oracle.src"
 fi
 echo "$out"

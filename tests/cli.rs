@@ -1045,3 +1045,76 @@ fn runs_as_a_kubectl_plugin() {
         "{listed:?}"
     );
 }
+
+#[test]
+fn policytest_params_files_feed_param_references() {
+    let (code, out, err) = run(&["test", &fixture("params")]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("3 passed, 0 failed"), "{out}");
+    // A params glob that matches nothing is a mistake in the suite, named.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let suite = dir.path().join("s.test.yaml");
+    std::fs::write(
+        &suite,
+        format!(
+            "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: s}}\nspec:\n  policies: [{}]\n  params: [nothing-here/*.yaml]\n  cases: []\n",
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join(fixture("params/policies/replica-limit.yaml"))
+                .display()
+        ),
+    )
+    .expect("write");
+    let (code, out, err) = run(&["test", &suite.display().to_string()]);
+    assert_ne!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("params 'nothing-here/*.yaml' matches no file"),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn print_rbac_grants_param_kinds_and_subjectaccessreviews() {
+    let (code, out, err) = run(&[
+        "check",
+        "--policies",
+        &fixture("params/policies"),
+        "--print-rbac",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let role: serde_json::Value = serde_saphyr::from_str(&out).expect("yaml");
+    assert_eq!(
+        role["rules"],
+        serde_json::json!([
+            {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+        ])
+    );
+}
+
+#[test]
+fn review_reads_params_from_the_live_snapshot() {
+    let (code, out, err) = run(&[
+        "review",
+        &fixture("params/manifests"),
+        "--live",
+        &fixture("params/params"),
+        "--policies",
+        &fixture("params/policies"),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(results[0]["deniedBy"], serde_json::json!(["replica-limit"]));
+    assert!(out.contains("at most 3 replicas in team-a"), "{out}");
+    // Without the snapshot the cluster is empty: no param, and the binding's
+    // parameterNotFoundAction (Deny) decides.
+    let (code, out, err) = run(&[
+        "review",
+        &fixture("params/manifests"),
+        "--policies",
+        &fixture("params/policies"),
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("no params found for policy binding"), "{out}");
+}

@@ -302,6 +302,7 @@ async fn real_watcher_against_a_fake_api_server() {
                 ("missing.dev/v1".into(), "Thing".into()),
             ],
             namespaces: true,
+            authorizer: false,
         })
         .await;
 
@@ -473,6 +474,7 @@ async fn real_watcher_against_a_fake_api_server() {
         .reconcile(&ClusterNeeds {
             kinds: vec![],
             namespaces: true,
+            authorizer: false,
         })
         .await;
     assert!(

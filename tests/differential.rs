@@ -103,8 +103,11 @@ fn prepare_suite(file: &Path) -> Suite {
         }
     }
     let mut state_files = Vec::new();
-    for p in spec["clusterState"].as_array().into_iter().flatten() {
-        let pattern = base.join(p.as_str().expect("clusterState paths are strings"));
+    let state_patterns = ["clusterState", "params"]
+        .iter()
+        .flat_map(|field| spec[field].as_array().into_iter().flatten());
+    for p in state_patterns {
+        let pattern = base.join(p.as_str().expect("clusterState/params paths are strings"));
         for m in glob::glob(&pattern.to_string_lossy())
             .expect("a glob")
             .flatten()

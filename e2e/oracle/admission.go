@@ -32,6 +32,9 @@ type admissionCase struct {
 	Bindings   []json.RawMessage `json:"bindings"`
 	Params     []json.RawMessage `json:"params"`
 	Namespaces []json.RawMessage `json:"namespaces"`
+	// RBAC: Roles, ClusterRoles and their bindings; with any, policies'
+	// `authorizer` is Kubernetes' RBAC authorizer over them (rbac.go).
+	RBAC []json.RawMessage `json:"rbac"`
 	// EquivalentResources lists groups of resources that are the same
 	// storage served under several group/versions (kube-apiserver knows this
 	// from its registry; the oracle only from here). Used by matchPolicy:
@@ -91,7 +94,7 @@ func (o *oracle) close() {
 // built for identical documents by an earlier case.
 func (o *oracle) worldFor(in *admissionCase, namespaces []json.RawMessage) (*world, []rejection, error) {
 	key := sha256.New()
-	for _, part := range [][]json.RawMessage{in.Policies, {json.RawMessage("--")}, in.Bindings, {json.RawMessage("--")}, in.Params, {json.RawMessage("--")}, namespaces} {
+	for _, part := range [][]json.RawMessage{in.Policies, {json.RawMessage("--")}, in.Bindings, {json.RawMessage("--")}, in.Params, {json.RawMessage("--")}, namespaces, {json.RawMessage("--")}, in.RBAC} {
 		for _, doc := range part {
 			key.Write(doc)
 			key.Write([]byte{0})
@@ -102,7 +105,7 @@ func (o *oracle) worldFor(in *admissionCase, namespaces []json.RawMessage) (*wor
 	if w, ok := o.worlds[k]; ok {
 		return w, w.rejected, nil
 	}
-	w, err := newWorld(in.Policies, in.Bindings, in.Params, namespaces)
+	w, err := newWorld(in.Policies, in.Bindings, in.Params, namespaces, in.RBAC)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -11,6 +11,12 @@
 //	                    "namespaces":[Namespace...], "request": AdmissionReview.request}
 //	a CEL case:        {"expression": "...", "bindings": {"object": ..., ...},
 //	                    "envType": "StoredExpressions" | "NewExpressions"}
+//	an RBAC question:  {"authorize": {"user", "groups", "verb", "path" | "resourceRequest": true,
+//	                    "apiGroup", "resource", "subresource", "namespace", "name"}, "rbac": [...]}
+//
+// An admission case may carry "rbac": [Role, ClusterRole, RoleBinding,
+// ClusterRoleBinding...]; its policies' `authorizer` is then Kubernetes' RBAC
+// authorizer over them (rbac.go), otherwise it answers "no opinion".
 //
 // Output on stdout: one JSON line per input value, in order (see admission.go
 // and celeval.go for the fields). A case that cannot be run carries "error".
@@ -108,6 +114,9 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	}
 	if _, ok := probe["expression"]; ok {
 		return evalCEL(raw)
+	}
+	if _, ok := probe["authorize"]; ok {
+		return authorize(raw)
 	}
 	if _, ok := probe["environment"]; ok {
 		return describeEnvironment(raw)

@@ -36,8 +36,7 @@ type world struct {
 }
 
 // noAuthorizer answers every `authorizer` check of a policy with "no
-// opinion": the oracle has no RBAC (neither has safety-gate, which rejects
-// policies that use `authorizer`).
+// opinion": the authorizer of a case without RBAC objects (see rbac.go).
 type noAuthorizer struct{}
 
 func (noAuthorizer) Authorize(context.Context, authorizer.Attributes) (authorizer.Decision, string, error) {
@@ -60,7 +59,15 @@ var namespacedBuiltins = map[schema.GroupKind]bool{
 	{Group: "", Kind: "Secret"}:    true,
 }
 
-func newWorld(policyDocs, bindingDocs, paramDocs, namespaceDocs []json.RawMessage) (*world, error) {
+func newWorld(policyDocs, bindingDocs, paramDocs, namespaceDocs, rbacDocs []json.RawMessage) (*world, error) {
+	var authz authorizer.Authorizer = noAuthorizer{}
+	if len(rbacDocs) > 0 {
+		a, err := rbacAuthorizer(rbacDocs)
+		if err != nil {
+			return nil, err
+		}
+		authz = a
+	}
 	var (
 		native   []runtime.Object
 		rejected []rejection
@@ -189,7 +196,7 @@ func newWorld(policyDocs, bindingDocs, paramDocs, namespaceDocs []json.RawMessag
 			time.Sleep(time.Millisecond)
 		}
 	}
-	initializer.New(client, dynamicClient, factory, noAuthorizer{}, featuregate.NewFeatureGate(),
+	initializer.New(client, dynamicClient, factory, authz, featuregate.NewFeatureGate(),
 		compatibility.DefaultBuildEffectiveVersion(), ctx.Done(), restMapper).Initialize(plugin)
 	if err := plugin.ValidateInitialization(); err != nil {
 		cancel()

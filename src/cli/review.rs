@@ -325,6 +325,25 @@ struct WithInputNamespaces<'a> {
     input: &'a Snapshot,
 }
 
+impl crate::policy::ParamSource for WithInputNamespaces<'_> {
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<crate::policy::ParamScope>, LookupError> {
+        self.base.param_scope(api_version, kind)
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<kube_cel::cel::Value, LookupError> {
+        self.base.param_list(api_version, kind, namespace)
+    }
+}
+
 impl ClusterState for WithInputNamespaces<'_> {
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
         match self.base.namespace(name) {
@@ -343,5 +362,9 @@ impl ClusterState for WithInputNamespaces<'_> {
         namespace: Option<&str>,
     ) -> Result<kube_cel::cel::Value, LookupError> {
         self.base.list(api_version, kind, namespace)
+    }
+
+    fn authorizer(&self) -> Result<std::sync::Arc<dyn crate::policy::authz::Authorizer>, String> {
+        self.base.authorizer()
     }
 }

@@ -44,6 +44,10 @@ struct PolicyTestSpec {
     policies: Vec<String>,
     #[serde(default)]
     cluster_state: Vec<String>,
+    /// Param objects (files or globs) for bindings with a `paramRef`: part of
+    /// the same cluster state, listed apart so a suite says what they are.
+    #[serde(default)]
+    params: Vec<String>,
     #[serde(default)]
     mode: Option<TestMode>,
     cases: Vec<Case>,
@@ -268,19 +272,22 @@ fn run_suite(
     let policies =
         PolicySet::load_files(&expanded).map_err(|e| format!("policies do not load:\n{e}"))?;
     let mut state_files = Vec::new();
-    for pattern in &suite.spec.cluster_state {
+    let patterns = (suite.spec.cluster_state.iter().map(|p| ("clusterState", p)))
+        .chain(suite.spec.params.iter().map(|p| ("params", p)));
+    for (field, pattern) in patterns {
         let full = resolve(file, pattern);
-        let matches = glob::glob(&full.to_string_lossy())
-            .map_err(|e| format!("clusterState '{pattern}': {e}"))?;
+        let matches =
+            glob::glob(&full.to_string_lossy()).map_err(|e| format!("{field} '{pattern}': {e}"))?;
         let before = state_files.len();
         for m in matches.flatten() {
             state_files.push(m);
         }
         if state_files.len() == before {
-            return Err(format!("clusterState '{pattern}' matches no file"));
+            return Err(format!("{field} '{pattern}' matches no file"));
         }
     }
-    let cluster = Snapshot::load_files(&state_files).map_err(|e| format!("clusterState:\n{e}"))?;
+    let cluster =
+        Snapshot::load_files(&state_files).map_err(|e| format!("clusterState/params:\n{e}"))?;
 
     println!("{} ({})", suite.metadata.name, file.display());
     let (mut passed, mut failed) = (0, 0);
@@ -420,6 +427,26 @@ struct Degraded<'a> {
     unavailable: Vec<(String, String)>,
 }
 
+impl crate::policy::ParamSource for Degraded<'_> {
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<crate::policy::ParamScope>, LookupError> {
+        self.list(api_version, kind, None)?;
+        self.inner.param_scope(api_version, kind)
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<kube_cel::cel::Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
+    }
+}
+
 impl ClusterState for Degraded<'_> {
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
         self.inner.namespace(name)
@@ -441,6 +468,10 @@ impl ClusterState for Degraded<'_> {
             )));
         }
         self.inner.list(api_version, kind, namespace)
+    }
+
+    fn authorizer(&self) -> Result<std::sync::Arc<dyn crate::policy::authz::Authorizer>, String> {
+        self.inner.authorizer()
     }
 }
 

@@ -31,7 +31,7 @@ pub use cache::KindStats;
 
 use super::{ClusterState, LookupError, NamespaceInfo};
 use crate::admission::synthetic::split_api_version;
-use crate::policy::ClusterNeeds;
+use crate::policy::{ClusterNeeds, ParamScope, ParamSource};
 use arc_swap::ArcSwap;
 use cache::{Failure, KindCache, KindWriter, describe_status};
 use futures::StreamExt;
@@ -183,6 +183,8 @@ impl fmt::Debug for LiveCluster {
 
 struct Inner {
     client: Client,
+    /// Answers `authorizer` checks (None outside a tokio runtime).
+    reviewer: Option<Arc<super::sar::SubjectAccessReviewer>>,
     /// Swapped whole by `reconcile`, so lookups never wait for a reload.
     caches: ArcSwap<Vec<Arc<Entry>>>,
     reconcile: tokio::sync::Mutex<()>,
@@ -207,6 +209,12 @@ impl LiveCluster {
     pub fn new(client: Client) -> Self {
         LiveCluster {
             inner: Arc::new(Inner {
+                reviewer: tokio::runtime::Handle::try_current().ok().map(|runtime| {
+                    Arc::new(super::sar::SubjectAccessReviewer::new(
+                        client.clone(),
+                        runtime,
+                    ))
+                }),
                 client,
                 caches: ArcSwap::from_pointee(Vec::new()),
                 reconcile: tokio::sync::Mutex::new(()),
@@ -325,7 +333,42 @@ fn wanted(needs: &ClusterNeeds) -> Vec<(String, String)> {
     kinds
 }
 
+impl ParamSource for LiveCluster {
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<ParamScope>, LookupError> {
+        match self.find(api_version, kind) {
+            Some(cache) => cache.param_scope(),
+            None => Err(not_watched(api_version, kind)),
+        }
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
+    }
+}
+
+fn not_watched(api_version: &str, kind: &str) -> LookupError {
+    LookupError(format!(
+        "lookup of {kind} ({api_version}) is unavailable: it is not watched (caches follow the loaded policies; a reload may still be starting it)"
+    ))
+}
+
 impl ClusterState for LiveCluster {
+    fn authorizer(&self) -> Result<Arc<dyn crate::policy::authz::Authorizer>, String> {
+        match &self.inner.reviewer {
+            Some(r) => Ok(r.clone()),
+            None => Err("the live cluster state was made outside an async runtime".to_string()),
+        }
+    }
+
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
         let Some(cache) = self.find("v1", "Namespace") else {
             return Err(LookupError(format!(
@@ -352,21 +395,22 @@ impl ClusterState for LiveCluster {
     ) -> Result<Value, LookupError> {
         match self.find(api_version, kind) {
             Some(cache) => cache.list(namespace),
-            None => Err(LookupError(format!(
-                "lookup of {kind} ({api_version}) is unavailable: it is not watched (caches follow the loaded policies; a reload may still be starting it)"
-            ))),
+            None => Err(not_watched(api_version, kind)),
         }
     }
 }
 
 /// One cache's life: resolve the kind, then list and watch until aborted.
 async fn run(client: Client, mut writer: KindWriter) {
-    let resource = resolve_until_served(&client, &mut writer).await;
-    writer.set_resource(if resource.group.is_empty() {
-        resource.plural.clone()
-    } else {
-        format!("{}.{}", resource.plural, resource.group)
-    });
+    let (resource, scope) = resolve_until_served(&client, &mut writer).await;
+    writer.set_resource(
+        if resource.group.is_empty() {
+            resource.plural.clone()
+        } else {
+            format!("{}.{}", resource.plural, resource.group)
+        },
+        scope,
+    );
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let mut events =
         std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
@@ -389,7 +433,10 @@ const NOT_SERVED_RECHECK: Duration = Duration::from_secs(10);
 
 /// Discovery, retried with the watcher's backoff: a CRD installed after the
 /// gate starts is picked up without a restart.
-async fn resolve_until_served(client: &Client, writer: &mut KindWriter) -> ApiResource {
+async fn resolve_until_served(
+    client: &Client,
+    writer: &mut KindWriter,
+) -> (ApiResource, crate::policy::ParamScope) {
     let (api_version, kind) = (
         writer.cache().api_version.clone(),
         writer.cache().kind.clone(),
@@ -417,11 +464,21 @@ async fn resolve_until_served(client: &Client, writer: &mut KindWriter) -> ApiRe
     }
 }
 
-async fn resolve(client: &Client, api_version: &str, kind: &str) -> Result<ApiResource, Failure> {
+async fn resolve(
+    client: &Client,
+    api_version: &str,
+    kind: &str,
+) -> Result<(ApiResource, crate::policy::ParamScope), Failure> {
     let (group, version) = split_api_version(api_version);
     let gvk = GroupVersionKind::gvk(&group, &version, kind);
     match kube::discovery::pinned_kind(client, &gvk).await {
-        Ok((resource, _)) => Ok(resource),
+        Ok((resource, capabilities)) => Ok((
+            resource,
+            match capabilities.scope {
+                kube::discovery::Scope::Namespaced => crate::policy::ParamScope::Namespaced,
+                kube::discovery::Scope::Cluster => crate::policy::ParamScope::Cluster,
+            },
+        )),
         // A real kube-apiserver answers discovery of a group version it does
         // not serve with a plain-text "404 page not found", not a Status:
         // kube-core's `is_not_found` looks only at the reason, so check the

@@ -5,6 +5,7 @@
 pub mod live;
 pub mod rbac;
 mod reader;
+pub mod sar;
 mod snapshot;
 
 pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};
@@ -12,8 +13,11 @@ pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
 pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
 
+use crate::policy::authz::Authorizer;
+use crate::policy::{ParamScope, ParamSource};
 use kube_cel::cel::Value;
 use std::fmt;
+use std::sync::Arc;
 
 /// Why cluster state could not be read. Evaluation treats it as an error that
 /// the policy's failurePolicy decides, never as "no objects".
@@ -34,7 +38,9 @@ pub struct NamespaceInfo {
     pub object: Value,
 }
 
-pub trait ClusterState: Send + Sync {
+/// Cluster state as policies read it; param objects (`paramRef`) come from the
+/// same state through [`ParamSource`].
+pub trait ClusterState: ParamSource + Send + Sync {
     /// `Ok(None)` when the namespace does not exist; `Err` when it cannot be known.
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError>;
 
@@ -45,11 +51,41 @@ pub trait ClusterState: Send + Sync {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Value, LookupError>;
+
+    /// Who answers policies' `authorizer` checks; `Err` says why nobody can
+    /// (then every check is an evaluation error for failurePolicy).
+    fn authorizer(&self) -> Result<Arc<dyn Authorizer>, String> {
+        Err(NO_AUTHORIZER.to_string())
+    }
 }
+
+/// Why offline cluster state cannot answer `authorizer` checks.
+pub const NO_AUTHORIZER: &str = "no API server to ask (authorizer checks are SubjectAccessReviews, made by `safety-gate serve` and `--cluster`)";
 
 /// No cluster state at all: every lookup is unavailable.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoCluster;
+
+impl ParamSource for NoCluster {
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<ParamScope>, LookupError> {
+        Err(LookupError(format!(
+            "params of kind {kind} ({api_version}) are unavailable: no cluster state is configured (--cluster-state DIR)"
+        )))
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
+    }
+}
 
 impl ClusterState for NoCluster {
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {

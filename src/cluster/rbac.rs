@@ -1,5 +1,7 @@
 //! The RBAC a policy set needs: `get`, `list` and `watch` on exactly the kinds
-//! its lookups read, plus Namespaces when it reads namespace labels. This is
+//! its lookups and param references read, plus Namespaces when it reads
+//! namespace labels, and `create` on SubjectAccessReviews when a policy uses
+//! `authorizer`. This is
 //! what `safety-gate check --print-rbac` prints, so whoever adds a policy
 //! knows what to grant.
 
@@ -27,7 +29,7 @@ pub fn rbac_rules(needs: &ClusterNeeds) -> Vec<serde_json::Value> {
             resources.push(resource);
         }
     }
-    by_group
+    let mut rules: Vec<serde_json::Value> = by_group
         .into_iter()
         .map(|(group, mut resources)| {
             resources.sort();
@@ -37,7 +39,15 @@ pub fn rbac_rules(needs: &ClusterNeeds) -> Vec<serde_json::Value> {
                 "verbs": VERBS,
             })
         })
-        .collect()
+        .collect();
+    if needs.authorizer {
+        rules.push(serde_json::json!({
+            "apiGroups": ["authorization.k8s.io"],
+            "resources": ["subjectaccessreviews"],
+            "verbs": ["create"],
+        }));
+    }
+    rules
 }
 
 /// A ClusterRole named `name` with [`rbac_rules`], as YAML (`rules: []` when
@@ -64,6 +74,7 @@ mod tests {
                 .map(|(a, k)| (a.to_string(), k.to_string()))
                 .collect(),
             namespaces,
+            authorizer: false,
         }
     }
 
@@ -84,6 +95,19 @@ mod tests {
                 {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["core.kubefed.io"], "resources": ["kubefedclusters"], "verbs": ["get", "list", "watch"]},
                 {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "networkpolicies"], "verbs": ["get", "list", "watch"]},
+            ])
+        );
+    }
+
+    #[test]
+    fn authorizer_checks_need_create_on_subjectaccessreviews_only() {
+        let mut n = needs(&[("v1", "ConfigMap")], false);
+        n.authorizer = true;
+        assert_eq!(
+            serde_json::Value::Array(rbac_rules(&n)),
+            serde_json::json!([
+                {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch"]},
+                {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
             ])
         );
     }

@@ -4,6 +4,7 @@
 use super::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::documents::{Located, files_in, split_documents};
 use crate::policy::values::json_to_cel;
+use crate::policy::{ParamScope, ParamSource, guess_scope};
 use kube_cel::cel::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -219,6 +220,34 @@ fn flatten(
             1,
             "not a Kubernetes object: apiVersion, kind and metadata.name are required",
         ));
+    }
+}
+
+impl ParamSource for Snapshot {
+    /// Files cannot say whether a kind is served: every kind is; its scope is
+    /// guessed from its objects (see [`guess_scope`]).
+    fn param_scope(
+        &self,
+        api_version: &str,
+        kind: &str,
+    ) -> Result<Option<ParamScope>, LookupError> {
+        let namespaces = self
+            .objects
+            .get(&(api_version.to_string(), kind.to_string()))
+            .into_iter()
+            .flat_map(|by_ns| by_ns.iter())
+            .filter(|(_, objects)| !objects.is_empty())
+            .map(|(ns, _)| !ns.is_empty());
+        Ok(Some(guess_scope(api_version, kind, namespaces)))
+    }
+
+    fn param_list(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+    ) -> Result<Value, LookupError> {
+        self.list(api_version, kind, Some(namespace))
     }
 }
 

@@ -62,6 +62,9 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
         super::variables::VARIABLE_FUNCTION,
         super::variables::variable_function,
     );
+    for name in super::authz::FUNCTIONS {
+        ctx.add_function(name, super::authz::authz_function);
+    }
     ctx
 });
 

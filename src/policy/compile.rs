@@ -17,6 +17,8 @@ pub enum DataRoot {
     NamespaceObject,
     /// `lookups.<name>`, by index into the policy's lookups.
     Lookup(usize),
+    /// `params`: the param object of this evaluation (null without one).
+    Params,
 }
 
 /// Which top-level names an expression may use, depending on the field it sits in.
@@ -51,6 +53,8 @@ pub struct Origin {
 pub struct Reads {
     /// `namespaceObject` is read: its Namespace must be fetched from cluster state.
     pub namespace_object: bool,
+    /// `authorizer` is used: the gate needs to create SubjectAccessReviews.
+    pub authorizer: bool,
     pub variables: Vec<usize>,
     pub lookups: Vec<usize>,
 }
@@ -58,7 +62,7 @@ pub struct Reads {
 impl Reads {
     fn mark(&mut self, origin: &Origin) {
         match origin.root {
-            DataRoot::Object | DataRoot::OldObject => {}
+            DataRoot::Object | DataRoot::OldObject | DataRoot::Params => {}
             DataRoot::NamespaceObject => self.namespace_object = true,
             DataRoot::Lookup(i) => {
                 if !self.lookups.contains(&i) {
@@ -70,6 +74,7 @@ impl Reads {
 
     pub fn merge(&mut self, other: &Reads) {
         self.namespace_object |= other.namespace_object;
+        self.authorizer |= other.authorizer;
         for v in &other.variables {
             if !self.variables.contains(v) {
                 self.variables.push(*v);
@@ -289,6 +294,7 @@ pub fn compile(
         .located_in(source));
     }
     rewrite_data_paths(&mut ast);
+    rewrite_request_resource(&mut ast);
     rewrite_optional_selects(&mut ast);
     rewrite_variables(&mut ast, scope.variables);
     super::semantics::rewrite(&mut ast);
@@ -506,18 +512,10 @@ impl Analysis<'_> {
                     .push("'lookups' must be used as lookups.<name>".to_string());
                 return Vec::new();
             }
-            "params" if self.scope.params => {
-                self.errors.push(
-                    "'params' is not supported by safety-gate yet (policies with paramKind cannot be loaded)"
-                        .to_string(),
-                );
-                return Vec::new();
-            }
+            "params" if self.scope.params => DataRoot::Params,
+            // Not data: checks answered by the authorizer (authz.rs).
             "authorizer" if self.scope.authorizer => {
-                self.errors.push(
-                    "'authorizer' is not supported by safety-gate yet (it would need SubjectAccessReviews)"
-                        .to_string(),
-                );
+                self.reads.authorizer = true;
                 return Vec::new();
             }
             _ => {
@@ -723,6 +721,7 @@ impl Analysis<'_> {
                     "object" => DataRoot::Object,
                     "oldObject" => DataRoot::OldObject,
                     "namespaceObject" => DataRoot::NamespaceObject,
+                    "params" if self.scope.params => DataRoot::Params,
                     _ => return None,
                 };
                 Some(Origin {
@@ -934,6 +933,22 @@ pub fn rewrite_optional_selects(expr: &mut Expression) {
     }
     for child in children_mut(expr) {
         rewrite_optional_selects(child);
+    }
+}
+
+/// Replaces `authorizer.requestResource` (a variable of its own in
+/// kube-apiserver's environment) with the engine's binding for it.
+fn rewrite_request_resource(expr: &mut Expression) {
+    if let Expr::Select(select) = &expr.expr
+        && !select.test
+        && select.field == "requestResource"
+        && matches!(&select.operand.expr, Expr::Ident(root) if root == super::authz::AUTHORIZER_BINDING)
+    {
+        expr.expr = Expr::Ident(super::authz::REQUEST_RESOURCE_BINDING.to_string());
+        return;
+    }
+    for child in children_mut(expr) {
+        rewrite_request_resource(child);
     }
 }
 

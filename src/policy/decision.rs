@@ -100,6 +100,9 @@ pub struct PolicyEvaluation {
     /// (a namespace's labels, a lookup): the request is undecided rather
     /// than denied where that state is simply absent (`review` without it).
     pub cluster_state_unknown: bool,
+    /// The failure is the policy's own configuration (its paramKind is not
+    /// served): kube-apiserver names the policy without the binding.
+    pub policy_level: bool,
 }
 
 impl PolicyEvaluation {
@@ -128,7 +131,37 @@ impl PolicyEvaluation {
             annotations: Vec::new(),
             patch_operations: Vec::new(),
             cluster_state_unknown: false,
+            policy_level: false,
         }
+    }
+
+    /// A binding whose params could not be collected, as kube-apiserver's
+    /// dispatcher reports it (`failed to configure binding: ...`): under
+    /// `failurePolicy: Fail` it denies whatever the binding's validationActions.
+    pub fn config_error(policy: &Policy, error: super::params::ParamError) -> Self {
+        use super::params::ParamError;
+        let mut e = PolicyEvaluation::new(policy);
+        let (message, policy_level, unknown) = match error {
+            ParamError::Policy(m) => (format!("failed to configure policy: {m}"), true, false),
+            ParamError::Binding(m) => (format!("failed to configure binding: {m}"), false, false),
+            ParamError::Unavailable(m) => {
+                (format!("failed to configure binding: {m}"), false, true)
+            }
+        };
+        e.policy_level = policy_level;
+        e.cluster_state_unknown = unknown;
+        e.outcome = PolicyOutcome::Errored;
+        match policy.failure_policy {
+            super::FailurePolicy::Fail => e.failures.push(Failure {
+                index: usize::MAX,
+                message,
+                reason: error_reason(policy.kind),
+                error: true,
+                denies_regardless: true,
+            }),
+            super::FailurePolicy::Ignore => e.ignored_errors.push(message),
+        }
+        e
     }
 
     /// A policy that could not be evaluated at all (lookups, selectors, matchConditions).
@@ -174,6 +207,9 @@ impl PolicyEvaluation {
 
     /// kube-apiserver's name for this unit in messages (VAP only).
     fn vap_label(&self) -> String {
+        if self.policy_level {
+            return format!("ValidatingAdmissionPolicy '{}'", self.policy);
+        }
         format!(
             "ValidatingAdmissionPolicy '{}' with binding '{}'",
             self.policy,

@@ -86,6 +86,8 @@ struct PolicyData<'a> {
     bound: &'a Bound,
     /// Null until fetched.
     lookups: Vec<Value>,
+    /// This evaluation's param object (null without one).
+    params: Value,
 }
 
 impl SizeOracle for PolicyData<'_> {
@@ -100,6 +102,9 @@ impl SizeOracle for PolicyData<'_> {
                     .get(i)
                     .and_then(|v| super::values::select_path(v, path))
                     .map(Shape::of);
+            }
+            DataRoot::Params => {
+                return super::values::select_path(&self.params, path).map(Shape::of);
             }
         };
         lazy.path(path).map(LazyValue::shape)
@@ -124,6 +129,7 @@ impl PolicyData<'_> {
         [self.bound.object().shape(), self.bound.old_object().shape()]
             .into_iter()
             .chain(self.lookups.iter().map(Shape::of))
+            .chain(std::iter::once(Shape::of(&self.params)))
     }
 }
 
@@ -181,6 +187,12 @@ impl PolicySet {
         let mut shared = cel_env::root().new_inner_scope();
         shared.add_variable_from_value(DATA_BINDING, Value::Opaque(bound.data.clone()));
         shared.add_variable_from_value("request", request.to_cel());
+        if candidates.iter().any(|p| p.reads.authorizer) {
+            let (authorizer, request_resource) = authz_bindings(request, cluster);
+            shared.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
+            shared
+                .add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
+        }
 
         let mut evaluations = Vec::with_capacity(candidates.len());
         for policy in candidates {
@@ -195,10 +207,21 @@ impl PolicySet {
                     continue;
                 }
             };
-            if selected {
-                evaluations.push(evaluate_policy(
-                    policy, &shared, &bound, request, cluster, options,
-                ));
+            if !selected {
+                continue;
+            }
+            // One evaluation per param object, as kube-apiserver's dispatcher
+            // makes one invocation per param; none when none was found and the
+            // binding says `Allow`.
+            match super::params::collect(policy, attrs.namespace, cluster) {
+                Ok(params) => {
+                    for param in params {
+                        evaluations.push(evaluate_policy(
+                            policy, &shared, &bound, request, cluster, options, param,
+                        ));
+                    }
+                }
+                Err(e) => evaluations.push(PolicyEvaluation::config_error(policy, e)),
             }
         }
         let object_json = if options.stage == Stage::Mutate {
@@ -245,6 +268,39 @@ impl PolicySet {
             .collect();
         Decision::combine(request, options, evaluations, None, started)
     }
+}
+
+/// `authorizer` and `authorizer.requestResource` for this request: its user,
+/// and the resource the client asked for (kube-apiserver's admission
+/// attributes, which `requestResource`/`requestSubResource` carry).
+fn authz_bindings(request: &Request, cluster: &dyn ClusterState) -> (Value, Value) {
+    let u = &request.user_info;
+    let user = super::authz::AuthzUser {
+        name: u.username.clone().unwrap_or_default(),
+        uid: u.uid.clone().unwrap_or_default(),
+        groups: u.groups.clone().unwrap_or_default(),
+        extra: u.extra.clone().unwrap_or_default().into_iter().collect(),
+    };
+    let resource = request
+        .request_resource
+        .as_ref()
+        .unwrap_or(&request.resource);
+    let sub_resource = request
+        .request_sub_resource
+        .as_deref()
+        .or(request.sub_resource.as_deref())
+        .unwrap_or("");
+    super::authz::bindings(
+        user,
+        cluster.authorizer(),
+        (
+            &resource.group,
+            &resource.resource,
+            sub_resource,
+            request.namespace_str(),
+            &request.name,
+        ),
+    )
 }
 
 /// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
@@ -375,6 +431,12 @@ fn selectors_match(
 struct Evaluator<'p, 'c> {
     policy: &'p Policy,
     scope: Context<'c>,
+    /// Where messageExpressions and audit annotations run when the policy
+    /// uses `authorizer` (which kube-apiserver does not bind there); other
+    /// policies run them in `scope`, reusing its variables.
+    without_authorizer: Option<Context<'c>>,
+    /// Evaluating in `without_authorizer`.
+    in_messages: bool,
     /// Per variable: its cost was checked for this input.
     cost_checked: Vec<bool>,
     data: PolicyData<'c>,
@@ -394,19 +456,40 @@ fn evaluate_policy(
     request: &Request,
     cluster: &dyn ClusterState,
     options: &EvalOptions,
+    params: Value,
 ) -> PolicyEvaluation {
-    let mut scope = shared.new_inner_scope();
-    if !policy.variables.is_empty() {
-        let table = VariableTable::new(policy.variables.clone(), options.deadline);
-        scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
-    }
+    // kube-apiserver evaluates validations (and matchConditions) with the
+    // authorizer, and messageExpressions and audit annotations without it, each
+    // with variables of their own: for a policy that uses the authorizer, the
+    // same expressions in a second scope.
+    let make_scope = |with_authorizer: bool| {
+        let mut scope = shared.new_inner_scope();
+        if policy.param_kind.is_some() {
+            scope.add_variable_from_value("params", params.clone());
+        }
+        if !policy.variables.is_empty() {
+            let table = VariableTable::new(policy.variables.clone(), options.deadline);
+            scope.add_variable_from_value(TABLE_BINDING, Value::Opaque(Arc::new(table)));
+        }
+        if !with_authorizer {
+            let (authorizer, request_resource) = super::authz::absent_bindings();
+            scope.add_variable_from_value(super::authz::AUTHORIZER_BINDING, authorizer);
+            scope.add_variable_from_value(super::authz::REQUEST_RESOURCE_BINDING, request_resource);
+        }
+        scope
+    };
+    let scope = make_scope(true);
+    let without_authorizer = policy.reads.authorizer.then(|| make_scope(false));
     let mut ev = Evaluator {
         policy,
         scope,
+        without_authorizer,
+        in_messages: false,
         cost_checked: vec![false; policy.variables.len()],
         data: PolicyData {
             bound,
             lookups: vec![Value::Null; policy.lookups.len()],
+            params,
         },
         fetched: vec![false; policy.lookups.len()],
         unavailable: None,
@@ -502,7 +585,10 @@ impl Evaluator<'_, '_> {
         };
         for annotation in annotations {
             let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
-            match self.eval(&annotation.expression) {
+            self.in_messages = true;
+            let value = self.eval(&annotation.expression);
+            self.in_messages = false;
+            match value {
                 // kube-apiserver trims the value; blank means "no annotation".
                 Ok(Value::String(s)) if !s.trim().is_empty() => result
                     .audit_annotations
@@ -612,7 +698,10 @@ impl Evaluator<'_, '_> {
         if let Some(expression) = &validation.message_expression {
             // VAP falls back to `message` when messageExpression errors or yields an unusable string.
             // kube-apiserver trims the result before it checks it.
-            if let Ok(Value::String(s)) = self.eval(expression) {
+            self.in_messages = true;
+            let value = self.eval(expression);
+            self.in_messages = false;
+            if let Ok(Value::String(s)) = value {
                 let s = s.trim();
                 if !s.is_empty() && !s.contains('\n') && s.len() <= MAX_MESSAGE_BYTES {
                     return s.to_string();
@@ -653,7 +742,10 @@ impl Evaluator<'_, '_> {
         self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
-        let scope = &self.scope;
+        let scope = match &self.without_authorizer {
+            Some(restricted) if self.in_messages => restricted,
+            _ => &self.scope,
+        };
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             Value::resolve(&expression.ast, scope)
         })) {
@@ -712,8 +804,11 @@ impl Evaluator<'_, '_> {
                 .filter(|(_, fetched)| **fetched)
                 .map(|((spec, value), _)| (Key::String(Arc::new(spec.name.clone())), value.clone()))
                 .collect();
-            self.scope
-                .add_variable_from_value("lookups", Value::Map(Map { map: Arc::new(map) }));
+            let lookups = Value::Map(Map { map: Arc::new(map) });
+            if let Some(restricted) = &mut self.without_authorizer {
+                restricted.add_variable_from_value("lookups", lookups.clone());
+            }
+            self.scope.add_variable_from_value("lookups", lookups);
         }
         Ok(())
     }

@@ -304,6 +304,21 @@ pub const FUNCTIONS: &[Declared] = declared![
     "distinct" Member 34, "the lists extension";
     "reverse" Member 34, "the lists extension";
     "sort" Member 34, "the lists extension";
+    // Kubernetes authz library (`authorizer`, see authz.rs)
+    "path" Member BASE, "the Kubernetes authz library";
+    "group" Member BASE, "the Kubernetes authz library";
+    "serviceAccount" Member BASE, "the Kubernetes authz library";
+    "resource" Member BASE, "the Kubernetes authz library";
+    "subresource" Member BASE, "the Kubernetes authz library";
+    "namespace" Member BASE, "the Kubernetes authz library";
+    "name" Member BASE, "the Kubernetes authz library";
+    "check" Member BASE, "the Kubernetes authz library";
+    "allowed" Member BASE, "the Kubernetes authz library";
+    "reason" Member BASE, "the Kubernetes authz library";
+    "errored" Member BASE, "the Kubernetes authz library";
+    "error" Member BASE, "the Kubernetes authz library";
+    "fieldSelector" Member 31, "the Kubernetes authz selectors library";
+    "labelSelector" Member 31, "the Kubernetes authz selectors library";
 ];
 
 /// The row for a function name, if the gate knows it.

@@ -339,11 +339,8 @@ fn check_binding(doc: &Document, b: &VapBindingDocument) -> Vec<LoadError> {
             ));
         }
     }
-    if b.spec.param_ref.is_some() {
-        out.push(validation::FieldError {
-            field: "spec.paramRef".to_string(),
-            message: "parameters are not supported by safety-gate yet".to_string(),
-        });
+    if let Some(param_ref) = &b.spec.param_ref {
+        validation::param_ref(param_ref, "spec.paramRef", &mut out);
     }
     if let Some(m) = &b.spec.match_resources {
         validation::match_resources(m, "spec.matchResources", &mut out);
@@ -516,12 +513,19 @@ fn build_policy(
             (actions, list.join(","))
         }
     };
-    if spec.param_kind.is_some() {
-        p.push(
+    match (&spec.param_kind, is_vap) {
+        (Some(kind), true) => {
+            validation::param_kind(kind, "spec.paramKind", &mut field_errors);
+            for e in field_errors.drain(..) {
+                p.push(name_line, e.field, e.message);
+            }
+        }
+        (Some(_), false) => p.push(
             name_line,
             "spec.paramKind",
-            "parameters are not supported by safety-gate yet",
-        );
+            "parameters are for a ValidatingAdmissionPolicy, whose binding's paramRef selects them (a GatePolicy reads cluster objects with `lookups`)",
+        ),
+        (None, _) => {}
     }
 
     // kube-apiserver's checks of the match constraints (for a GatePolicy too: the
@@ -914,6 +918,8 @@ fn build_policy(
         match_conditions,
         variables,
         lookups: spec.lookups.clone(),
+        param_kind: spec.param_kind.clone(),
+        param_ref: binding.and_then(|(_, b)| b.spec.param_ref.clone()),
         exemptions,
         validations,
         audit_annotations,

@@ -3,6 +3,7 @@
 //! Pure: no HTTP, no Kubernetes client. The server and every CLI command use
 //! the same [`PolicySet`] and get the same [`Decision`] for the same request.
 
+pub mod authz;
 pub mod cel_env;
 mod compile;
 mod decision;
@@ -17,6 +18,7 @@ mod matching;
 pub mod model;
 mod mutate;
 mod overloads;
+mod params;
 mod paths;
 mod quantifiers;
 mod request;
@@ -34,7 +36,8 @@ pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
 pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
-pub use model::{Action, FailurePolicy, LookupSpec, Reason};
+pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
+pub use params::{ParamScope, ParamSource, guess_scope};
 pub use request::Request;
 pub use validation::is_cel_identifier;
 
@@ -108,6 +111,10 @@ pub struct Policy {
     match_conditions: Vec<Named>,
     variables: std::sync::Arc<[Named]>,
     pub lookups: Vec<LookupSpec>,
+    /// VAP `spec.paramKind` (None for a GatePolicy).
+    pub param_kind: Option<ParamKind>,
+    /// The binding's `spec.paramRef`: with `param_kind`, one evaluation per selected object.
+    pub param_ref: Option<ParamRef>,
     exemptions: Vec<Named>,
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<Named>,
@@ -133,6 +140,8 @@ struct PolicyParts {
     match_conditions: Vec<Named>,
     variables: Vec<Named>,
     lookups: Vec<LookupSpec>,
+    param_kind: Option<ParamKind>,
+    param_ref: Option<ParamRef>,
     exemptions: Vec<Named>,
     validations: Vec<CompiledValidation>,
     audit_annotations: Vec<Named>,
@@ -173,6 +182,8 @@ impl Policy {
             match_conditions: p.match_conditions,
             variables: p.variables.into(),
             lookups: p.lookups,
+            param_kind: p.param_kind,
+            param_ref: p.param_ref,
             exemptions: p.exemptions,
             validations: p.validations,
             audit_annotations: p.audit_annotations,
@@ -204,10 +215,12 @@ impl Policy {
 /// What cluster state a policy set reads (see [`PolicySet::cluster_needs`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClusterNeeds {
-    /// (apiVersion, kind) of every looked-up kind, sorted.
+    /// (apiVersion, kind) of every looked-up kind and every `paramKind`, sorted.
     pub kinds: Vec<(String, String)>,
     /// Namespaces must be watched (namespaceSelector or namespaceObject).
     pub namespaces: bool,
+    /// A policy uses `authorizer`: SubjectAccessReviews must be created.
+    pub authorizer: bool,
 }
 
 /// An immutable, compiled set of policies with an index from resources to policies.
@@ -273,14 +286,26 @@ impl PolicySet {
     pub fn cluster_needs(&self) -> ClusterNeeds {
         let mut needs = ClusterNeeds::default();
         for p in &self.policies {
-            for l in &p.lookups {
-                let kind = (l.api_version.clone(), l.kind.clone());
+            // Every paramKind, as kube-apiserver starts an informer for each:
+            // with a paramRef its objects are read, without one whether it is
+            // served still decides (see params.rs).
+            let params = p
+                .param_kind
+                .as_ref()
+                .map(|k| (k.api_version.clone(), k.kind.clone()));
+            for kind in p
+                .lookups
+                .iter()
+                .map(|l| (l.api_version.clone(), l.kind.clone()))
+                .chain(params)
+            {
                 if !needs.kinds.contains(&kind) {
                     needs.kinds.push(kind);
                 }
             }
             needs.namespaces |=
                 p.matcher.namespace_selectors().next().is_some() || p.reads.namespace_object;
+            needs.authorizer |= p.reads.authorizer;
         }
         needs.kinds.sort();
         needs

@@ -150,9 +150,37 @@ pub struct PolicySpec {
     /// from `/mutate` reaches the user for a change it refuses itself.
     #[serde(default)]
     pub deny_before_object_validation: bool,
-    /// VAP only; parameters are not supported and are rejected with a clear error.
+    /// VAP only: the kind of the objects a binding's `paramRef` selects; each
+    /// selected object is `params` in one evaluation of the policy.
     #[serde(default)]
-    pub param_kind: Option<serde_json::Value>,
+    pub param_kind: Option<ParamKind>,
+}
+
+/// `spec.paramKind` of a ValidatingAdmissionPolicy.
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParamKind {
+    #[serde(default)]
+    pub api_version: String,
+    #[serde(default)]
+    pub kind: String,
+}
+
+/// `spec.paramRef` of a ValidatingAdmissionPolicyBinding: which param objects
+/// (by name, or all that a label selector matches) and what to do when there is none.
+#[derive(Debug, Deserialize, Clone, Default, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParamRef {
+    #[serde(default)]
+    pub name: String,
+    /// Empty: the request's namespace (for a namespaced param kind).
+    #[serde(default)]
+    pub namespace: String,
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
+    /// `Allow` or `Deny`; required by kube-apiserver.
+    #[serde(default)]
+    pub parameter_not_found_action: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default, Clone)]
@@ -273,5 +301,5 @@ pub struct VapBindingSpec {
     #[serde(default)]
     pub match_resources: Option<MatchResources>,
     #[serde(default)]
-    pub param_ref: Option<serde_json::Value>,
+    pub param_ref: Option<ParamRef>,
 }

@@ -286,7 +286,7 @@ pub fn match_resources(m: &MatchResources, path: &str, out: &mut Vec<FieldError>
     }
 }
 
-fn label_selector(s: &LabelSelector, path: &str, out: &mut Vec<FieldError>) {
+pub fn label_selector(s: &LabelSelector, path: &str, out: &mut Vec<FieldError>) {
     for (key, value) in &s.match_labels {
         for m in qualified_name_errors(key) {
             out.push(invalid(format!("{path}.matchLabels"), key, &m));
@@ -479,6 +479,136 @@ pub fn validation_message(message: &str, path: &str, out: &mut Vec<FieldError>) 
         out.push(invalid(path, message, "must be non-empty if specified"));
     } else if trimmed.contains(['\n', '\r']) {
         out.push(invalid(path, message, "must not contain line breaks"));
+    }
+}
+
+const DNS1035_LABEL_MAX: usize = 63;
+const PARAM_NOT_FOUND_ACTIONS: &[&str] = &["Deny", "Allow"];
+
+/// Why `value` is not a DNS-1035 label (versions, lower-cased kinds): at most 63
+/// characters of `[a-z0-9-]`, starting with a letter and ending with an alphanumeric.
+fn dns1035_label_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > DNS1035_LABEL_MAX {
+        errors.push(format!(
+            "must be no more than {DNS1035_LABEL_MAX} characters"
+        ));
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok = value.starts_with(|c: char| c.is_ascii_lowercase())
+        && value.ends_with(alnum)
+        && value.chars().all(|c| alnum(c) || c == '-');
+    if !ok {
+        errors.push("a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string());
+    }
+    errors
+}
+
+/// Why `value` is not a DNS-1123 label (namespace names): at most 63 characters of
+/// `[a-z0-9-]` that start and end with an alphanumeric.
+pub fn dns1123_label_errors(value: &str) -> Vec<String> {
+    let mut errors = Vec::new();
+    if value.len() > 63 {
+        errors.push("must be no more than 63 characters".to_string());
+    }
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    if !(value.starts_with(alnum)
+        && value.ends_with(alnum)
+        && value.chars().all(|c| alnum(c) || c == '-'))
+    {
+        errors.push("a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character".to_string());
+    }
+    errors
+}
+
+/// kube-apiserver's check of a policy's `spec.paramKind`.
+pub fn param_kind(p: &super::model::ParamKind, path: &str, out: &mut Vec<FieldError>) {
+    let field = format!("{path}.apiVersion");
+    // kube-apiserver's parseGroupVersion: "" and "/" parse as empty; more than one
+    // slash does not parse.
+    let parsed = match p.api_version.as_str() {
+        "" | "/" => Some(("", "")),
+        v => match v.matches('/').count() {
+            0 => Some(("", v)),
+            1 => v.split_once('/'),
+            _ => None,
+        },
+    };
+    if p.api_version.is_empty() {
+        out.push(required(field, ""));
+    } else if let Some((group, version)) = parsed {
+        if !group.is_empty() {
+            let errors = dns1123_subdomain_errors(group);
+            if !errors.is_empty() {
+                out.push(invalid(field.clone(), group, &errors.join(",")));
+            }
+        }
+        if version.is_empty() {
+            out.push(invalid(field, &p.api_version, "version must be specified"));
+        } else {
+            let errors = dns1035_label_errors(version);
+            if !errors.is_empty() {
+                out.push(invalid(field, version, &errors.join(",")));
+            }
+        }
+    } else {
+        out.push(invalid(
+            field,
+            &p.api_version,
+            &format!("unexpected GroupVersion string: {}", p.api_version),
+        ));
+    }
+    let field = format!("{path}.kind");
+    if p.kind.is_empty() {
+        out.push(required(field, ""));
+    } else {
+        let errors = dns1035_label_errors(&p.kind.to_lowercase());
+        if !errors.is_empty() {
+            out.push(invalid(
+                field,
+                &p.kind,
+                &format!(
+                    "may have mixed case, but should otherwise match: {}",
+                    errors.join(",")
+                ),
+            ));
+        }
+    }
+}
+
+/// kube-apiserver's check of a binding's `spec.paramRef`.
+pub fn param_ref(p: &super::model::ParamRef, path: &str, out: &mut Vec<FieldError>) {
+    if !p.name.is_empty() {
+        for m in path_segment_errors(&p.name) {
+            out.push(invalid(format!("{path}.name"), &p.name, &m));
+        }
+        if p.selector.is_some() {
+            out.push(forbidden(
+                format!("{path}.name"),
+                "name and selector are mutually exclusive",
+            ));
+        }
+    }
+    if let Some(s) = &p.selector {
+        label_selector(s, &format!("{path}.selector"), out);
+        if !p.name.is_empty() {
+            out.push(forbidden(
+                format!("{path}.selector"),
+                "name and selector are mutually exclusive",
+            ));
+        }
+    }
+    if p.name.is_empty() && p.selector.is_none() {
+        out.push(required(path, "one of name or selector must be specified"));
+    }
+    match p.parameter_not_found_action.as_deref() {
+        None | Some("") => out.push(required(format!("{path}.parameterNotFoundAction"), "")),
+        Some(a) if !PARAM_NOT_FOUND_ACTIONS.contains(&a) => out.push(not_supported(
+            format!("{path}.parameterNotFoundAction"),
+            a,
+            PARAM_NOT_FOUND_ACTIONS,
+        )),
+        Some(_) => {}
     }
 }
 

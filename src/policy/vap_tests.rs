@@ -270,39 +270,7 @@ fn what_kube_apiserver_rejects_is_rejected_with_its_reason() {
 }
 
 #[test]
-fn params_authorizer_and_mutating_policies_say_they_are_not_supported_yet() {
-    let params = format!(
-        "{}---\napiVersion: admissionregistration.k8s.io/v1\nkind: ValidatingAdmissionPolicyBinding\nmetadata:\n  name: b\nspec:\n  policyName: p\n  validationActions: [Deny]\n  paramRef: {{name: limits, parameterNotFoundAction: Deny}}\n",
-        vap(
-            "p",
-            &format!(
-                "  paramKind: {{apiVersion: v1, kind: ConfigMap}}\n{CM_RULES}  validations:\n  - expression: \"params.data.x == '1'\"\n"
-            )
-        )
-    );
-    let text = error_text(&params);
-    assert!(
-        text.contains("spec.paramKind: parameters are not supported by safety-gate yet"),
-        "{text}"
-    );
-    assert!(
-        text.contains("'params' is not supported by safety-gate yet"),
-        "{text}"
-    );
-    assert!(
-        text.contains("b: spec.paramRef: parameters are not supported by safety-gate yet"),
-        "{text}"
-    );
-    let authorizer = bound(
-        "p",
-        "  - expression: \"authorizer.group('').resource('pods').check('get').allowed()\"\n",
-        "[Deny]",
-    );
-    let text = error_text(&authorizer);
-    assert!(
-        text.contains("'authorizer' is not supported by safety-gate yet"),
-        "{text}"
-    );
+fn mutating_policies_say_they_are_not_supported_yet() {
     let map = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicy\nmetadata:\n  name: m\nspec: {}\n";
     assert!(
         error_text(map).contains("MutatingAdmissionPolicy is not supported by safety-gate yet")
@@ -454,4 +422,57 @@ fn a_failing_audit_annotation_denies_whatever_the_actions() {
     // A blank value is no annotation; others are trimmed.
     let set = load(&policy("Fail", "'  v  '")).expect("loads");
     assert_eq!(eval(&set, &create_cm("x")).audit_annotations["k"], "v");
+}
+
+#[test]
+fn without_an_api_server_authorizer_checks_are_errors_for_failure_policy_never_allows() {
+    let policy =
+        |failure_policy: &str| {
+            bound(
+            "p",
+            "  - expression: \"authorizer.group('').resource('pods').check('get').allowed()\"\n",
+            "[Deny]",
+        )
+        .replacen("spec:\n", &format!("spec:\n  failurePolicy: {failure_policy}\n"), 1)
+        };
+    let set = load(&policy("Fail")).expect("authorizer policies load");
+    let d = eval(&set, &create_cm("x"));
+    assert!(!d.allowed);
+    let status = d.status.expect("denied");
+    assert!(
+        status
+            .message
+            .contains("authorizer unavailable: no API server to ask"),
+        "{}",
+        status.message
+    );
+    // `authorizer.requestResource` is a variable of its own, not a field.
+    let rr = bound(
+        "p",
+        "  - expression: \"authorizer.requestResource.check('get').allowed()\"\n",
+        "[Deny]",
+    );
+    let d = eval(&load(&rr).expect("loads"), &create_cm("x"));
+    assert!(!d.allowed, "{:?}", d.status);
+    // Under Ignore the error is ignored as any other: allowed, and never by the check.
+    let d = eval(&load(&policy("Ignore")).expect("loads"), &create_cm("x"));
+    assert!(d.allowed);
+    assert!(
+        d.audit_annotations
+            .get("evaluation_error")
+            .is_some_and(|e| e.contains("authorizer unavailable")),
+        "{:?}",
+        d.audit_annotations
+    );
+    // messageExpression has no `authorizer` in kube-apiserver's environment.
+    let message = bound(
+        "p",
+        "  - expression: \"false\"\n    messageExpression: \"authorizer.path('/x').check('get').reason()\"\n",
+        "[Deny]",
+    );
+    assert!(
+        error_text(&message).contains("undeclared reference to 'authorizer'"),
+        "{}",
+        error_text(&message)
+    );
 }

@@ -434,3 +434,38 @@ pub fn assert_reason(path: &Path, reason: &str, entry: &str) {
         path.display()
     );
 }
+
+/// The gate's audit annotations under the keys kube-apiserver gives them
+/// (`<policy>/<key>`, `validation.policy.admission.k8s.io/validation_failure`;
+/// the gate is a webhook, whose keys kube-apiserver prefixes itself), values
+/// compared as JSON where they are JSON. The gate's own `evaluation_error`
+/// (an error ignored under failurePolicy Ignore) has no kube-apiserver
+/// counterpart and is left out.
+pub fn audit_difference(
+    policy: &str,
+    d: &safety_gate::policy::Decision,
+    kube: &Json,
+) -> Option<String> {
+    let as_json = |v: &str| serde_json::from_str::<Json>(v).unwrap_or_else(|_| json!(v));
+    let gate: BTreeMap<String, Json> = d
+        .audit_annotations
+        .iter()
+        .filter(|(k, _)| *k != "evaluation_error")
+        .map(|(k, v)| {
+            let key = match k.as_str() {
+                "validation_failure" => {
+                    "validation.policy.admission.k8s.io/validation_failure".to_string()
+                }
+                other => format!("{policy}/{other}"),
+            };
+            (key, as_json(v))
+        })
+        .collect();
+    let kube: BTreeMap<String, Json> = kube["auditAnnotations"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), as_json(v.as_str().unwrap_or_default())))
+        .collect();
+    (gate != kube).then(|| format!("gate {gate:?}\n          kube {kube:?}"))
+}

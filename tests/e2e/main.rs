@@ -18,6 +18,7 @@ mod failure_modes;
 mod gate;
 mod incidents;
 mod kubectl;
+mod params_authz;
 mod procs;
 
 use control_plane::ControlPlane;
@@ -96,6 +97,7 @@ pub fn bare_crd(group: &str, version: &str, kind: &str, plural: &str) -> String 
 fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(incidents::scenarios());
+    all.extend(params_authz::scenarios());
     all.extend(cluster_commands::scenarios());
     all.extend(cel_environment::scenarios());
     all.extend(failure_modes::scenarios());

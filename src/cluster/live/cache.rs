@@ -115,6 +115,10 @@ struct Status {
     last_error: Option<String>,
     watch_errors: u64,
     resource: Option<String>,
+    /// How discovery says the kind is served (for param lookup).
+    scope: Option<crate::policy::ParamScope>,
+    /// Discovery says the API server does not serve the kind.
+    not_served: bool,
 }
 
 /// Converted lists, each tagged with the store generation it was built from.
@@ -233,6 +237,20 @@ impl KindCache {
         // The store is a hash map; sort so messages and audits are reproducible.
         objects.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
         Value::List(Arc::new(objects.iter().map(|o| o.value.clone()).collect()))
+    }
+
+    /// How the kind is served, for param lookup: `Ok(None)` when discovery
+    /// found it not served; an error until the cache can answer.
+    pub(crate) fn param_scope(&self) -> Result<Option<crate::policy::ParamScope>, LookupError> {
+        if !self.is_usable() {
+            return Err(self.unavailable());
+        }
+        let status = lock(&self.status);
+        match (status.scope, status.not_served) {
+            (Some(scope), _) => Ok(Some(scope)),
+            (None, true) => Ok(None),
+            (None, false) => Err(self.unavailable()),
+        }
     }
 
     /// The object named `name` (cluster-scoped kinds).
@@ -373,8 +391,11 @@ impl KindWriter {
         &self.cache
     }
 
-    pub(crate) fn set_resource(&self, resource: String) {
-        lock(&self.cache.status).resource = Some(resource);
+    pub(crate) fn set_resource(&self, resource: String, scope: crate::policy::ParamScope) {
+        let mut status = lock(&self.cache.status);
+        status.resource = Some(resource);
+        status.scope = Some(scope);
+        status.not_served = false;
     }
 
     /// Applies one watcher event: strip, convert, store, then publish.
@@ -440,6 +461,7 @@ impl KindWriter {
         }
         let mut status = lock(&self.cache.status);
         status.last_error = Some(failure.message.clone());
+        status.not_served = true;
         drop(status);
         tracing::info!(kind = %self.cache.kind, api_version = %self.cache.api_version,
             note = %failure.message, "kind not served by the API server; lookups answer an empty list");

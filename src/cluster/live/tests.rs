@@ -224,7 +224,10 @@ async fn lost_watch_keeps_serving_and_is_counted() {
 async fn rbac_forbidden_is_an_error_naming_the_grant() {
     let cluster = offline_cluster();
     let mut w = cluster.attach(FED, FED_KIND);
-    w.set_resource("kubefedclusters.core.kubefed.io".into());
+    w.set_resource(
+        "kubefedclusters.core.kubefed.io".into(),
+        crate::policy::ParamScope::Namespaced,
+    );
     w.record(forbidden());
     let err = cluster.list(FED, FED_KIND, None).unwrap_err();
     assert!(
@@ -347,6 +350,7 @@ async fn reconcile_follows_the_needs_and_stops_what_is_gone() {
             ("v1".into(), "Namespace".into()),
         ],
         namespaces: true,
+        authorizer: false,
     };
     cluster.reconcile(&needs).await;
     let mut watched = cluster.watched();
@@ -366,6 +370,7 @@ async fn reconcile_follows_the_needs_and_stops_what_is_gone() {
         .reconcile(&ClusterNeeds {
             kinds: vec![],
             namespaces: true,
+            authorizer: false,
         })
         .await;
     assert_eq!(
@@ -559,4 +564,65 @@ mod memory {
     async fn memory_10000() {
         measure(10_000).await;
     }
+}
+
+#[tokio::test]
+async fn param_scope_follows_discovery_and_waits_for_the_sync() {
+    use crate::policy::{ParamScope, ParamSource};
+    let cluster = offline_cluster();
+    let mut w = cluster.attach(FED, FED_KIND);
+    // Not synced: not known yet (kube-apiserver: "not yet synced to use for admission").
+    assert!(cluster.param_scope(FED, FED_KIND).is_err());
+    w.set_resource(
+        "kubefedclusters.core.kubefed.io".into(),
+        ParamScope::Namespaced,
+    );
+    sync(
+        &mut w,
+        vec![fed("host", "kube-federation-system", "https://a")],
+    );
+    assert_eq!(
+        cluster.param_scope(FED, FED_KIND).unwrap(),
+        Some(ParamScope::Namespaced)
+    );
+    assert_eq!(
+        names(cluster.param_list(FED, FED_KIND, "kube-federation-system")),
+        ["host"]
+    );
+    // Discovery says the kind is not served (CRD removed): no scope, so the
+    // policy's paramKind is reported as kube-apiserver reports it.
+    let cluster = offline_cluster();
+    let mut gone_writer = cluster.attach("gone.example.dev/v1", "Gone");
+    gone_writer.not_served(Failure {
+        message: "the API server does not serve gone.example.dev/v1".into(),
+        forbidden: false,
+        not_served: true,
+    });
+    assert_eq!(
+        cluster.param_scope("gone.example.dev/v1", "Gone").unwrap(),
+        None
+    );
+    // A kind no policy reads is unavailable, never "not served".
+    assert!(cluster.param_scope("v1", "ConfigMap").is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_subjectaccessreview_that_cannot_be_made_is_an_error_never_an_answer() {
+    use crate::policy::authz::{AuthzAttributes, AuthzTarget, AuthzUser};
+    let cluster = offline_cluster();
+    let authorizer = cluster.authorizer().expect("made inside a runtime");
+    let attributes = AuthzAttributes {
+        user: AuthzUser {
+            name: "alice".into(),
+            ..Default::default()
+        },
+        verb: "get".into(),
+        target: AuthzTarget::Path("/healthz".into()),
+    };
+    // Evaluation runs on the blocking pool, as in `serve`.
+    let answer = tokio::task::spawn_blocking(move || authorizer.authorize(&attributes))
+        .await
+        .expect("joins");
+    let err = answer.expect_err("nothing answers at 127.0.0.1:1");
+    assert!(err.starts_with("SubjectAccessReview failed"), "{err}");
 }
