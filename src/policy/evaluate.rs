@@ -128,8 +128,9 @@ impl PolicyData<'_> {
 }
 
 impl PolicySet {
-    /// Evaluates every matching policy and combines their results.
-    pub fn evaluate(
+    /// Evaluates every matching policy and combines their results (the
+    /// MutatingAdmissionPolicies are applied after, in `mutating/dispatch.rs`).
+    pub(super) fn evaluate_policies(
         &self,
         request: &Request,
         cluster: &dyn ClusterState,
@@ -248,7 +249,7 @@ impl PolicySet {
 }
 
 /// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
-fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
+pub(super) fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
     request
         .request_resource
         .as_ref()

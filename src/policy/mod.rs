@@ -13,6 +13,7 @@ mod load;
 mod matching;
 pub mod model;
 mod mutate;
+pub mod mutating;
 mod paths;
 mod request;
 mod semantics;
@@ -202,6 +203,8 @@ pub struct PolicySet {
     index: HashMap<(String, String), Vec<usize>>,
     /// Documents that loaded but do nothing (unbound VAPs, bindings of absent policies).
     notes: Vec<LoadNote>,
+    /// MutatingAdmissionPolicy units, in the order they apply (see `mutating`).
+    mutating: Vec<mutating::MutatingPolicy>,
 }
 
 impl PolicySet {
@@ -216,6 +219,7 @@ impl PolicySet {
             policies,
             index,
             notes: Vec::new(),
+            mutating: Vec::new(),
         }
     }
 
