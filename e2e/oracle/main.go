@@ -11,6 +11,9 @@
 //	                    "namespaces":[Namespace...], "request": AdmissionReview.request}
 //	a CEL case:        {"expression": "...", "bindings": {"object": ..., ...},
 //	                    "envType": "StoredExpressions" | "NewExpressions"}
+//	a mutating case:   {"mutatingPolicies":[MAP...], "mutatingBindings":[MAPB...],
+//	                    "namespaces":[Namespace...], "request": AdmissionReview.request}
+//	                   (kube-apiserver's MutatingAdmissionPolicy plugin; see mutating.go)
 //
 // Output on stdout: one JSON line per input value, in order (see admission.go
 // and celeval.go for the fields). A case that cannot be run carries "error".
@@ -108,6 +111,9 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	}
 	if _, ok := probe["expression"]; ok {
 		return evalCEL(raw)
+	}
+	if _, ok := probe["mutatingPolicies"]; ok {
+		return o.mutate(raw)
 	}
 	return o.admit(raw)
 }
