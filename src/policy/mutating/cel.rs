@@ -202,6 +202,11 @@ pub fn to_json(value: &Value) -> Result<serde_json::Value, String> {
             }
             Ok(serde_json::Value::Object(out))
         }
+        // kube-apiserver passes values through protobuf's Struct, where every
+        // number is a double and an integral one is written without a fraction.
+        Value::Float(f) if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 => {
+            Ok(serde_json::Value::from(*f as i64))
+        }
         other => cel_to_json(other),
     }
 }

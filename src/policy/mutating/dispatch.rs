@@ -3,6 +3,7 @@
 //! chain's reinvocation (`admission/reinvocation.go`) do, v1.37.2.
 
 use super::cel::{PatchStruct, check_type_names, to_json};
+use super::jsonpatch::{self, Operation, PatchError};
 use super::{MutatingPolicy, PatchType};
 use crate::cluster::ClusterState;
 use crate::policy::cel_env;
@@ -462,13 +463,8 @@ fn apply_json_patch(
                 )),
             }
         };
-        let mut op = serde_json::Map::new();
-        op.insert("op".into(), text("op")?.into());
-        op.insert("path".into(), text("path")?.into());
         let from = text("from")?;
-        if !from.is_empty() {
-            op.insert("from".into(), from.into());
-        }
+        let mut value = None;
         if let Some(v) = patch.field("value") {
             if let Value::Opaque(o) = v
                 && let Some(s) = o.downcast_ref::<PatchStruct>()
@@ -479,20 +475,22 @@ fn apply_json_patch(
                     return Err(format!("type mismatch: {}", errors.join("\n")));
                 }
             }
-            let json = to_json(v).map_err(|e| {
+            value = Some(to_json(v).map_err(|e| {
                 format!("JSONPath valueExpression evaluated to a type that could not marshal to JSON: {e}")
-            })?;
-            op.insert("value".into(), json);
+            })?);
         }
-        operations.push(serde_json::Value::Object(op));
+        operations.push(Operation {
+            op: text("op")?,
+            path: text("path")?,
+            from: (!from.is_empty()).then_some(from),
+            value,
+        });
     }
-    let patch: json_patch::Patch = serde_json::from_value(serde_json::Value::Array(operations))
-        .map_err(|e| format!("JSON Patch: {e}"))?;
-    let mut next = current.clone();
-    match json_patch::patch(&mut next, &patch) {
-        Ok(()) => Ok(next),
-        Err(e) if matches!(e.kind, json_patch::PatchErrorKind::TestFailed) => Ok(current.clone()),
-        Err(e) => Err(format!("JSON Patch: {e}")),
+    match jsonpatch::apply(current, &operations) {
+        Ok(next) => Ok(next),
+        // kube-apiserver: "If a json patch fails a test operation, the patch must not be applied".
+        Err(PatchError::TestFailed(_)) => Ok(current.clone()),
+        Err(PatchError::Invalid(e)) => Err(format!("JSON Patch: {e}")),
     }
 }
 

@@ -16,6 +16,7 @@
 mod apply;
 pub mod cel;
 mod dispatch;
+mod jsonpatch;
 pub(super) mod load;
 mod model;
 #[cfg(test)]

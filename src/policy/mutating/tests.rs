@@ -201,7 +201,7 @@ fn if_needed_policies_see_what_later_policies_changed() {
 }
 
 #[test]
-fn apply_configuration_merges_maps_and_refuses_what_needs_a_schema() {
+fn apply_configuration_merges_with_the_types_schema() {
     let apply = |expression: &str| {
         format!(
             "  - patchType: ApplyConfiguration\n    applyConfiguration:\n      expression: '{expression}'\n"
@@ -210,21 +210,26 @@ fn apply_configuration_merges_maps_and_refuses_what_needs_a_schema() {
     let set = load(&map(
         "m",
         "  reinvocationPolicy: Never\n",
-        &apply("Object{metadata: Object.metadata{labels: {\"a\": \"1\"}}, data: {\"k\": \"v\"}}"),
+        &apply("Object{metadata: Object.metadata{labels: {\"a\": \"1\"}, finalizers: [\"example.com/f\"]}, data: {\"k\": \"v\"}}"),
     ))
     .expect("loads");
     let mut want = cm(json!({"x": "y", "k": "v"}));
     want["metadata"]["labels"] = json!({"a": "1"});
+    // finalizers is a set: the item is added.
+    want["metadata"]["finalizers"] = json!(["example.com/f"]);
     assert_eq!(mutate(&set, cm(json!({"x": "y"}))).expect("allowed"), want);
 
-    let lists = load(&map(
+    let undeclared = load(&map(
         "m",
         "  reinvocationPolicy: Never\n",
-        &apply("Object{metadata: Object.metadata{finalizers: [\"x\"]}}"),
+        &apply("Object{metadata: Object.metadata{nickname: \"x\"}}"),
     ))
     .expect("loads");
-    let message = mutate(&lists, cm(json!({}))).expect_err("denied");
-    assert!(message.contains("cannot merge lists"), "{message}");
+    let message = mutate(&undeclared, cm(json!({}))).expect_err("denied");
+    assert!(
+        message.contains(".metadata.nickname: field not declared in schema"),
+        "{message}"
+    );
 
     let mismatch = load(&map(
         "m",
