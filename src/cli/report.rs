@@ -31,6 +31,12 @@ pub struct ObjectResult {
     pub policies: Vec<PolicyResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// MutatingAdmissionPolicies that changed the object before the
+    /// validations ran, and the JSON Patch of their changes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mutated_by: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +106,8 @@ impl ObjectResult {
                 })
                 .collect(),
             warnings: decision.warnings.clone(),
+            mutated_by: Vec::new(),
+            patch: None,
         }
     }
 
@@ -161,7 +169,8 @@ pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
     let mut rows = 0;
     for r in results {
         let findings = r.findings();
-        if findings.is_empty() && r.warnings.is_empty() && !show_passing {
+        if findings.is_empty() && r.warnings.is_empty() && r.mutated_by.is_empty() && !show_passing
+        {
             continue;
         }
         let location = match (&r.file, r.line) {
@@ -175,7 +184,13 @@ pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
             _ => paint("allow", "32", color),
         };
         if findings.is_empty() {
-            let warning = r.warnings.join("\n");
+            let mut warning = r.warnings.join("\n");
+            if let Some(patch) = &r.patch {
+                if !warning.is_empty() {
+                    warning.push('\n');
+                }
+                warning.push_str(&format!("mutated by {}: {patch}", r.mutated_by.join(", ")));
+            }
             t.add_row(vec![
                 location,
                 r.operation.clone(),

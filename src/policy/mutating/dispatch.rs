@@ -44,6 +44,27 @@ impl PolicySet {
         self.apply_mutating_policies(request, cluster, options, decision)
     }
 
+    /// Only the MutatingAdmissionPolicies (as `evaluate` on `/mutate` applies
+    /// them after the GatePolicies): for `review`, which shows what they change
+    /// before it validates. `options.stage` is ignored.
+    pub fn apply_mutating_admission_policies(
+        &self,
+        request: &Request,
+        cluster: &dyn ClusterState,
+        options: &EvalOptions,
+    ) -> Result<Decision, InputError> {
+        let options = EvalOptions {
+            stage: Stage::Mutate,
+            ..*options
+        };
+        self.apply_mutating_policies(
+            request,
+            cluster,
+            &options,
+            Decision::allow(request, Instant::now()),
+        )
+    }
+
     fn apply_mutating_policies(
         &self,
         request: &Request,
