@@ -17,6 +17,7 @@ mod failure_modes;
 mod gate;
 mod incidents;
 mod kubectl;
+mod mutating_policies;
 mod procs;
 
 use control_plane::ControlPlane;
@@ -96,6 +97,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(incidents::scenarios());
     all.extend(cluster_commands::scenarios());
+    all.extend(mutating_policies::scenarios());
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
