@@ -221,7 +221,11 @@ impl PolicySet {
     /// The decision for a request whose evaluation did not finish before the
     /// caller's deadline: each matching policy's failurePolicy decides, as if
     /// every one of them had failed to evaluate.
-    pub fn deadline_decision(&self, request: &Request, options: &EvalOptions) -> Decision {
+    pub(super) fn deadline_decision_policies(
+        &self,
+        request: &Request,
+        options: &EvalOptions,
+    ) -> Decision {
         let started = Instant::now();
         let name = effective_name(request);
         let attrs = Attributes {

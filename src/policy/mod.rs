@@ -236,12 +236,13 @@ impl PolicySet {
         load::load_files(files)
     }
 
+    /// Evaluation units: GatePolicies, (VAP, binding) and (MAP, binding) pairs.
     pub fn len(&self) -> usize {
-        self.policies.len()
+        self.policies.len() + self.mutating.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.policies.is_empty() && self.mutating.is_empty()
     }
 
     pub fn names(&self) -> Vec<String> {

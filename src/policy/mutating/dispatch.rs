@@ -44,6 +44,51 @@ impl PolicySet {
         self.apply_mutating_policies(request, cluster, options, decision)
     }
 
+    /// The decision for a request whose evaluation did not finish before the
+    /// caller's deadline: each matching policy's failurePolicy decides, as if
+    /// every one of them had failed to evaluate — the MutatingAdmissionPolicies
+    /// too, on `/mutate`.
+    pub fn deadline_decision(&self, request: &Request, options: &EvalOptions) -> Decision {
+        let mut decision = self.deadline_decision_policies(request, options);
+        if options.stage != Stage::Mutate
+            || !decision.allowed
+            || !matches!(request.operation_str(), "CREATE" | "UPDATE" | "CONNECT")
+        {
+            return decision;
+        }
+        let name = effective_name(request);
+        let attrs = Attributes {
+            operation: request.operation_str(),
+            group: &request.resource.group,
+            version: &request.resource.version,
+            resource: &request.resource.resource,
+            sub_resource: request.sub_resource.as_deref().unwrap_or(""),
+            namespace: request.namespace_str(),
+            name: &name,
+            requested: requested_resource(request),
+        };
+        let failing = self
+            .mutating
+            .iter()
+            .find(|u| u.failure_policy == FailurePolicy::Fail && u.matcher.matches_rules(&attrs));
+        if let Some(unit) = failing
+            && options.mode == Mode::Enforce
+        {
+            decision.allowed = false;
+            decision.patch = None;
+            decision.verdict = Verdict::Denied;
+            decision.status = Some(DenyStatus {
+                code: 403,
+                reason: "Invalid".to_string(),
+                message: format!(
+                    "policy '{}' with binding '{}' denied request: evaluation did not finish before the request deadline",
+                    unit.name, unit.binding
+                ),
+            });
+        }
+        decision
+    }
+
     /// Only the MutatingAdmissionPolicies (as `evaluate` on `/mutate` applies
     /// them after the GatePolicies): for `review`, which shows what they change
     /// before it validates. `options.stage` is ignored.

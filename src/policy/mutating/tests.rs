@@ -245,3 +245,30 @@ fn apply_configuration_merges_with_the_types_schema() {
         "{message}"
     );
 }
+
+#[test]
+fn a_request_past_its_deadline_is_decided_by_the_failure_policy() {
+    let patch = json_patch("[JSONPatch{op: \"add\", path: \"/data/y\", value: \"1\"}]");
+    let options = EvalOptions {
+        mode: Mode::Enforce,
+        stage: Stage::Mutate,
+        deadline: None,
+    };
+    let fail = load(&map("m", "  reinvocationPolicy: Never\n", &patch)).expect("loads");
+    let d = fail.deadline_decision(&create(cm(json!({}))), &options);
+    assert!(!d.allowed);
+    assert!(
+        d.status
+            .expect("a status")
+            .message
+            .starts_with("policy 'm' with binding 'm' denied request: evaluation did not finish")
+    );
+    let ignore = load(&map(
+        "m",
+        "  reinvocationPolicy: Never\n  failurePolicy: Ignore\n",
+        &patch,
+    ))
+    .expect("loads");
+    let d = ignore.deadline_decision(&create(cm(json!({}))), &options);
+    assert!(d.allowed && d.patch.is_none());
+}
