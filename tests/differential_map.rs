@@ -19,15 +19,15 @@
 mod differential_support;
 
 use differential_support::{
-    OracleProcess, assert_reason, manifest_dir, oracle_binary, read_known, request_json,
+    Case, OracleProcess, assert_reason, documents, load_object, manifest_dir, oracle_binary,
+    read_known, request_json,
 };
 use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::documents::{files_in, split_documents};
+use safety_gate::policy::documents::files_in;
 use safety_gate::policy::{EvalOptions, Mode, PolicySet, Stage};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};
-use std::path::Path;
 
 #[derive(Debug, Deserialize)]
 struct Known {
@@ -47,15 +47,6 @@ struct ObjectCase {
     object: Json,
     #[serde(default)]
     old_object: Option<Json>,
-}
-
-fn documents(path: &Path) -> Vec<Json> {
-    let text = std::fs::read_to_string(path).expect("readable");
-    split_documents(path, &text)
-        .iter()
-        .map(|d| d.decode::<Json>().expect("YAML"))
-        .filter(|d| !d.is_null())
-        .collect()
 }
 
 #[test]
@@ -286,4 +277,91 @@ impl StatusParts for Option<safety_gate::policy::DenyStatus> {
         self.map(|s| (s.code, s.message))
             .unwrap_or((0, String::new()))
     }
+}
+
+/// The PolicyTest suites of `tests/policies/map/`: every `/mutate` case gives
+/// the same decision and the same object as kube-apiserver's plugin.
+#[test]
+fn mutating_policy_test_cases_match_kube_apiserver() {
+    let Some(oracle) = oracle_binary() else {
+        return;
+    };
+    let dir = manifest_dir().join("tests/policies/map");
+    let mut process = OracleProcess::start(&oracle);
+    let mut compared = 0;
+    let mut problems = Vec::new();
+    for file in files_in(&dir).expect("tests/policies/map") {
+        for suite in documents(&file)
+            .into_iter()
+            .filter(|d| d["kind"] == "PolicyTest")
+        {
+            let policy_files: Vec<_> = suite["spec"]["policies"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Json::as_str)
+                .map(|p| dir.join(p))
+                .collect();
+            let docs: Vec<Json> = policy_files.iter().flat_map(|f| documents(f)).collect();
+            let kind = |k: &str| -> Vec<Json> {
+                docs.iter().filter(|d| d["kind"] == k).cloned().collect()
+            };
+            let gate = PolicySet::load_files(&policy_files).expect("the suite's policies load");
+            let cases: Vec<Case> =
+                serde_json::from_value(suite["spec"]["cases"].clone()).expect("cases");
+            for (index, case) in cases.iter().enumerate() {
+                let endpoint = case_endpoint(&suite["spec"]["cases"][index]);
+                if endpoint != "mutate" {
+                    continue;
+                }
+                let request = case.request(index, &file).expect("a request");
+                let kube = &process.ask(&[json!({
+                    "mutatingPolicies": kind("MutatingAdmissionPolicy"),
+                    "mutatingBindings": kind("MutatingAdmissionPolicyBinding"),
+                    "request": request_json(&request),
+                })])[0];
+                assert!(kube["error"].is_null(), "oracle-error: {}", kube["error"]);
+                let options = EvalOptions {
+                    mode: Mode::Enforce,
+                    stage: Stage::Mutate,
+                    deadline: None,
+                };
+                let d = gate
+                    .evaluate(&request, &Snapshot::empty(), &options)
+                    .expect("evaluates");
+                compared += 1;
+                if Some(d.allowed) != kube["allowed"].as_bool() {
+                    problems.push(format!(
+                        "{}: allowed {} / kube-apiserver {}",
+                        case.name, d.allowed, kube
+                    ));
+                    continue;
+                }
+                if d.allowed {
+                    let mut object = case
+                        .object
+                        .as_ref()
+                        .map(|o| load_object(&file, o))
+                        .unwrap_or(Json::Null);
+                    if let Some(p) = &d.patch {
+                        json_patch::patch(&mut object, p).expect("the patch applies");
+                    }
+                    if object != kube["object"] {
+                        problems.push(format!(
+                            "{}: object {object} / kube-apiserver {}",
+                            case.name, kube["object"]
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    process.finish();
+    println!("differential_map: {compared} PolicyTest cases compared");
+    assert!(compared >= 6, "the PolicyTest suites have /mutate cases");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+fn case_endpoint(case: &Json) -> &str {
+    case["endpoint"].as_str().unwrap_or("validate")
 }
