@@ -69,6 +69,92 @@ pub fn lower(expr: &mut Expression) -> Result<(), String> {
     Ok(())
 }
 
+/// What a mutation must evaluate to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultType {
+    /// `list(JSONPatch)`.
+    JsonPatchList,
+    /// `Object`.
+    Object,
+}
+
+/// The part of kube-apiserver's type check that needs no types: a result that
+/// is visibly of the wrong type (a literal, a list of maps, `op: 1`) is a
+/// compile error there, so it is one here. Results computed by functions or
+/// variables are checked when they are evaluated.
+pub fn check_result(expr: &Expression, want: ResultType) -> Result<(), String> {
+    use kube_cel::cel::common::ast::operators;
+    if let Expr::Call(call) = &expr.expr
+        && call.func_name == operators::CONDITIONAL
+        && call.args.len() == 3
+    {
+        check_result(&call.args[1], want)?;
+        return check_result(&call.args[2], want);
+    }
+    let got = match &expr.expr {
+        Expr::Literal(_) => Some("a literal"),
+        Expr::Map(_) => Some("a map"),
+        Expr::List(_) if want == ResultType::Object => Some("a list"),
+        Expr::Struct(s) if want == ResultType::JsonPatchList => {
+            Some(if s.type_name == "JSONPatch" {
+                "a JSONPatch"
+            } else {
+                "an Object"
+            })
+        }
+        Expr::Struct(s) if s.type_name != "Object" => Some("a nested Object or JSONPatch"),
+        _ => None,
+    };
+    let want_text = match want {
+        ResultType::JsonPatchList => "list(JSONPatch)",
+        ResultType::Object => "Object",
+    };
+    if let Some(got) = got {
+        return Err(format!("must evaluate to {want_text} but got {got}"));
+    }
+    if let Expr::List(list) = &expr.expr {
+        for element in &list.elements {
+            match &element.expr {
+                Expr::Struct(s) if s.type_name == "JSONPatch" => check_jsonpatch_fields(s)?,
+                Expr::Struct(_) | Expr::Map(_) | Expr::Literal(_) | Expr::List(_) => {
+                    return Err(format!(
+                        "must evaluate to {want_text} but got a list with other elements"
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `op`, `path` and `from` are strings: a literal of another type is a type error.
+fn check_jsonpatch_fields(s: &kube_cel::cel::common::ast::StructExpr) -> Result<(), String> {
+    for entry in &s.entries {
+        if let EntryExpr::StructField(field) = &entry.expr
+            && matches!(field.field.as_str(), "op" | "path" | "from")
+            && !field.optional
+            && let Expr::Literal(value) = &field.value.expr
+            && !matches!(value, LiteralValue::String(_))
+        {
+            let provided = match value {
+                LiteralValue::Int(_) => "int",
+                LiteralValue::UInt(_) => "uint",
+                LiteralValue::Double(_) => "double",
+                LiteralValue::Boolean(_) => "bool",
+                LiteralValue::Bytes(_) => "bytes",
+                LiteralValue::Null => "null_type",
+                LiteralValue::String(_) => "string",
+            };
+            return Err(format!(
+                "expected type of field '{}' is 'string' but provided type is '{provided}'",
+                field.field
+            ));
+        }
+    }
+    Ok(())
+}
+
 fn literal(id: u64, text: &str) -> Expression {
     Expression {
         id,

@@ -220,13 +220,24 @@ impl Problems<'_> {
         field: String,
         scope: &Scope,
         consume: bool,
-        mutation: bool,
+        mutation: Option<PatchType>,
     ) -> Option<crate::policy::CompiledExpression> {
-        let lower: &dyn Fn(&mut _) -> Result<(), String> = if mutation {
-            &super::cel::lower
-        } else {
-            &|_| Ok(())
+        use super::cel::{ResultType, check_result, lower};
+        let checked_lower = |e: &mut kube_cel::cel::parser::Expression| -> Result<(), String> {
+            if let Some(t) = mutation {
+                check_result(
+                    e,
+                    match t {
+                        PatchType::JsonPatch => ResultType::JsonPatchList,
+                        PatchType::ApplyConfiguration => ResultType::Object,
+                    },
+                )?;
+                lower(e)?;
+            }
+            Ok(())
         };
+        let lower: &dyn Fn(&mut kube_cel::cel::parser::Expression) -> Result<(), String> =
+            &checked_lower;
         match compile_lowered(expr.value.trim(), scope, consume, lower) {
             Ok(c) => Some(c),
             Err(CompileError {
@@ -363,7 +374,7 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
                 format!("spec.variables[{i}].expression"),
                 &scope,
                 false,
-                false,
+                None,
             )
         };
         origins.push(
@@ -500,7 +511,7 @@ fn mutation(p: &mut Problems, i: usize, m: &MutationDocument, scope: &Scope) -> 
             return None;
         }
     };
-    let expression = p.compile(expression, field, scope, true, true)?;
+    let expression = p.compile(expression, field, scope, true, Some(patch_type))?;
     Some(Mutation {
         patch_type,
         expression,
@@ -539,7 +550,7 @@ fn match_conditions(p: &mut Problems, list: &[NamedExpression], scope: &Scope) -
             p.push_at(line, validation::required(field, ""));
             continue;
         }
-        if let Some(expression) = p.compile(&c.expression, field, scope, true, false) {
+        if let Some(expression) = p.compile(&c.expression, field, scope, true, None) {
             out.push(Named {
                 name: c.name.clone(),
                 expression,

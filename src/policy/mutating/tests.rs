@@ -272,3 +272,26 @@ fn a_request_past_its_deadline_is_decided_by_the_failure_policy() {
     let d = ignore.deadline_decision(&create(cm(json!({}))), &options);
     assert!(d.allowed && d.patch.is_none());
 }
+
+#[test]
+fn results_of_a_visibly_wrong_type_are_load_errors() {
+    for (mutation, expected) in [
+        (
+            json_patch("[{\"op\": \"add\", \"path\": \"/data\", \"value\": {}}]"),
+            "must evaluate to list(JSONPatch) but got a list with other elements",
+        ),
+        (
+            json_patch("[JSONPatch{op: 1, path: \"/data\"}]"),
+            "expected type of field 'op' is 'string' but provided type is 'int'",
+        ),
+        (
+            "  - patchType: ApplyConfiguration\n    applyConfiguration:\n      expression: '{\"data\": {}}'\n".to_string(),
+            "must evaluate to Object but got a map",
+        ),
+    ] {
+        let text = load(&map("m", "  reinvocationPolicy: Never\n", &mutation))
+            .expect_err("rejected")
+            .to_string();
+        assert!(text.contains(expected), "{expected}\n{text}");
+    }
+}
