@@ -187,20 +187,30 @@ impl PolicySet {
             errors: Vec::new(),
             verdicts: Vec::new(),
         };
-        let mut selected = Vec::new();
-        for unit in candidates {
-            match selectors_match(unit, &attrs, &current, old_object.as_ref(), &namespace) {
-                Ok(true) => selected.push(unit),
-                Ok(false) => {}
-                Err(e) => run.error(unit, format!("failed to configure binding: {e}")),
-            }
-        }
+        // Selectors decide at the start of each call of the plugin, on the
+        // object as that call receives it (kube-apiserver's dispatcher).
+        let select = |run: &mut Run, current: &serde_json::Value| -> Vec<bool> {
+            candidates
+                .iter()
+                .map(|unit| {
+                    match selectors_match(unit, &attrs, current, old_object.as_ref(), &namespace) {
+                        Ok(selected) => selected,
+                        Err(e) => {
+                            run.error(unit, format!("failed to configure binding: {e}"));
+                            false
+                        }
+                    }
+                })
+                .collect()
+        };
 
         // The first pass, then (as the admission chain does) one reinvocation
         // when anything was applied.
         let mut reinvoke: HashSet<usize> = HashSet::new();
         let mut previously_invoked: Vec<usize> = Vec::new();
+        let selected = select(&mut run, &current);
         let mut dirty = run.pass(
+            &candidates,
             &selected,
             &mut current,
             None,
@@ -211,7 +221,9 @@ impl PolicySet {
             reinvoke.extend(previously_invoked.drain(..));
         }
         if dirty && !run.denies(options.mode) {
+            let selected = select(&mut run, &current);
             dirty = run.pass(
+                &candidates,
                 &selected,
                 &mut current,
                 Some(&reinvoke.clone()),
@@ -298,6 +310,7 @@ impl Run<'_> {
     fn pass(
         &mut self,
         units: &[&MutatingPolicy],
+        selected: &[bool],
         current: &mut serde_json::Value,
         only: Option<&HashSet<usize>>,
         reinvoke: &mut HashSet<usize>,
@@ -305,6 +318,9 @@ impl Run<'_> {
     ) -> bool {
         let mut dirty = false;
         for (index, unit) in units.iter().enumerate() {
+            if !selected.get(index).copied().unwrap_or(false) {
+                continue;
+            }
             match self.conditions(unit, current) {
                 Ok(true) => {}
                 Ok(false) => {
