@@ -272,6 +272,7 @@ impl PolicySet {
             needs.namespaces |=
                 p.matcher.namespace_selectors().next().is_some() || p.reads.namespace_object;
         }
+        needs.namespaces |= self.mutating.iter().any(|m| m.needs_namespaces());
         needs.kinds.sort();
         needs
     }

@@ -67,6 +67,11 @@ impl MutatingPolicy {
     pub fn webhook_rules(&self) -> Vec<ResourceRule> {
         self.matcher.webhook_rules()
     }
+
+    /// Namespaces must be watched: a `namespaceSelector` or `namespaceObject`.
+    pub fn needs_namespaces(&self) -> bool {
+        self.reads_namespace_object || self.matcher.namespace_selectors().next().is_some()
+    }
 }
 
 impl PolicySet {

@@ -295,3 +295,16 @@ fn results_of_a_visibly_wrong_type_are_load_errors() {
         assert!(text.contains(expected), "{expected}\n{text}");
     }
 }
+
+#[test]
+fn a_namespace_selector_makes_the_cluster_state_watch_namespaces() {
+    let patch = json_patch("[]");
+    let plain = load(&map("m", "  reinvocationPolicy: Never\n", &patch)).expect("loads");
+    assert!(!plain.cluster_needs().namespaces);
+    let selecting = load(&map("m", "  reinvocationPolicy: Never\n", &patch).replace(
+        "spec:\n  matchConstraints:\n",
+        "spec:\n  matchConstraints:\n    namespaceSelector: {matchLabels: {env: prod}}\n",
+    ))
+    .expect("loads");
+    assert!(selecting.cluster_needs().namespaces);
+}
