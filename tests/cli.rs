@@ -91,7 +91,7 @@ fn review_table_and_exit_codes() {
             && out.contains("deployment.json:1"),
         "{out}"
     );
-    assert!(out.contains("2 object(s): 1 would be denied"), "{out}");
+    assert!(out.contains("2 objects: 1 would be denied"), "{out}");
     // Without the live object the Deployment is a CREATE, and nothing is denied.
     let (code, out, _) = run(&["review", &fixture("incident-3/manifests")]);
     assert_eq!(code, 0, "{out}");
@@ -124,8 +124,8 @@ fn review_reads_stdin_and_reports_sarif_and_junit() {
     assert_eq!(result["ruleId"], "no-latest-tag");
     assert_eq!(result["level"], "error");
     assert_eq!(
-        result["locations"][0]["physicalLocation"]["region"]["startLine"],
-        1
+        result["locations"][0]["physicalLocation"]["region"]["startLine"], 5,
+        "the List item's own line, not the List's"
     );
     assert_eq!(
         sarif["runs"][0]["tool"]["driver"]["rules"][0]["id"],
@@ -254,7 +254,7 @@ fn audit_of_delete_only_policies_reports_nothing() {
         "policies/protect-rbac-defaults.yaml",
     ]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 evaluated by a policy"), "{out}");
+    assert!(out.contains("0 matched by a policy"), "{out}");
 }
 
 #[test]
@@ -490,4 +490,599 @@ fn review_applies_mutating_admission_policies_before_validating() {
         "{out}"
     );
     assert!(out.contains("\"team\": \"shop\""), "{out}");
+}
+
+/// A `kind: List` with the violating Deployment as its second item, after a
+/// ConfigMap document.
+const LIST_WITH_DENIED_SECOND_ITEM: &str = "apiVersion: v1
+kind: ConfigMap
+metadata: {name: first}
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: ConfigMap
+  metadata: {name: c}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: web, namespace: shop}
+  spec:
+    selector: {matchLabels: {app: web}}
+    template:
+      metadata: {labels: {app: web}}
+      spec:
+        containers: [{name: web, image: 'nginx:latest'}]
+";
+
+#[test]
+fn list_items_and_later_documents_report_their_own_line_in_every_format() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = dir.path().join("list.yaml");
+    std::fs::write(&m, LIST_WITH_DENIED_SECOND_ITEM).expect("write");
+    let m = m.display().to_string();
+    let policies = fixture("audit/policies");
+    let review = |format: &str| {
+        let (code, out, err) = run(&["review", &m, "--policies", &policies, "--format", format]);
+        assert_eq!(code, 1, "{out}{err}");
+        out
+    };
+    let json: serde_json::Value = serde_json::from_str(&review("json")).expect("json");
+    let lines: Vec<_> = json
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|r| {
+            (
+                r["name"].as_str().unwrap_or_default().to_string(),
+                r["line"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            ("first".to_string(), serde_json::json!(1)),
+            ("c".to_string(), serde_json::json!(8)),
+            ("web".to_string(), serde_json::json!(11)),
+        ]
+    );
+    let sarif: serde_json::Value = serde_json::from_str(&review("sarif")).expect("sarif");
+    assert_eq!(
+        sarif["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"]["startLine"],
+        11
+    );
+    assert!(review("table").contains("list.yaml:11"));
+    let (code, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &m,
+        "--policies",
+        &policies,
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 1);
+    let audit: serde_json::Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(audit[0]["line"], 11, "{out}");
+
+    // An error in a later document: one line number, the file's.
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\ndata:\n  x: [unclosed\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["review", &bad.display().to_string()]);
+    assert_eq!(code, 2);
+    let line = err
+        .lines()
+        .find(|l| l.contains("bad.yaml"))
+        .expect("names the file");
+    assert!(line.contains("bad.yaml:10: "), "{err}");
+    assert!(
+        !line.contains("line 6"),
+        "a second, document-relative line: {err}"
+    );
+}
+
+#[test]
+fn messages_say_how_to_fix_and_count_in_plain_words() {
+    // Outside the repository the default `--policies policies` does not
+    // exist: say which flag or environment variable sets it.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let m = elsewhere.path().join("cm.yaml");
+    std::fs::write(&m, "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n").expect("write");
+    for args in [
+        vec!["review", "cm.yaml"],
+        vec!["audit", "--snapshot", "cm.yaml"],
+        vec!["check"],
+    ] {
+        let out = bin()
+            .args(&args)
+            .current_dir(elsewhere.path())
+            .env_remove("SAFETY_GATE_POLICIES")
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains("--policies")
+                && err.contains("SAFETY_GATE_POLICIES")
+                && !err.contains(":0:"),
+            "{args:?}: {err}"
+        );
+    }
+
+    // A duplicate key: no advice about options of a YAML library.
+    let dup = elsewhere.path().join("dup.yaml");
+    std::fs::write(
+        &dup,
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  name: b\n",
+    )
+    .expect("write");
+    let (code, _, err) = run(&["review", &dup.display().to_string()]);
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("dup.yaml:5: duplicate mapping key: name"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("Options") && !err.contains("DuplicateKeyPolicy"),
+        "{err}"
+    );
+
+    // A failed PolicyTest expectation in plain words, not Rust's `Some(…)`/`None`.
+    let suite = format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: wrong-code}}\nspec:\n  policies: [{}]\n  cases:\n  - name: expects a denial\n    object: {{file: tests/fixtures/incident-3/manifests/deployment.json}}\n    expect: {{code: 403}}\n",
+        fixture("audit/policies")
+    );
+    let (code, out, _) = run_stdin(&["test", "-"], &suite);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("expected code 403, got none (allowed)"),
+        "{out}"
+    );
+    assert!(!out.contains("Some(") && !out.contains("None"), "{out}");
+
+    // Counts: "1 policy", and audit's numbers all count objects.
+    let (_, out, _) = run(&["check", "--policies", &fixture("audit/policies")]);
+    assert!(out.contains("1 policy loaded from"), "{out}");
+    let (_, out, _) = run(&[
+        "audit",
+        "--snapshot",
+        &fixture("audit/snapshot"),
+        "--policies",
+        &fixture("audit/policies"),
+    ]);
+    assert!(out.contains("4 objects scanned in "), "{out}");
+    assert!(out.contains("; 2 matched by a policy"), "{out}");
+    assert!(
+        out.contains("2 objects: 1 would be denied, 0 warned, 1 clean"),
+        "{out}"
+    );
+}
+
+#[test]
+fn serve_logs_plain_text_off_a_terminal() {
+    let mut child = bin()
+        .env_remove("NO_COLOR")
+        .args([
+            "serve",
+            "--dev-cert",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("spawns");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut log = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stderr)) {
+        let line = line.expect("utf-8 log");
+        log.push_str(&line);
+        log.push('\n');
+        if line.contains("listening") {
+            break;
+        }
+    }
+    child.kill().expect("kill");
+    let _ = child.wait();
+    let listening = log
+        .lines()
+        .find(|l| l.contains("listening"))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(
+        !log.contains('\x1b'),
+        "colour codes off a terminal: {log:?}"
+    );
+    assert!(listening.contains("mode=enforce"), "{listening}");
+    assert!(listening.contains("admin=127.0.0.1:"), "{listening}");
+    assert!(!log.contains("Some("), "Rust debug formatting: {log}");
+}
+
+/// The incident-3 review (one denial with a long message) from its fixture
+/// folder, so locations are short as in a repository; `env` adds variables.
+fn incident_3_table(format: &str, env: &[(&str, &str)]) -> String {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut cmd = bin();
+    cmd.current_dir(root.join("tests/fixtures/incident-3"))
+        .env_remove("NO_COLOR")
+        .env_remove("COLUMNS")
+        .env_remove("CLICOLOR_FORCE")
+        .args(["review", "manifests", "--live", "live", "--format", format])
+        .arg("--policies")
+        .arg(root.join("policies"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("runs");
+    assert_eq!(out.status.code(), Some(1));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn strip_ansi(text: &str) -> String {
+    regex::Regex::new("\x1b\\[[0-9;]*m")
+        .expect("regex")
+        .replace_all(text, "")
+        .into_owned()
+}
+
+#[test]
+fn table_fits_the_terminal_and_colour_does_not_shift_columns() {
+    let message_start = "Deployment english/english-grammar-web: spec.selector is immutable";
+    let coloured = incident_3_table("table", &[("COLUMNS", "120"), ("CLICOLOR_FORCE", "1")]);
+    assert!(coloured.contains('\x1b'), "colour is on: {coloured}");
+    let plain = strip_ansi(&coloured);
+    let lines: Vec<&str> = plain.lines().collect();
+    let table: Vec<&&str> = lines.iter().take_while(|l| !l.is_empty()).collect();
+    assert!(table.iter().all(|l| l.chars().count() <= 120), "{plain}");
+    let header = lines[0];
+    let row = lines[1];
+    assert!(
+        header.starts_with("LOCATION") && row.starts_with("manifests/deployment.json:1"),
+        "{plain}"
+    );
+    for (column, cell) in [
+        ("DECISION", "DENY"),
+        ("POLICIES", "immutable-fields"),
+        ("OBJECT", "Deployment/"),
+    ] {
+        assert_eq!(
+            header.find(column),
+            row.find(cell),
+            "{column} and {cell} line up:\n{plain}"
+        );
+    }
+    assert_eq!(
+        lines[2], "",
+        "one line per object, then the messages: {plain}"
+    );
+    // The full message, unbroken, below the table.
+    let message_line = lines
+        .iter()
+        .find(|l| l.contains(message_start))
+        .unwrap_or_else(|| panic!("{plain}"));
+    assert!(
+        message_line.contains("immutable-fields")
+            && message_line.contains("(its Pods are replaced)."),
+        "{plain}"
+    );
+
+    // Off a terminal: still short rows, messages below.
+    let piped = incident_3_table("table", &[]);
+    assert!(!piped.contains('\x1b'));
+    let table_rows: Vec<&str> = piped.lines().take_while(|l| !l.is_empty()).collect();
+    assert_eq!(table_rows.len(), 2, "{piped}");
+    assert!(table_rows.iter().all(|l| l.len() < 150), "{piped}");
+
+    // -o wide: the message in its own column, fitted to the width.
+    let wide = strip_ansi(&incident_3_table(
+        "wide",
+        &[("COLUMNS", "120"), ("CLICOLOR_FORCE", "1")],
+    ));
+    assert!(wide.lines().all(|l| l.chars().count() <= 120), "{wide}");
+    let header = wide.lines().next().expect("header");
+    assert!(header.contains("MESSAGE"), "{wide}");
+    assert!(wide.contains("spec.selector is immutable"), "{wide}");
+}
+
+/// Every subcommand of the real command line.
+fn subcommands() -> Vec<clap::Command> {
+    use clap::CommandFactory;
+    safety_gate::cli::Cli::command()
+        .get_subcommands()
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn every_flag_has_help_and_every_help_lists_the_exit_codes() {
+    use clap::CommandFactory;
+    let mut missing = Vec::new();
+    for sub in subcommands() {
+        for arg in sub.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                missing.push(format!("{} --{id}", sub.get_name()));
+            }
+        }
+        let (code, out, _) = run(&[sub.get_name(), "--help"]);
+        assert_eq!(code, 0);
+        assert!(
+            out.contains("Exit codes: 0"),
+            "{} --help: {out}",
+            sub.get_name()
+        );
+    }
+    assert!(missing.is_empty(), "flags without help text: {missing:?}");
+    let top = safety_gate::cli::Cli::command()
+        .render_long_help()
+        .to_string();
+    assert!(
+        top.contains("Exit codes") && top.contains("3 review/audit undecided"),
+        "{top}"
+    );
+}
+
+#[test]
+fn each_subcommand_offers_only_the_output_formats_it_writes() {
+    let policies = fixture("audit/policies");
+    let snapshot = fixture("audit/snapshot");
+    let mut checked = 0;
+    for sub in subcommands() {
+        let Some(output) = sub.get_arguments().find(|a| a.get_id() == "format") else {
+            continue;
+        };
+        assert_eq!(output.get_short(), Some('o'), "{} -o", sub.get_name());
+        for value in output.get_possible_values() {
+            let value = value.get_name();
+            let args: Vec<&str> = match sub.get_name() {
+                "review" => vec![
+                    "review",
+                    "-f",
+                    &snapshot,
+                    "--policies",
+                    &policies,
+                    "-o",
+                    value,
+                ],
+                "audit" => vec![
+                    "audit",
+                    "-f",
+                    &snapshot,
+                    "--policies",
+                    &policies,
+                    "-o",
+                    value,
+                ],
+                other => panic!("{other} has -o: add it here"),
+            };
+            let (code, out, err) = run(&args);
+            assert_eq!(code, 1, "{args:?} is listed, so it must work: {err}");
+            assert!(!out.trim().is_empty(), "{args:?}");
+            checked += 1;
+        }
+        // The old flag name still works.
+        let (code, _, err) = run(&[
+            sub.get_name(),
+            "-f",
+            &snapshot,
+            "--policies",
+            &policies,
+            "--format",
+            "json",
+        ]);
+        assert_eq!(code, 1, "{err}");
+    }
+    assert_eq!(
+        checked, 11,
+        "review: table wide json yaml sarif junit; audit: table wide json yaml policyreport"
+    );
+    let (_, review_help, _) = run(&["review", "--help"]);
+    assert!(!review_help.contains("policyreport"), "{review_help}");
+    let (_, audit_help, _) = run(&["audit", "--help"]);
+    assert!(
+        !audit_help.contains("sarif") && !audit_help.contains("junit"),
+        "{audit_help}"
+    );
+    // yaml is the json, as YAML.
+    let (_, y, _) = run(&[
+        "review",
+        "-f",
+        &snapshot,
+        "--policies",
+        &policies,
+        "-o",
+        "yaml",
+    ]);
+    let y: serde_json::Value = serde_saphyr::from_str(&y).expect("yaml");
+    let (_, j, _) = run(&[
+        "review",
+        "-f",
+        &snapshot,
+        "--policies",
+        &policies,
+        "-o",
+        "json",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&j).expect("json");
+    assert_eq!(y, j);
+}
+
+/// Runs the binary with `input` on stdin.
+fn run_stdin(args: &[&str], input: &str) -> (i32, String, String) {
+    let mut child = bin()
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawns");
+    std::io::Write::write_all(child.stdin.as_mut().expect("stdin"), input.as_bytes())
+        .expect("writes");
+    let out = child.wait_with_output().expect("waits");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn kubectl_habits_dash_f_and_dash_for_stdin_everywhere() {
+    let policies = fixture("audit/policies");
+    let workloads =
+        std::fs::read_to_string(fixture("audit/snapshot/workloads.yaml")).expect("fixture");
+    // review -f FILE (repeatable) and -f -.
+    let (code, out, err) = run(&[
+        "review",
+        "-f",
+        &fixture("audit/snapshot/workloads.yaml"),
+        "-f",
+        &fixture("audit/snapshot/configmap.json"),
+        "--policies",
+        &policies,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .expect("json")
+            .as_array()
+            .map(Vec::len),
+        Some(3)
+    );
+    let (code, out, _) = run_stdin(&["review", "-f", "-", "--policies", &policies], &workloads);
+    assert_eq!(code, 1);
+    assert!(out.contains("-:5"), "stdin is named '-': {out}");
+    // audit --snapshot - and audit -f FILE.
+    let (code, out, err) = run_stdin(
+        &[
+            "audit",
+            "--snapshot",
+            "-",
+            "--policies",
+            &policies,
+            "-o",
+            "json",
+        ],
+        &workloads,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")[0]["file"],
+        "-"
+    );
+    // check FILE and check -.
+    let (code, out, _) = run(&["check", &policies]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("1 policy loaded from tests/fixtures/audit/policies"),
+        "{out}"
+    );
+    let policy =
+        std::fs::read_to_string(fixture("audit/policies/no-latest-tag.yaml")).expect("fixture");
+    let (code, out, err) = run_stdin(&["check", "-"], &policy);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 policy loaded from -"), "{out}");
+    let (code, _, err) = run_stdin(
+        &["check", "-"],
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata: {name: x}\nspec:\n  bogus: 1\n",
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("-:5"), "{err}");
+    // review --live - : the live objects on stdin make the Deployment an UPDATE.
+    let live =
+        std::fs::read_to_string(fixture("incident-3/live/deployments.json")).expect("fixture");
+    let (code, out, err) = run_stdin(
+        &[
+            "review",
+            "-f",
+            &fixture("incident-3/manifests/deployment.json"),
+            "--live",
+            "-",
+            "-o",
+            "json",
+        ],
+        &live,
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).expect("json")[0]["operation"],
+        "UPDATE"
+    );
+    // test - : a suite on stdin; its paths are relative to the working directory.
+    let suite = format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: PolicyTest\nmetadata: {{name: stdin-suite}}\nspec:\n  policies: [{policies}]\n  cases:\n  - name: a pinned image is allowed\n    operation: CREATE\n    object: {{file: tests/fixtures/incident-3/manifests/deployment.json}}\n    expect: {{allowed: true}}\n"
+    );
+    let (code, out, err) = run_stdin(&["test", "-"], &suite);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("stdin-suite (-)") && out.contains("1 passed, 0 failed"),
+        "{out}"
+    );
+}
+
+/// `kubectl safety-gate …`: kubectl runs `kubectl-safety_gate` from PATH
+/// (dashes in the command become underscores in the file name).
+#[test]
+fn runs_as_a_kubectl_plugin() {
+    let kubectl = Path::new("/usr/bin/kubectl");
+    assert!(
+        kubectl.exists(),
+        "kubectl is needed: apt-get install -y kubectl"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_safety-gate"),
+        dir.path().join("kubectl-safety_gate"),
+    )
+    .expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(kubectl)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("PATH", &path)
+        .env("NO_COLOR", "1")
+        .args([
+            "safety-gate",
+            "review",
+            "-f",
+            &fixture("audit/snapshot/workloads.yaml"),
+            "--policies",
+            &fixture("audit/policies"),
+        ])
+        .output()
+        .expect("kubectl runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the plugin's exit code: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("no-latest-tag") && stdout.contains("1 would be denied"),
+        "{stdout}"
+    );
+    let listed = Command::new(kubectl)
+        .env("PATH", &path)
+        .args(["plugin", "list"])
+        .output()
+        .expect("kubectl plugin list");
+    assert!(
+        String::from_utf8_lossy(&listed.stdout).contains("kubectl-safety_gate"),
+        "{listed:?}"
+    );
 }

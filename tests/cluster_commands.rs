@@ -203,3 +203,71 @@ async fn an_unreachable_cluster_is_a_clear_error_exit_2() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("cannot reach the cluster"), "{err}");
 }
+
+/// As kubectl: without --kubeconfig, `--cluster` reads $KUBECONFIG, else
+/// ~/.kube/config, and `--context` picks one of its contexts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_finds_the_kubeconfig_as_kubectl_does_and_context_picks_one() {
+    let server = start().await;
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(home.path().join(".kube")).expect("mkdir");
+    // The current context is a cluster that does not answer; `fake` does.
+    let text = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: down\n  cluster:\n    server: http://127.0.0.1:1\n- name: fake\n  cluster:\n    server: {server}\ncontexts:\n- name: down\n  context: {{cluster: down, user: u}}\n- name: fake\n  context: {{cluster: fake, user: u}}\ncurrent-context: down\nusers:\n- name: u\n  user:\n    token: not-a-real-token\n"
+    );
+    std::fs::write(home.path().join(".kube/config"), &text).expect("write");
+    let review = |extra: &[&str], kubeconfig_env: Option<&std::path::Path>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_safety-gate"));
+        cmd.current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env("NO_COLOR", "1")
+            .env("HOME", home.path())
+            .env_remove("KUBECONFIG")
+            .env_remove("KUBERNETES_SERVICE_HOST")
+            .args([
+                "review",
+                "-f",
+                "tests/fixtures/incident-3/manifests",
+                "--cluster",
+                "-o",
+                "json",
+            ])
+            .args(extra);
+        if let Some(path) = kubeconfig_env {
+            cmd.env("KUBECONFIG", path);
+        }
+        let out = tokio::process::Command::from(cmd).output();
+        async move {
+            let out = out.await.expect("runs");
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+    };
+    // ~/.kube/config, context `fake`: the live Deployment is read and incident 3 is caught.
+    let (code, out, err) = review(&["--context", "fake"], None).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let results: Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        results
+            .as_array()
+            .expect("array")
+            .iter()
+            .any(|r| r["kind"] == "Deployment" && r["operation"] == "UPDATE"),
+        "{out}"
+    );
+    // Its current context is the one that does not answer.
+    let (code, _, err) = review(&[], None).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot reach the cluster"), "{err}");
+    // A context that does not exist is named.
+    let (code, _, err) = review(&["--context", "nope"], None).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("nope"), "{err}");
+    // $KUBECONFIG wins over ~/.kube/config.
+    let elsewhere = tempfile::tempdir().expect("tempdir");
+    let kc = kubeconfig(elsewhere.path(), &server);
+    let (code, out, err) = review(&[], Some(std::path::Path::new(&kc))).await;
+    assert_eq!(code, 1, "{out}{err}");
+}

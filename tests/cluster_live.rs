@@ -44,7 +44,7 @@ async fn kubeconfig_with_a_ca_builds_a_client_without_connecting() {
     let ca =
         rcgen::generate_simple_self_signed(vec!["kubernetes.default.svc".to_string()]).unwrap();
     let path = kubeconfig(dir.path(), "https://127.0.0.1:1", Some(&ca.cert.pem()));
-    let client = client_from(Some(&path)).await.unwrap();
+    let client = client_from(Some(&path), None).await.unwrap();
     // The context's namespace proves the file, not a default, was read.
     assert_eq!(client.default_namespace(), "gate-system");
 }
@@ -53,7 +53,7 @@ async fn kubeconfig_with_a_ca_builds_a_client_without_connecting() {
 async fn missing_kubeconfig_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nope.yaml");
-    let err = client_from(Some(&path))
+    let err = client_from(Some(&path), None)
         .await
         .err()
         .expect("an error")
@@ -67,7 +67,7 @@ async fn kubeconfig_without_a_current_context_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("kubeconfig");
     std::fs::write(&path, "apiVersion: v1\nkind: Config\nclusters: []\n").unwrap();
-    let err = client_from(Some(&path))
+    let err = client_from(Some(&path), None)
         .await
         .err()
         .expect("an error")
@@ -80,7 +80,7 @@ async fn kubeconfig_without_a_current_context_is_invalid() {
 async fn a_ca_that_is_not_pem_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let path = kubeconfig(dir.path(), "https://127.0.0.1:1", Some("not a certificate"));
-    let err = client_from(Some(&path))
+    let err = client_from(Some(&path), None)
         .await
         .err()
         .expect("an error")
@@ -290,7 +290,7 @@ fn widget_stats(cluster: &LiveCluster) -> safety_gate::cluster::KindStats {
 async fn real_watcher_against_a_fake_api_server() {
     let (fake, url) = start_fake().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = client_from(Some(&kubeconfig(dir.path(), &url, None)))
+    let client = client_from(Some(&kubeconfig(dir.path(), &url, None)), None)
         .await
         .unwrap();
     let cluster = LiveCluster::new(client);

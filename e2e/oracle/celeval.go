@@ -28,6 +28,10 @@ type celCase struct {
 	// EnvType: "StoredExpressions" (default; what admission evaluates with)
 	// or "NewExpressions" (what kube-apiserver accepts in a new policy).
 	EnvType string `json:"envType"`
+	// CompatibilityVersion: "1.N" builds the environment as a kube-apiserver
+	// whose CEL compatibility version is 1.N (a release 1.(N+1) server checks new
+	// expressions at 1.N); empty means this release's default.
+	CompatibilityVersion string `json:"compatibilityVersion"`
 }
 
 // celAnswer: Value/Type on success; Error with Stage "compile" or "eval".
@@ -64,6 +68,14 @@ func evalCEL(raw json.RawMessage) celAnswer {
 	default:
 		return celAnswer{Error: fmt.Sprintf("envType %q is not StoredExpressions or NewExpressions", in.EnvType), Stage: "input"}
 	}
+	base := kubeBaseEnv()
+	if in.CompatibilityVersion != "" {
+		v, err := version.ParseMajorMinor(in.CompatibilityVersion)
+		if err != nil {
+			return celAnswer{Error: "compatibilityVersion: " + err.Error(), Stage: "input"}
+		}
+		base = environment.MustBaseEnvSet(v)
+	}
 	names := make([]string, 0, len(in.Bindings))
 	for n := range in.Bindings {
 		names = append(names, n)
@@ -81,7 +93,7 @@ func evalCEL(raw json.RawMessage) celAnswer {
 	}
 	// Declared the way the admission plugin declares object/oldObject/params
 	// (plugin/cel/compile.go): an extension of the base env, with strict cost.
-	envSet, err := kubeBaseEnv().Extend(environment.VersionedOptions{
+	envSet, err := base.Extend(environment.VersionedOptions{
 		IntroducedVersion: version.MajorMinor(1, 0),
 		EnvOptions:        decls,
 	}, environment.StrictCostOpt)

@@ -112,6 +112,9 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	if _, ok := probe["expression"]; ok {
 		return evalCEL(raw)
 	}
+	if _, ok := probe["environment"]; ok {
+		return describeEnvironment(raw)
+	}
 	if _, ok := probe["mutatingPolicies"]; ok {
 		return o.mutate(raw)
 	}

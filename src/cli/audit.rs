@@ -10,7 +10,7 @@ use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cluster::{ClusterState, Snapshot};
-use crate::policy::documents::files_in;
+use crate::policy::documents::{STDIN, files_in, read_text};
 use crate::policy::{EvalOptions, PolicySet};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
@@ -20,26 +20,67 @@ use std::time::Instant;
 
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
-    /// A snapshot of the cluster: YAML/JSON files (`kubectl get -A -o yaml` output).
-    #[arg(long, required_unless_present = "cluster")]
+    /// A snapshot of the cluster: a YAML/JSON file or directory (`kubectl get -A -o yaml`
+    /// output); `-` reads stdin.
+    #[arg(
+        short = 'f',
+        long,
+        visible_alias = "filename",
+        value_name = "FILE",
+        required_unless_present = "cluster"
+    )]
     pub snapshot: Option<PathBuf>,
-    /// Read the objects from the cluster (read-only).
+    /// Read the objects from the cluster (read-only): --kubeconfig, $KUBECONFIG,
+    /// ~/.kube/config or the Pod's service account, as kubectl finds them.
     #[arg(long, conflicts_with = "snapshot")]
     pub cluster: bool,
-    /// Kubeconfig for --cluster (its current context); default as kubectl: $KUBECONFIG, ~/.kube/config.
+    /// Kubeconfig for --cluster; default as kubectl: $KUBECONFIG, then ~/.kube/config.
     #[arg(long, requires = "cluster")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context for --cluster (default: its current context).
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
+    /// Policy directory (searched recursively) or file.
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
     pub policies: PathBuf,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "format",
+        value_enum,
+        default_value = "table"
+    )]
+    pub format: AuditFormat,
+}
+
+/// `-o` of `audit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AuditFormat {
+    /// One line per object, the messages below, then counts (default).
+    Table,
+    /// The table with a MESSAGE column.
+    Wide,
+    Json,
+    Yaml,
+    /// wg-policy PolicyReports (one per namespace) and a ClusterPolicyReport.
+    Policyreport,
+}
+
+impl From<AuditFormat> for Format {
+    fn from(f: AuditFormat) -> Self {
+        match f {
+            AuditFormat::Table => Format::Table,
+            AuditFormat::Wide => Format::Wide,
+            AuditFormat::Json => Format::Json,
+            AuditFormat::Yaml => Format::Yaml,
+            AuditFormat::Policyreport => Format::Policyreport,
+        }
+    }
 }
 
 pub fn run(args: &AuditArgs) -> u8 {
-    if matches!(args.format, Format::Sarif | Format::Junit) {
-        eprintln!("error: audit supports --format table, json or policyreport");
-        return EXIT_USAGE;
-    }
+    let format = Format::from(args.format);
     let Some(policies) = load_policies(&args.policies) else {
         return EXIT_USAGE;
     };
@@ -51,7 +92,12 @@ pub fn run(args: &AuditArgs) -> u8 {
     };
     let scan = match &args.snapshot {
         Some(snapshot) => audit_snapshot(snapshot, &policies, &user),
-        None => audit_cluster(args.kubeconfig.as_deref(), &policies, &user),
+        None => audit_cluster(
+            args.kubeconfig.as_deref(),
+            args.context.as_deref(),
+            &policies,
+            &user,
+        ),
     };
     let (results, scanned) = match scan {
         Ok(r) => r,
@@ -65,16 +111,25 @@ pub fn run(args: &AuditArgs) -> u8 {
         eprintln!("error: no objects in the snapshot {}", snapshot.display());
         return EXIT_USAGE;
     }
-    let output = match args.format {
+    let output = match format {
         Format::Json => report::json(&results),
+        Format::Yaml => report::yaml(&results),
         Format::Policyreport => report::policy_reports(&results),
         _ => {
-            let mut out = report::table(&results, false);
+            let style = if format == Format::Wide {
+                report::TableStyle::Wide
+            } else {
+                report::TableStyle::Plain
+            };
+            let mut out = report::table(&results, false, style);
             if !out.is_empty() {
                 out.push('\n');
             }
+            // Every number counts objects: scanned, then those a policy
+            // matched, then how they fared (overall and per policy).
             out.push_str(&format!(
-                "scanned {scanned} object(s) in {:.1?}; {} evaluated by a policy\n",
+                "{} scanned in {:.1?}; {} matched by a policy\n",
+                super::count(scanned, "object", "objects"),
                 started.elapsed(),
                 results.len()
             ));
@@ -107,7 +162,9 @@ fn audit_snapshot(
     policies: &PolicySet,
     user: &UserInfo,
 ) -> Result<(Vec<ObjectResult>, usize), String> {
-    let files = if snapshot.is_dir() {
+    let files = if snapshot.as_os_str() == STDIN {
+        vec![snapshot.to_path_buf()]
+    } else if snapshot.is_dir() {
         files_in(snapshot).map_err(|e| format!("{}: {e}", snapshot.display()))?
     } else if snapshot.exists() {
         vec![snapshot.to_path_buf()]
@@ -120,7 +177,7 @@ fn audit_snapshot(
     let mut scanned = 0usize;
     for file in &files {
         let mut objects = Vec::new();
-        let read = std::fs::read_to_string(file)
+        let read = read_text(file)
             .map_err(|e| format!("{}: {e}", file.display()))
             .and_then(|text| parse_text(file, &text, &mut objects).map_err(|e| e.to_string()));
         if let Err(e) = read {
@@ -149,10 +206,11 @@ fn audit_snapshot(
 /// Lists, page by page, every object of the kinds the policies match on CREATE.
 fn audit_cluster(
     kubeconfig: Option<&Path>,
+    context: Option<&str>,
     policies: &PolicySet,
     user: &UserInfo,
 ) -> Result<(Vec<ObjectResult>, usize), String> {
-    let source = LiveSource::connect(kubeconfig, &policies.cluster_needs())
+    let source = LiveSource::connect(kubeconfig, context, &policies.cluster_needs())
         .map_err(|e| format!("--cluster: {e}"))?;
     let Some((runtime, reader)) = source.reader() else {
         return Err("--cluster: not connected".to_string());
@@ -183,7 +241,7 @@ fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot
     }
     let mut kept = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let text = read_text(file).map_err(|e| format!("{}: {e}", file.display()))?;
         let mut objects = Vec::new();
         parse_text(file, &text, &mut objects).map_err(|e| e.to_string())?;
         for m in objects {

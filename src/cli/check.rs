@@ -2,10 +2,15 @@
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
 use crate::policy::PolicySet;
+use crate::policy::documents::STDIN;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    /// Directory (searched recursively) or file of policies; `-` reads stdin.
+    /// Overrides --policies.
+    #[arg(value_name = "PATH")]
+    pub path: Option<PathBuf>,
     /// Directory (searched recursively) or file of policies.
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
     pub policies: PathBuf,
@@ -15,14 +20,12 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: &CheckArgs) -> u8 {
-    if !args.policies.exists() {
-        eprintln!(
-            "error: {}: no such file or directory",
-            args.policies.display()
-        );
+    let policies = args.path.as_ref().unwrap_or(&args.policies);
+    if !policies.exists() && policies.as_os_str() != STDIN {
+        eprintln!("error: {}", super::missing_policies(policies));
         return EXIT_USAGE;
     }
-    match PolicySet::load_dir(&args.policies) {
+    match PolicySet::load_dir(policies) {
         Ok(set) if args.print_rbac => {
             print!(
                 "{}",
@@ -55,9 +58,9 @@ pub fn run(args: &CheckArgs) -> u8 {
                 );
             }
             println!(
-                "{} policies loaded from {}, no problems",
-                set.len(),
-                args.policies.display()
+                "{} loaded from {}, no problems",
+                super::count(set.len(), "policy", "policies"),
+                policies.display()
             );
             EXIT_OK
         }

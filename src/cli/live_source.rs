@@ -24,13 +24,17 @@ pub struct Connection {
 
 impl LiveSource {
     /// Connects, starts the lookup caches the policies need and waits for them.
-    pub fn connect(kubeconfig: Option<&Path>, needs: &ClusterNeeds) -> Result<Self, String> {
+    pub fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+        needs: &ClusterNeeds,
+    ) -> Result<Self, String> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        let reader = runtime.block_on(ClusterReader::connect(kubeconfig))?;
+        let reader = runtime.block_on(ClusterReader::connect(kubeconfig, context))?;
         let live = runtime.block_on(async {
             let live = LiveCluster::new(reader.client());
             live.reconcile(needs).await;

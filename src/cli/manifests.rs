@@ -2,7 +2,7 @@
 //! directories (recursively), `-` for stdin; multi-document YAML, JSON, and
 //! `kind: List`. Every object remembers its file and line.
 
-use crate::policy::documents::{Located, split_documents};
+use crate::policy::documents::{Located, read_text, split_documents};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -49,17 +49,7 @@ impl Manifest {
 pub fn read_all(inputs: &[PathBuf]) -> Result<Vec<Manifest>, Located> {
     let mut out = Vec::new();
     for input in inputs {
-        if input.as_os_str() == "-" {
-            let mut text = String::new();
-            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map_err(|e| {
-                Located {
-                    file: input.clone(),
-                    line: 0,
-                    message: format!("cannot read stdin: {e}"),
-                }
-            })?;
-            parse_text(Path::new("-"), &text, &mut out)?;
-        } else if input.is_dir() {
+        if input.is_dir() {
             let files = crate::policy::documents::files_in(input).map_err(|e| Located {
                 file: input.clone(),
                 line: 0,
@@ -76,7 +66,7 @@ pub fn read_all(inputs: &[PathBuf]) -> Result<Vec<Manifest>, Located> {
 }
 
 fn read_file(file: &Path, out: &mut Vec<Manifest>) -> Result<(), Located> {
-    let text = std::fs::read_to_string(file).map_err(|e| Located {
+    let text = read_text(file).map_err(|e| Located {
         file: file.to_path_buf(),
         line: 0,
         message: format!("cannot read: {e}"),
@@ -88,42 +78,54 @@ fn read_file(file: &Path, out: &mut Vec<Manifest>) -> Result<(), Located> {
 pub fn parse_text(file: &Path, text: &str, out: &mut Vec<Manifest>) -> Result<(), Located> {
     for doc in split_documents(file, text) {
         let value: serde_json::Value = doc.decode_data()?;
-        push_object(value, file, doc.first_line, &doc, out)?;
+        if is_list(&value) {
+            // Each item of a `kind: List` (what `kubectl get -o yaml` writes)
+            // is reported at its own line, not at the List's.
+            let lines = doc.data_list_item_lines()?;
+            if let Some(serde_json::Value::Array(items)) = value.get("items") {
+                for (i, item) in items.iter().enumerate() {
+                    let line = lines.get(i).copied().unwrap_or(doc.first_line);
+                    push_object(item.clone(), file, line, out)?;
+                }
+            }
+        } else {
+            push_object(value, file, doc.first_line, out)?;
+        }
     }
     Ok(())
+}
+
+fn is_list(value: &serde_json::Value) -> bool {
+    value
+        .get("kind")
+        .and_then(|k| k.as_str())
+        .is_some_and(|k| k.ends_with("List"))
+        && value.get("items").is_some_and(|i| i.is_array())
 }
 
 fn push_object(
     value: serde_json::Value,
     file: &Path,
     line: usize,
-    doc: &crate::policy::documents::Document,
     out: &mut Vec<Manifest>,
 ) -> Result<(), Located> {
     if value.is_null() {
         return Ok(());
     }
-    let kind = value
-        .get("kind")
-        .and_then(|k| k.as_str())
-        .unwrap_or_default();
-    if kind.ends_with("List")
-        && let Some(serde_json::Value::Array(items)) = value.get("items")
-    {
-        for item in items {
-            push_object(item.clone(), file, line, doc, out)?;
-        }
-        return Ok(());
-    }
     let ok = value.is_object()
         && value.get("apiVersion").and_then(|v| v.as_str()).is_some()
-        && !kind.is_empty()
+        && value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .is_some_and(|k| !k.is_empty())
         && value.get("metadata").is_some_and(|m| m.is_object());
     if !ok {
-        return Err(doc.located(
-            1,
-            "not a Kubernetes object: apiVersion, kind and metadata are required",
-        ));
+        return Err(Located {
+            file: file.to_path_buf(),
+            line,
+            message: "not a Kubernetes object: apiVersion, kind and metadata are required"
+                .to_string(),
+        });
     }
     out.push(Manifest {
         file: file.to_path_buf(),
@@ -188,7 +190,7 @@ mod tests {
             .iter()
             .map(|m| format!("{}/{}@{}", m.kind(), m.name(), m.line))
             .collect();
-        assert_eq!(names, vec!["ConfigMap/a@1", "Service/s@8", "Secret/x@1"]);
+        assert_eq!(names, vec!["ConfigMap/a@4", "Service/s@8", "Secret/x@1"]);
     }
 
     #[test]

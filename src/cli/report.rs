@@ -1,6 +1,6 @@
 //! Results of `review` and `audit`, and their output formats.
 
-use super::{paint, stdout_is_color_terminal};
+use super::stdout_is_color_terminal;
 use crate::policy::{Decision, PolicyOutcome, PolicySet, Verdict};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -116,12 +116,38 @@ impl ObjectResult {
         !self.denied_by.is_empty()
     }
 
+    /// `file:line`, or empty for objects read from a cluster.
+    fn location(&self) -> String {
+        match (&self.file, self.line) {
+            (Some(f), Some(l)) => format!("{f}:{l}"),
+            _ => String::new(),
+        }
+    }
+
+    /// The DECISION cell and its colour.
+    fn decision_label(&self) -> (&'static str, comfy_table::Color) {
+        use comfy_table::Color;
+        match (self.allowed, self.is_violation()) {
+            (false, false) if self.decision == UNDECIDED => ("UNDECIDED", Color::Magenta),
+            (false, _) | (true, true) => ("DENY", Color::Red),
+            (true, false) if !self.warnings.is_empty() => ("WARN", Color::Yellow),
+            _ => ("allow", Color::Green),
+        }
+    }
+
     fn object_ref(&self) -> String {
         if self.namespace.is_empty() {
             format!("{}/{}", self.kind, self.name)
         } else {
             format!("{}/{}/{}", self.kind, self.namespace, self.name)
         }
+    }
+
+    /// `by <policies>: <JSON Patch>` when MutatingAdmissionPolicies changed the object.
+    fn mutation_text(&self) -> Option<String> {
+        self.patch
+            .as_ref()
+            .map(|patch| format!("by {}: {patch}", self.mutated_by.join(", ")))
     }
 
     fn findings(&self) -> Vec<(&str, &str, String)> {
@@ -144,28 +170,59 @@ impl ObjectResult {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+/// Every output `review` and `audit` can write; each command's `-o` offers its own subset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Table,
+    /// The table with one row per finding and its message.
+    Wide,
     Json,
+    Yaml,
     Sarif,
     Junit,
     Policyreport,
 }
 
-pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
+/// How `table` lays out findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TableStyle {
+    /// One row per object (no messages), then every message in full below the table.
+    Plain,
+    /// One row per finding, with a MESSAGE column (`-o wide`).
+    Wide,
+}
+
+/// The kubectl-style table: plain columns separated by three spaces, fitted to
+/// the terminal's width (or `$COLUMNS`); colour only where [`stdout_is_color_terminal`]
+/// says so, applied by the table itself so it never counts towards a column's width.
+/// Objects with nothing to say are left out unless `show_passing`. Empty when no row remains.
+pub fn table(results: &[ObjectResult], show_passing: bool, style: TableStyle) -> String {
+    use comfy_table::{Cell, ColumnConstraint, Table, Width};
     let color = stdout_is_color_terminal();
-    let mut t = comfy_table::Table::new();
-    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED);
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::NOTHING);
     t.set_content_arrangement(comfy_table::ContentArrangement::Dynamic);
-    t.set_header(vec![
-        "LOCATION",
-        "OPERATION",
-        "OBJECT",
-        "DECISION",
-        "POLICY",
-        "MESSAGE",
-    ]);
+    if color {
+        t.enforce_styling();
+    }
+    if let Some(width) = std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.trim().parse::<u16>().ok())
+        .filter(|w| *w > 0)
+    {
+        t.set_width(width);
+    }
+    let mut header = vec!["LOCATION", "OPERATION", "OBJECT", "DECISION"];
+    header.push(match style {
+        TableStyle::Plain => "POLICIES",
+        TableStyle::Wide => "POLICY",
+    });
+    if style == TableStyle::Wide {
+        header.push("MESSAGE");
+    }
+    let header_names = header.clone();
+    t.set_header(header);
+    let mut details = String::new();
     let mut rows = 0;
     for r in results {
         let findings = r.findings();
@@ -173,53 +230,117 @@ pub fn table(results: &[ObjectResult], show_passing: bool) -> String {
         {
             continue;
         }
-        let location = match (&r.file, r.line) {
-            (Some(f), Some(l)) => format!("{f}:{l}"),
-            _ => String::new(),
+        rows += 1;
+        let location = r.location();
+        let (label, paint_as) = r.decision_label();
+        let decision = || {
+            let cell = Cell::new(label);
+            if color { cell.fg(paint_as) } else { cell }
         };
-        let decision = match (r.allowed, r.is_violation()) {
-            (false, false) if r.decision == UNDECIDED => paint("UNDECIDED", "35", color),
-            (false, _) | (true, true) => paint("DENY", "31;1", color),
-            (true, false) if !r.warnings.is_empty() => paint("WARN", "33", color),
-            _ => paint("allow", "32", color),
-        };
-        if findings.is_empty() {
-            let mut warning = r.warnings.join("\n");
-            if let Some(patch) = &r.patch {
-                if !warning.is_empty() {
-                    warning.push('\n');
+        match style {
+            TableStyle::Plain => {
+                let mut policies: Vec<&str> = Vec::new();
+                for (policy, _, _) in &findings {
+                    if !policies.contains(policy) {
+                        policies.push(policy);
+                    }
                 }
-                warning.push_str(&format!("mutated by {}: {patch}", r.mutated_by.join(", ")));
+                t.add_row(vec![
+                    Cell::new(&location),
+                    Cell::new(&r.operation),
+                    Cell::new(r.object_ref()),
+                    decision(),
+                    Cell::new(policies.join(",")),
+                ]);
+                if findings.is_empty() && r.warnings.is_empty() && r.patch.is_none() {
+                    continue;
+                }
+                details.push_str(&format!("\n{} {}", r.operation, r.object_ref()));
+                if !location.is_empty() {
+                    details.push_str(&format!(" ({location})"));
+                }
+                details.push_str(":\n");
+                for (policy, level, message) in &findings {
+                    details.push_str(&indented(&format!(
+                        "{} {policy}: {message}",
+                        level.to_uppercase()
+                    )));
+                }
+                if findings.is_empty() {
+                    for w in &r.warnings {
+                        details.push_str(&indented(&format!("WARN {w}")));
+                    }
+                }
+                if let Some(mutation) = r.mutation_text() {
+                    details.push_str(&indented(&format!("MUTATED {mutation}")));
+                }
             }
-            t.add_row(vec![
-                location,
-                r.operation.clone(),
-                r.object_ref(),
-                decision,
-                String::new(),
-                warning,
-            ]);
-        } else {
-            for (i, (policy, _, message)) in findings.iter().enumerate() {
-                let (loc, op, obj, dec) = if i == 0 {
-                    (
-                        location.clone(),
-                        r.operation.clone(),
-                        r.object_ref(),
-                        decision.clone(),
-                    )
-                } else {
-                    Default::default()
-                };
-                t.add_row(vec![loc, op, obj, dec, policy.to_string(), message.clone()]);
+            TableStyle::Wide => {
+                let one_line = |m: &str| m.split_whitespace().collect::<Vec<_>>().join(" ");
+                if findings.is_empty() {
+                    t.add_row(vec![
+                        Cell::new(&location),
+                        Cell::new(&r.operation),
+                        Cell::new(r.object_ref()),
+                        decision(),
+                        Cell::new(""),
+                        Cell::new(one_line(
+                            &r.warnings
+                                .iter()
+                                .cloned()
+                                .chain(r.mutation_text())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        )),
+                    ]);
+                }
+                for (policy, _, message) in &findings {
+                    t.add_row(vec![
+                        Cell::new(&location),
+                        Cell::new(&r.operation),
+                        Cell::new(r.object_ref()),
+                        decision(),
+                        Cell::new(policy),
+                        Cell::new(one_line(message)),
+                    ]);
+                }
             }
         }
-        rows += 1;
     }
     if rows == 0 {
         return String::new();
     }
-    t.to_string()
+    // Short columns never wrap; LOCATION and OBJECT wrap only on a terminal
+    // too narrow for them, and in `wide` the MESSAGE column takes what is left.
+    let last = t.column_count().saturating_sub(1);
+    for (i, column) in t.column_iter_mut().enumerate() {
+        column.set_padding((0, if i == last { 0 } else { 3 }));
+        let header = header_names.get(i).copied().unwrap_or_default();
+        let constraint = match header {
+            "LOCATION" | "OBJECT" => ColumnConstraint::LowerBoundary(Width::Fixed(12)),
+            "MESSAGE" => ColumnConstraint::LowerBoundary(Width::Fixed(30)),
+            _ => ColumnConstraint::ContentWidth,
+        };
+        column.set_constraint(constraint);
+    }
+    let mut out = t.trim_fmt();
+    if !details.is_empty() {
+        out.push('\n');
+        out.push_str(details.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `text` as an indented block: two spaces, continuation lines four.
+fn indented(text: &str) -> String {
+    let mut out = String::new();
+    for (i, line) in text.lines().enumerate() {
+        out.push_str(if i == 0 { "  " } else { "    " });
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
 }
 
 pub fn summary_line(results: &[ObjectResult]) -> String {
@@ -235,8 +356,8 @@ pub fn summary_line(results: &[ObjectResult]) -> String {
         String::new()
     };
     format!(
-        "{} object(s): {denied} would be denied{undecided_text}, {warned} warned, {} clean",
-        results.len(),
+        "{}: {denied} would be denied{undecided_text}, {warned} warned, {} clean",
+        super::count(results.len(), "object", "objects"),
         results.len() - denied - undecided - warned
     )
 }
@@ -260,6 +381,13 @@ pub fn per_policy_counts(
 
 pub fn json(results: &[ObjectResult]) -> String {
     serde_json::to_string_pretty(results).unwrap_or_else(|_| "[]".to_string())
+}
+
+/// The same fields as [`json`], as one YAML sequence.
+pub fn yaml(results: &[ObjectResult]) -> String {
+    serde_saphyr::to_string(&results)
+        .map(|s| s.trim_end().to_string())
+        .unwrap_or_else(|_| "[]".to_string())
 }
 
 pub fn sarif(results: &[ObjectResult], policies: &PolicySet) -> String {

@@ -16,6 +16,34 @@ use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use std::path::PathBuf;
 
+/// `-o` of `review`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReviewFormat {
+    /// One line per object, the messages below (default).
+    Table,
+    /// The table with a MESSAGE column.
+    Wide,
+    Json,
+    Yaml,
+    /// SARIF 2.1.0, for code-scanning annotations.
+    Sarif,
+    /// JUnit XML, one test case per object.
+    Junit,
+}
+
+impl From<ReviewFormat> for Format {
+    fn from(f: ReviewFormat) -> Self {
+        match f {
+            ReviewFormat::Table => Format::Table,
+            ReviewFormat::Wide => Format::Wide,
+            ReviewFormat::Json => Format::Json,
+            ReviewFormat::Yaml => Format::Yaml,
+            ReviewFormat::Sarif => Format::Sarif,
+            ReviewFormat::Junit => Format::Junit,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ReviewOperation {
     /// CREATE, or UPDATE when a live object of that identity exists.
@@ -28,24 +56,41 @@ pub enum ReviewOperation {
 #[derive(Debug, clap::Args)]
 pub struct ReviewArgs {
     /// Manifest files or directories (recursively); `-` reads stdin.
-    #[arg(required = true)]
+    #[arg(required_unless_present = "filename")]
     pub manifests: Vec<PathBuf>,
-    /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output).
+    /// A manifest file or directory, as `kubectl apply -f` (repeatable); `-` reads stdin.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filename: Vec<PathBuf>,
+    /// A snapshot of the live objects (YAML/JSON files, `kubectl get -A -o yaml` output);
+    /// `-` reads stdin.
     #[arg(long, conflicts_with = "cluster")]
     pub live: Option<PathBuf>,
     /// Read live objects from the cluster (read-only): --kubeconfig, $KUBECONFIG,
     /// ~/.kube/config or the Pod's service account, as kubectl finds them.
     #[arg(long)]
     pub cluster: bool,
-    /// Kubeconfig for --cluster (its current context); default as kubectl: $KUBECONFIG, ~/.kube/config.
+    /// Kubeconfig for --cluster; default as kubectl: $KUBECONFIG, then ~/.kube/config.
     #[arg(long, requires = "cluster")]
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context for --cluster (default: its current context).
+    #[arg(long, requires = "cluster")]
+    pub context: Option<String>,
+    /// The request kube-apiserver would receive: apply is CREATE, or UPDATE over
+    /// the live object when one exists (needs --live or --cluster).
     #[arg(long, value_enum, default_value = "apply")]
     pub operation: ReviewOperation,
+    /// Policy directory (searched recursively) or file; `-` reads stdin.
     #[arg(long, default_value = "policies", env = "SAFETY_GATE_POLICIES")]
     pub policies: PathBuf,
-    #[arg(long, value_enum, default_value = "table")]
-    pub format: Format,
+    /// Output format.
+    #[arg(
+        short = 'o',
+        long = "output",
+        visible_alias = "format",
+        value_enum,
+        default_value = "table"
+    )]
+    pub format: ReviewFormat,
     /// request.userInfo.username of the simulated requests.
     #[arg(long, default_value = "safety-gate-review")]
     pub user: String,
@@ -61,12 +106,7 @@ pub struct ReviewArgs {
 }
 
 pub fn run(args: &ReviewArgs) -> u8 {
-    if args.format == Format::Policyreport {
-        eprintln!(
-            "error: --format policyreport is for `safety-gate audit`; review supports table, json, sarif, junit"
-        );
-        return EXIT_USAGE;
-    }
+    let format = Format::from(args.format);
     let Some(policies) = load_policies(&args.policies) else {
         return EXIT_USAGE;
     };
@@ -82,7 +122,11 @@ pub fn run(args: &ReviewArgs) -> u8 {
             }
         },
         (None, true) => {
-            match LiveSource::connect(args.kubeconfig.as_deref(), &policies.cluster_needs()) {
+            match LiveSource::connect(
+                args.kubeconfig.as_deref(),
+                args.context.as_deref(),
+                &policies.cluster_needs(),
+            ) {
                 Ok(source) => source,
                 Err(e) => {
                     eprintln!("error: --cluster: {e}");
@@ -92,7 +136,13 @@ pub fn run(args: &ReviewArgs) -> u8 {
         }
         (None, false) => LiveSource::Snapshot(Snapshot::empty()),
     };
-    let manifests = match read_all(&args.manifests) {
+    let inputs: Vec<PathBuf> = args
+        .manifests
+        .iter()
+        .chain(&args.filename)
+        .cloned()
+        .collect();
+    let manifests = match read_all(&inputs) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("error: {e}");
@@ -104,7 +154,7 @@ pub fn run(args: &ReviewArgs) -> u8 {
         // not pass as "clean".
         eprintln!(
             "error: no objects passed to review in {}",
-            args.manifests
+            inputs
                 .iter()
                 .map(|p| p.display().to_string())
                 .collect::<Vec<_>>()
@@ -154,9 +204,14 @@ pub fn run(args: &ReviewArgs) -> u8 {
             }
         }
     }
-    let output = match args.format {
-        Format::Table => {
-            let table = report::table(&results, args.show_passing);
+    let output = match format {
+        Format::Table | Format::Wide => {
+            let style = if format == Format::Wide {
+                report::TableStyle::Wide
+            } else {
+                report::TableStyle::Plain
+            };
+            let table = report::table(&results, args.show_passing, style);
             format!(
                 "{table}{}{}",
                 if table.is_empty() { "" } else { "\n" },
@@ -164,8 +219,10 @@ pub fn run(args: &ReviewArgs) -> u8 {
             )
         }
         Format::Json => report::json(&results),
+        Format::Yaml => report::yaml(&results),
         Format::Sarif => report::sarif(&results, &policies),
         Format::Junit => report::junit(&results, "safety-gate review"),
+        // Not a value of `review -o`.
         Format::Policyreport => String::new(),
     };
     println!("{output}");

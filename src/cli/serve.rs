@@ -63,6 +63,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SAFETY_GATE_MAX_CONCURRENCY")]
     pub max_concurrency: Option<usize>,
 
+    /// Log lines as text for people, or one JSON object per line for log pipelines.
     #[arg(
         long,
         env = "SAFETY_GATE_LOG_FORMAT",
@@ -99,8 +100,13 @@ pub fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,hyper=warn,h2=warn,rustls=warn"));
+    // Colour only on a terminal: in a Pod's log or a file the escape codes
+    // are noise.
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     // A subscriber installed earlier (tests, an embedding program) wins.
     let _ = match format {
@@ -119,6 +125,9 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
         },
         _ => bail!("TLS is required: pass --tls-cert and --tls-key, or --dev-cert for local use"),
     };
+    if !args.policies.exists() {
+        bail!("{}", super::missing_policies(&args.policies));
+    }
     let mut config = ServerConfig::new(args.listen, tls, args.policies.clone());
     config.admin_listen = args.admin_listen;
     config.mode = args.mode;
@@ -176,7 +185,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     if args.cluster_state.is_none() && (args.kubeconfig.is_some() || in_cluster()) {
         // Watch caches for exactly the kinds the policies look up (and
         // Namespaces when selectors need them); /readyz waits for them.
-        let client = client_from(args.kubeconfig.as_deref())
+        let client = client_from(args.kubeconfig.as_deref(), None)
             .await
             .context("cannot build the Kubernetes client for lookups")?;
         let live = LiveCluster::new(client);

@@ -4,7 +4,7 @@
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, paint, stdout_is_color_terminal};
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};
-use crate::policy::documents::{Located, files_in, split_documents};
+use crate::policy::documents::{Located, STDIN, files_in, read_text, split_documents};
 use crate::policy::{Decision, EvalOptions, GATE_API_VERSION, Mode, PolicySet, Stage};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, clap::Args)]
 pub struct TestArgs {
-    /// PolicyTest files or directories (searched recursively).
+    /// PolicyTest files or directories (searched recursively); `-` reads stdin
+    /// (relative paths in it are then relative to the working directory).
     #[arg(default_value = "tests/policies")]
     pub paths: Vec<PathBuf>,
 }
@@ -164,7 +165,7 @@ pub fn run(args: &TestArgs) -> u8 {
                     return EXIT_USAGE;
                 }
             }
-        } else if p.exists() {
+        } else if p.exists() || p.as_os_str() == STDIN {
             files.push(p.clone());
         } else {
             eprintln!("error: {}: no such file or directory", p.display());
@@ -174,7 +175,7 @@ pub fn run(args: &TestArgs) -> u8 {
     let (mut passed, mut failed, mut broken) = (0usize, 0usize, 0usize);
     let mut suites = 0;
     for file in &files {
-        let text = match std::fs::read_to_string(file) {
+        let text = match read_text(file) {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("error: {}: {e}", file.display());
@@ -475,7 +476,8 @@ fn check(
     if let Some(code) = expect.code {
         let got = d.status.as_ref().map(|s| s.code);
         if got != Some(code) {
-            problems.push(format!("expected code {code}, got {got:?}"));
+            let got = got.map_or_else(|| "none (allowed)".to_string(), |c| c.to_string());
+            problems.push(format!("expected code {code}, got {got}"));
         }
     }
     if let Some(parts) = &expect.message_contains {

@@ -70,11 +70,18 @@ pub enum ClientError {
     /// No `--kubeconfig`, no usable `$KUBECONFIG` or `~/.kube/config`, and
     /// no in-cluster service account.
     #[error(
-        "no cluster configuration: {source}; pass --kubeconfig FILE, set KUBECONFIG, or run in a pod with a service account"
+        "no cluster configuration: {source}; pass --kubeconfig FILE, set KUBECONFIG, write ~/.kube/config, or run in a pod with a service account"
     )]
     Infer {
         #[source]
         source: kube::config::InferConfigError,
+    },
+    /// `--context` without `--kubeconfig`: `$KUBECONFIG` / `~/.kube/config`
+    /// is missing or has no such context.
+    #[error("--context: {source} (read from $KUBECONFIG, else ~/.kube/config)")]
+    Context {
+        #[source]
+        source: kube::config::KubeconfigError,
     },
     /// The configuration could not become a client (TLS material, proxy).
     #[error("cannot build a Kubernetes client: {source}")]
@@ -84,25 +91,33 @@ pub enum ClientError {
     },
 }
 
-/// A client for `kubeconfig` (its current context) when given; otherwise
-/// found as kubectl finds one: `$KUBECONFIG`, `~/.kube/config`, then the
-/// in-cluster service account. Nothing is sent to the API server here.
-pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
-    let config = match kubeconfig {
-        Some(path) => {
+/// A client for `kubeconfig` when given; otherwise found as kubectl finds
+/// one: `$KUBECONFIG`, `~/.kube/config`, then the in-cluster service account.
+/// `context` picks a kubeconfig context (default: its current context); with
+/// a context there is no in-cluster fallback, as with `kubectl --context`.
+/// Nothing is sent to the API server here.
+pub async fn client_from(
+    kubeconfig: Option<&Path>,
+    context: Option<&str>,
+) -> Result<Client, ClientError> {
+    let options = kube::config::KubeConfigOptions {
+        context: context.map(str::to_string),
+        ..Default::default()
+    };
+    let config = match (kubeconfig, context) {
+        (Some(path), _) => {
             let file = kube::config::Kubeconfig::read_from(path).map_err(|source| {
                 ClientError::ReadKubeconfig {
                     path: path.to_path_buf(),
                     source,
                 }
             })?;
-            let config =
-                Config::from_custom_kubeconfig(file, &kube::config::KubeConfigOptions::default())
-                    .await
-                    .map_err(|source| ClientError::InvalidKubeconfig {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+            let config = Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|source| ClientError::InvalidKubeconfig {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
             if config.root_cert.as_ref().is_some_and(Vec::is_empty) {
                 return Err(ClientError::NoCaCertificate {
                     path: path.to_path_buf(),
@@ -110,9 +125,12 @@ pub async fn client_from(kubeconfig: Option<&Path>) -> Result<Client, ClientErro
             }
             config
         }
+        (None, Some(_)) => Config::from_kubeconfig(&options)
+            .await
+            .map_err(|source| ClientError::Context { source })?,
         // As kubectl: $KUBECONFIG, then ~/.kube/config, then the Pod's
         // service account.
-        None => Config::infer()
+        (None, None) => Config::infer()
             .await
             .map_err(|source| ClientError::Infer { source })?,
     };

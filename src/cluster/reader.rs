@@ -20,8 +20,8 @@ const PAGE: u32 = 500;
 
 impl ClusterReader {
     /// Builds the client and checks that the API server answers.
-    pub async fn connect(kubeconfig: Option<&Path>) -> Result<Self, String> {
-        let client = client_from(kubeconfig)
+    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, String> {
+        let client = client_from(kubeconfig, context)
             .await
             .map_err(|e: ClientError| e.to_string())?;
         client

@@ -57,7 +57,7 @@ impl Snapshot {
         let mut objects = Vec::new();
         let mut errors = Vec::new();
         for file in files {
-            match std::fs::read_to_string(file) {
+            match crate::policy::documents::read_text(file) {
                 Err(e) => errors.push(Located {
                     file: file.clone(),
                     line: 0,

@@ -3,7 +3,7 @@
 //! Functions are registered once per process; evaluations bind their variables
 //! in child scopes of this root.
 
-use super::semantics;
+use super::{overloads, semantics};
 use kube_cel::KubeCelExt;
 use kube_cel::cel::extractors::This;
 use kube_cel::cel::{Context, ExecutionError, FunctionContext};
@@ -21,6 +21,17 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("size", semantics::size);
     ctx.add_function("sum", semantics::sum);
     ctx.add_function("string", semantics::string);
+    ctx.add_function("contains", overloads::contains);
+    ctx.add_function("startsWith", overloads::starts_with);
+    ctx.add_function("endsWith", overloads::ends_with);
+    ctx.add_function("min", overloads::min);
+    ctx.add_function("max", overloads::max);
+    ctx.add_function("sort", overloads::sort);
+    ctx.add_function("int", overloads::int);
+    ctx.add_function("uint", overloads::uint);
+    ctx.add_function("split", overloads::split);
+    ctx.add_function("format", super::format_values::format);
+    ctx.add_function(overloads::ADD, overloads::add_function);
     ctx.add_function("dyn", semantics::dyn_function);
     ctx.add_function(semantics::EQ, semantics::eq_function);
     ctx.add_function(semantics::NE, semantics::ne_function);
@@ -33,6 +44,10 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
         semantics::comprehension2_function,
     );
     ctx.add_function(semantics::MAP_INSERT, semantics::map_insert_function);
+    ctx.add_function(
+        super::quantifiers::QUANTIFIER,
+        super::quantifiers::quantifier_function,
+    );
     ctx.add_function(OPTIONAL_SELECT, optional_select);
     ctx.add_function(super::paths::PATH_FUNCTION, super::paths::path_function);
     ctx.add_function(super::paths::HAS_FUNCTION, super::paths::has_function);
@@ -83,12 +98,10 @@ fn optional_select(ftx: &FunctionContext) -> kube_cel::cel::ResolveResult {
             Some(v) => Value::Opaque(Arc::new(OptionalValue::of(v.clone()))),
             None => none(),
         }),
-        // `oldObject.?spec` on CREATE: absent, not an error.
-        Value::Null => Ok(none()),
-        other => Err(ftx.error(format!(
-            "cannot select field '{field}' from a {:?} value",
-            other.type_of()
-        ))),
+        // cel-go: a list has no fields (an error); selecting from a string,
+        // number, bool or null (`oldObject.?spec` on CREATE) gives none.
+        Value::List(_) => Err(ftx.error("unsupported index type 'string' in list")),
+        _ => Ok(none()),
     }
 }
 
@@ -126,140 +139,18 @@ pub fn evaluate(
     .map_err(|e| e.to_string())
 }
 
-/// Function names that can be called, as the parser names them (`lists.range`
-/// for namespaced ones). Kept in step with `cel` 0.13's default context and
-/// `kube-cel` 0.8's `register_all`; `known_functions_resolve` checks every entry.
-/// kube-cel's `math.*` is left out: kube-apiserver 1.37's environment does not
-/// declare `math` ("undeclared reference to 'math'", seen with e2e/oracle), so a
-/// policy using it would load here and be refused by kube-apiserver.
-pub const FUNCTIONS: &[&str] = &[
-    // cel standard library
-    "contains",
-    "size",
-    "max",
-    "min",
-    "startsWith",
-    "endsWith",
-    "string",
-    "bytes",
-    "double",
-    "int",
-    "uint",
-    "dyn",
-    "optional.none",
-    "optional.of",
-    "optional.ofNonZeroValue",
-    "value",
-    "hasValue",
-    "or",
-    "orValue",
-    "matches",
-    "duration",
-    "timestamp",
-    "getFullYear",
-    "getMonth",
-    "getDayOfYear",
-    "getDayOfMonth",
-    "getDate",
-    "getDayOfWeek",
-    "getHours",
-    "getMinutes",
-    "getSeconds",
-    "getMilliseconds",
-    // kube-cel
-    "add",
-    "asApproximateFloat",
-    "asInteger",
-    "base64.decode",
-    "base64.encode",
-    "charAt",
-    "cidr",
-    "compareTo",
-    "containsCIDR",
-    "containsIP",
-    "distinct",
-    "family",
-    "find",
-    "findAll",
-    "first",
-    "flatten",
-    "format",
-    "format.byte",
-    "format.date",
-    "format.datetime",
-    "format.dns1035Label",
-    "format.dns1035LabelPrefix",
-    "format.dns1123Label",
-    "format.dns1123LabelPrefix",
-    "format.dns1123Subdomain",
-    "format.dns1123SubdomainPrefix",
-    "format.labelValue",
-    "format.named",
-    "format.qualifiedName",
-    "format.uri",
-    "format.uuid",
-    "getEscapedPath",
-    "getHost",
-    "getHostname",
-    "getPort",
-    "getQuery",
-    "getScheme",
-    "indexOf",
-    "ip",
-    "ip.isCanonical",
-    "isCIDR",
-    "isCIDRv4",
-    "isCIDRv6",
-    "isGlobalUnicast",
-    "isGreaterThan",
-    "isIP",
-    "isIPv4",
-    "isIPv6",
-    "isInteger",
-    "isLessThan",
-    "isLinkLocalMulticast",
-    "isLinkLocalUnicast",
-    "isLoopback",
-    "isQuantity",
-    "isSemver",
-    "isSorted",
-    "isURL",
-    "isUnspecified",
-    "join",
-    "jsonpatch.escapeKey",
-    "last",
-    "lastIndexOf",
-    "lists.range",
-    "lowerAscii",
-    "major",
-    "masked",
-    "minor",
-    "patch",
-    "prefixLength",
-    "quantity",
-    "replace",
-    "reverse",
-    "semver",
-    "sets.contains",
-    "sets.equivalent",
-    "sets.intersects",
-    "sign",
-    "slice",
-    "sort",
-    "split",
-    "strings.quote",
-    "sub",
-    "substring",
-    "sum",
-    "trim",
-    "upperAscii",
-    "url",
-    "validate",
-];
+// Function names that can be called (as the parser names them: `lists.range`
+// for namespaced ones) are the rows of `kubernetes_version::FUNCTIONS`: what
+// both `cel` 0.13 + `kube-cel` 0.8 evaluate and Kubernetes declares;
+// `known_functions_resolve` checks every row resolves here. Left out because
+// kube-apiserver 1.37 does not declare them for ValidatingAdmissionPolicy, so a
+// policy using them would load here and be refused there (seen with
+// e2e/oracle): kube-cel's `math.*`, `base64.*`, `isIPv4`/`isIPv6`/`isCIDRv4`/
+// `isCIDRv6`, and `jsonpatch.escapeKey` (MutatingAdmissionPolicy only).
 
+/// Namespaces of namespaced functions (`lists.range`).
 const NAMESPACES: &[&str] = &[
     "optional",
-    "base64",
     "format",
     "ip",
     "jsonpatch",
@@ -269,7 +160,7 @@ const NAMESPACES: &[&str] = &[
 ];
 
 pub fn is_function(name: &str) -> bool {
-    FUNCTIONS.contains(&name)
+    super::kubernetes_version::declared(name).is_some()
 }
 
 pub fn is_namespace(name: &str) -> bool {
@@ -320,11 +211,14 @@ mod tests {
         Value::resolve(&ast, &root().new_inner_scope())
     }
 
-    /// Every name in FUNCTIONS must be registered: an unregistered name would
+    /// Every row of kubernetes_version::FUNCTIONS must be registered: an unregistered name would
     /// pass the load-time check and then fail every request.
     #[test]
     fn known_functions_resolve() {
-        for name in FUNCTIONS {
+        for name in super::super::kubernetes_version::FUNCTIONS
+            .iter()
+            .map(|d| d.name)
+        {
             let call = match name.split_once('.') {
                 Some((ns, f)) => format!("{ns}.{f}()"),
                 None => format!("{name}()"),
@@ -373,7 +267,13 @@ mod tests {
             eval_compiled("null.?a.hasValue()").ok(),
             Some(Value::Bool(false))
         );
-        assert!(eval_compiled("'str'.?a").is_err());
+        // cel-go (kube-apiserver 1.37, e2e/oracle): none from a string, an error
+        // from a list.
+        assert_eq!(
+            eval_compiled("'str'.?a.hasValue()").ok(),
+            Some(Value::Bool(false))
+        );
+        assert!(eval_compiled("[1].?a").is_err());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! and can bound its own cost before it starts.
 
 use super::cel_env;
+use super::kubernetes_version;
 use super::values::Shape;
 use kube_cel::cel::common::ast::{EntryExpr, Expr, LiteralValue, operators};
 use kube_cel::cel::parser::{Expression, Parser};
@@ -637,6 +638,7 @@ impl Analysis<'_> {
             || name.starts_with('@')
             || name.starts_with('!')
             || name.starts_with('-');
+        let version = kubernetes_version::selected();
         match &qualified {
             Some(q) if !cel_env::is_function(q) => self
                 .errors
@@ -644,7 +646,26 @@ impl Analysis<'_> {
             None if !is_operator && !cel_env::is_function(name) => self
                 .errors
                 .push(format!("undeclared reference to function '{name}'")),
-            _ => {}
+            // The release's environment: when the library arrived, and whether
+            // Kubernetes declares `x.f()`, `f(x)` or both.
+            Some(q) => {
+                if let Err(e) = kubernetes_version::check_call(q, false, version) {
+                    self.errors.push(e);
+                }
+            }
+            None if name == super::semantics::COMPREHENSION2 => {
+                let two = &kubernetes_version::TWO_VARIABLE_COMPREHENSIONS;
+                if let Err(e) = kubernetes_version::check_declared(two, true, version) {
+                    self.errors.push(e);
+                }
+            }
+            None if !is_operator => {
+                if let Err(e) = kubernetes_version::check_call(name, call.target.is_some(), version)
+                {
+                    self.errors.push(e);
+                }
+            }
+            None => {}
         }
         if matches!(name, "matches" | "find" | "findAll")
             && let Some(pattern) = call.args.first()

@@ -89,17 +89,25 @@ impl Document {
     /// larger than a policy: `kubectl get -A -o yaml` of a big cluster is one
     /// List with millions of nodes. Alias-expansion limits stay in force.
     pub fn decode_data<T: DeserializeOwned>(&self) -> Result<T, Located> {
-        let mut budget = serde_saphyr::Budget::default();
-        budget.max_events = usize::MAX;
-        budget.max_nodes = usize::MAX;
-        budget.max_total_scalar_bytes = usize::MAX;
-        budget.max_reader_input_bytes = None;
-        budget.max_depth = 256;
-        let mut options = serde_saphyr::Options::default();
-        options.budget = Some(budget);
-        options.emit_comments = false;
-        serde_saphyr::from_str_with_options::<T>(&self.text, options)
+        serde_saphyr::from_str_with_options::<T>(&self.text, data_options())
             .map_err(|e| self.error_from(&e))
+    }
+
+    /// The absolute line of each item of a `kind: List` data document, in
+    /// order (a second, shape-only pass over the text: values are skipped).
+    pub fn data_list_item_lines(&self) -> Result<Vec<usize>, Located> {
+        #[derive(serde::Deserialize)]
+        struct Lines {
+            #[serde(default)]
+            items: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+        }
+        let lines: Lines = serde_saphyr::from_str_with_options(&self.text, data_options())
+            .map_err(|e| self.error_from(&e))?;
+        Ok(lines
+            .items
+            .iter()
+            .map(|item| self.line(item.referenced.line()))
+            .collect())
     }
 
     /// The objects of a `kind: List` document (what `kubectl get -o yaml` writes), each
@@ -164,6 +172,20 @@ impl Document {
     }
 }
 
+/// Limits for data documents: no size limits, alias-expansion limits kept.
+fn data_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_events = usize::MAX;
+    budget.max_nodes = usize::MAX;
+    budget.max_total_scalar_bytes = usize::MAX;
+    budget.max_reader_input_bytes = None;
+    budget.max_depth = 256;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.emit_comments = false;
+    options
+}
+
 /// The text of a block-style list item whose node starts at `line`:`column` (1-based):
 /// from that column to the end of its line, then every following line indented at
 /// least as far, dedented. `None` when the lines do not have that shape.
@@ -199,10 +221,49 @@ fn plain_message(error: &serde_saphyr::Error) -> String {
         .trim();
     let first = first.strip_prefix("error:").map(str::trim).unwrap_or(first);
     // Drop a trailing " at line X, column Y" that duplicates our own location.
-    match first.rfind(" at line ") {
-        Some(i) => first[..i].to_string(),
+    let first = first.rfind(" at line ").map_or(first, |i| &first[..i]);
+    // The YAML library suggests one of its own options; users cannot set it,
+    // and kube-apiserver refuses duplicate keys too.
+    let first = first
+        .strip_suffix(", set DuplicateKeyPolicy in Options if acceptable")
+        .unwrap_or(first);
+    // A leading "line L column C: " counts lines inside the document, not the
+    // file: beside our own file:line it would be a second, different number.
+    match document_position(first) {
+        Some((rest, column)) => format!("{rest} (column {column})"),
         None => first.to_string(),
     }
+}
+
+/// Splits `line L column C: rest` into (`rest`, C).
+fn document_position(message: &str) -> Option<(&str, &str)> {
+    let rest = message.strip_prefix("line ")?;
+    let (line, rest) = rest.split_once(" column ")?;
+    let (column, rest) = rest.split_once(": ")?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    (digits(line) && digits(column)).then_some((rest, column))
+}
+
+/// The path that means standard input, as in kubectl's `-f -`.
+pub const STDIN: &str = "-";
+
+/// The text of `path`, or of standard input when `path` is `-`. Standard input
+/// is read once and kept, so commands that read their input twice (audit's
+/// state pass, then its evaluation pass) see the same text both times.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    static STDIN_TEXT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    if path.as_os_str() != STDIN {
+        return std::fs::read_to_string(path);
+    }
+    STDIN_TEXT
+        .get_or_init(|| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                .map(|_| text)
+                .map_err(|e| format!("cannot read stdin: {e}"))
+        })
+        .clone()
+        .map_err(std::io::Error::other)
 }
 
 /// Reads every `.yaml`, `.yml` and `.json` file below `dir`, sorted by path.

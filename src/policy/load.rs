@@ -29,7 +29,12 @@ pub struct LoadError {
 
 impl fmt::Display for LoadError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        // Line 0: the whole file (it cannot be read), no meaningful line.
+        if self.line == 0 {
+            write!(f, "{}: ", self.file.display())?;
+        } else {
+            write!(f, "{}:{}: ", self.file.display(), self.line)?;
+        }
         if let Some(p) = &self.policy {
             write!(f, "policy {p}: ")?;
         }
@@ -114,7 +119,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut documents = Vec::new();
     for file in files {
-        match std::fs::read_to_string(file) {
+        match super::documents::read_text(file) {
             Ok(text) => documents.extend(split_documents(file, &text)),
             Err(e) => errors.extend(io_error(file, &e).0),
         }

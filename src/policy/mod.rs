@@ -8,13 +8,17 @@ mod compile;
 mod decision;
 pub mod documents;
 mod evaluate;
+mod format_values;
+pub mod kubernetes_version;
 mod lazy;
 mod load;
 mod matching;
 pub mod model;
 mod mutate;
 pub mod mutating;
+mod overloads;
 mod paths;
+mod quantifiers;
 mod request;
 mod semantics;
 mod validation;
@@ -45,6 +49,16 @@ pub enum Mode {
     #[default]
     Enforce,
     Audit,
+}
+
+impl Mode {
+    /// The flag value: `enforce` or `audit`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Audit => "audit",
+        }
+    }
 }
 
 /// What a failing validation of a policy does (VAP `validationActions`).

@@ -109,6 +109,12 @@ fn walk<'a>(
                 None => return Err(ExecutionError::no_such_key(key)),
             },
             None if *optional && current.is_null() => return Ok(Walk::Absent),
+            // cel-go: a list has no fields, optional or not.
+            None if matches!(current.value(), Ok(Value::List(_))) => {
+                return Err(ftx.error("unsupported index type 'string' in list"));
+            }
+            // An optional step from a string, number or bool: none, as cel-go.
+            None if *optional => return Ok(Walk::Absent),
             // Kubernetes errors here; the `cel` crate would quietly give `false`.
             None => {
                 let kind = current
@@ -164,14 +170,14 @@ pub fn has_function(ftx: &FunctionContext) -> ResolveResult {
     let field = field.strip_prefix(REQUIRED_STEP).unwrap_or(field);
     match parent.members().map_err(|e| ftx.error(e))? {
         Some(members) => Ok(Value::Bool(members.contains_key(field))),
-        // `has(oldObject.metadata)` on CREATE: false, so policies can guard with it.
+        // cel-go: a list has no fields ("unsupported index type 'string' in
+        // list"); a string, number, bool or null has none, so `has()` is false
+        // (`has(oldObject.metadata)` on CREATE among them).
         None if parent.is_null() => Ok(Value::Bool(false)),
-        None => {
-            let kind = parent
-                .value()
-                .map(|v| v.type_of().to_string())
-                .unwrap_or_default();
-            Err(ftx.error(format!("has() on a {kind} value")))
-        }
+        None => match parent.value() {
+            Ok(Value::List(_)) => Err(ftx.error("unsupported index type 'string' in list")),
+            Ok(_) => Ok(Value::Bool(false)),
+            Err(e) => Err(ftx.error(e)),
+        },
     }
 }

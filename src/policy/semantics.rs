@@ -28,7 +28,7 @@ use kube_cel::cel::common::value::Val;
 use kube_cel::cel::extractors::This;
 use kube_cel::cel::objects::{Key, Map, OptionalValue};
 use kube_cel::cel::parser::Expression;
-use kube_cel::cel::{Context, ExecutionError, FunctionContext, ResolveResult, Value};
+use kube_cel::cel::{ExecutionError, FunctionContext, ResolveResult, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
@@ -186,7 +186,9 @@ pub fn in_function(ftx: &FunctionContext) -> ResolveResult {
         ));
     }
     if let Some(map) = container.downcast_ref::<CelMap>() {
-        return Ok(Value::Bool(map_get(map, x.as_ref())?.is_some()));
+        // cel-go: a value that cannot be a key (a list, a map, null) is simply
+        // not in the map (kube-apiserver 1.37, e2e/oracle).
+        return Ok(Value::Bool(matches!(map_get(map, x.as_ref()), Ok(Some(_)))));
     }
     Err(ExecutionError::NoSuchOverload)
 }
@@ -225,7 +227,7 @@ fn index(ftx: &FunctionContext, optional_index: bool) -> ResolveResult {
             Some(Num::Double(_)) => {
                 return Err(ftx.error("unsupported index value: not an integer"));
             }
-            None => return Err(ExecutionError::NoSuchOverload),
+            None => return Err(ftx.error("unsupported index type in list: not a number")),
         };
         match index.and_then(|i| usize::try_from(i).ok()) {
             Some(i) if i < list.inner().len() => Some(list.inner()[i].as_ref()),
@@ -253,6 +255,9 @@ fn index(ftx: &FunctionContext, optional_index: bool) -> ResolveResult {
                 ));
             }
         }
+    } else if optional {
+        // cel-go: `x[?k]` on a string, number, bool or null is none.
+        None
     } else {
         return Err(ExecutionError::NoSuchOverload);
     };
@@ -263,8 +268,8 @@ fn index(ftx: &FunctionContext, optional_index: bool) -> ResolveResult {
     }
 }
 
-/// `has(x.f)` on a value that is not bound from the request: an error unless
-/// `x` is a map (the crate gave `false`).
+/// `has(x.f)` on a value that is not bound from the request: the key test on a
+/// map, an error on a list, false on anything else (as cel-go).
 pub fn has_field_function(ftx: &FunctionContext) -> ResolveResult {
     let (target, field) = two_args(ftx)?;
     let target = Value::resolve_val(target, ftx.ptx)?;
@@ -279,16 +284,17 @@ pub fn has_field_function(ftx: &FunctionContext) -> ResolveResult {
         },
         None => target.as_ref(),
     };
-    match target.downcast_ref::<CelMap>() {
-        Some(map) => Ok(Value::Bool(
+    if let Some(map) = target.downcast_ref::<CelMap>() {
+        return Ok(Value::Bool(
             map.inner().contains_key(&CelMapKey::from(field.inner())),
-        )),
-        None => Err(ftx.error(format!(
-            "no such overload: has() of field '{}' on a {} value",
-            field.inner(),
-            target.get_type().name()
-        ))),
+        ));
     }
+    // cel-go: a list has no fields (an error); a string, number, bool or null
+    // has none, so the test is false.
+    if target.downcast_ref::<CelList>().is_some() {
+        return Err(ftx.error("unsupported index type 'string' in list"));
+    }
+    Ok(Value::Bool(false))
 }
 
 /// `size()` of a string counts Unicode code points, as cel-go does.
@@ -314,28 +320,16 @@ pub fn string(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
             Err(_) => Err(ftx.error("invalid UTF-8 in bytes, cannot convert to string")),
         },
         // ip() and cidr() values: the Kubernetes library's own string().
-        Value::Opaque(_) => {
-            let mut scope = KUBE_LIBRARY.new_inner_scope();
-            scope.add_variable_from_value("x", this);
-            Value::resolve(&STRING_OF_X, &scope)
-        }
+        Value::Opaque(_) => super::overloads::kube_library_call(&STRING_OF_X, this),
+        Value::Float(d) => Ok(Value::String(Arc::new(super::overloads::go_format_double(
+            d,
+        )))),
         other => kube_cel::cel::functions::string(ftx, This(other)),
     }
 }
 
-/// `kube-cel`'s functions alone, for what the overrides here delegate to it.
-static KUBE_LIBRARY: LazyLock<Context<'static>> = LazyLock::new(|| {
-    use kube_cel::KubeCelExt;
-    let mut ctx = Context::default();
-    ctx.register_all();
-    ctx
-});
-
-static STRING_OF_X: LazyLock<Expression> = LazyLock::new(|| {
-    kube_cel::cel::parser::Parser::new()
-        .parse("string(x)")
-        .expect("a constant expression parses")
-});
+static STRING_OF_X: LazyLock<Expression> =
+    LazyLock::new(|| super::overloads::parse_constant("string(x)"));
 
 /// `dyn(x)` is `x`: there is no static type to widen.
 pub fn dyn_function(ftx: &FunctionContext) -> ResolveResult {
@@ -456,7 +450,7 @@ fn node(id: u64, expr: Expr) -> Expression {
     Expression { id, expr }
 }
 
-fn call(id: u64, name: &str, args: Vec<Expression>) -> Expression {
+pub(super) fn call(id: u64, name: &str, args: Vec<Expression>) -> Expression {
     node(
         id,
         Expr::Call(CallExpr {
@@ -479,7 +473,7 @@ fn lit_int(id: u64, i: i64) -> Expression {
     node(id, Expr::Literal(LiteralValue::Int(i.into())))
 }
 
-fn lit_str(id: u64, s: &str) -> Expression {
+pub(super) fn lit_str(id: u64, s: &str) -> Expression {
     node(id, Expr::Literal(LiteralValue::String(s.into())))
 }
 
@@ -623,32 +617,38 @@ pub fn rewrite(expr: &mut Expression) {
                 matches!(c.args[1].expr, Expr::Literal(LiteralValue::String(_)));
             let renamed = match c.func_name.as_str() {
                 operators::EQUALS => Some(EQ),
+                operators::ADD => Some(super::overloads::ADD),
                 operators::NOT_EQUALS => Some(NE),
                 operators::IN => Some(IN),
                 operators::INDEX if !key_is_string_literal => Some(INDEX),
-                operators::OPT_INDEX if !key_is_string_literal => Some(OPT_INDEX),
+                // Also with a string key: cel-go fails `list[?'a']`, the crate gives none.
+                operators::OPT_INDEX => Some(OPT_INDEX),
                 _ => None,
             };
             if let Some(name) = renamed {
                 c.func_name = name.to_string();
             }
         }
-        Expr::Comprehension(c) if c.iter_var2.is_some() => {
-            let c = std::mem::replace(c.as_mut(), empty_comprehension());
-            *expr = call(
-                id,
-                COMPREHENSION2,
-                vec![
-                    c.iter_range,
-                    lit_str(id, &c.iter_var),
-                    lit_str(id, c.iter_var2.as_deref().unwrap_or_default()),
-                    lit_str(id, &c.accu_var),
-                    c.accu_init,
-                    c.loop_cond,
-                    c.loop_step,
-                    c.result,
-                ],
-            );
+        Expr::Comprehension(c) => {
+            if let Some(quantifier) = super::quantifiers::rewrite(id, c) {
+                *expr = quantifier;
+            } else if c.iter_var2.is_some() {
+                let c = std::mem::replace(c.as_mut(), empty_comprehension());
+                *expr = call(
+                    id,
+                    COMPREHENSION2,
+                    vec![
+                        c.iter_range,
+                        lit_str(id, &c.iter_var),
+                        lit_str(id, c.iter_var2.as_deref().unwrap_or_default()),
+                        lit_str(id, &c.accu_var),
+                        c.accu_init,
+                        c.loop_cond,
+                        c.loop_step,
+                        c.result,
+                    ],
+                );
+            }
         }
         Expr::Select(s) => {
             // `x.f` → `x['f']`: the same value on a map, and an error (not the
@@ -657,11 +657,28 @@ pub fn rewrite(expr: &mut Expression) {
             let field = lit_str(id, &s.field);
             *expr = if s.test {
                 call(id, HAS, vec![operand, field])
+            } else if in_optional_chain(&operand) {
+                // `x.?a.b`: optional from `?a` on, so `.b` of a string or number
+                // is none, as in cel-go (the crate fails).
+                call(id, INDEX, vec![operand, field])
             } else {
                 call(id, operators::INDEX, vec![operand, field])
             };
         }
         _ => {}
+    }
+}
+
+/// Whether `e` is optional by syntax: an optional selection or index, or a
+/// selection or index of one (optional chains are sticky in CEL).
+fn in_optional_chain(e: &Expression) -> bool {
+    match &e.expr {
+        Expr::Call(c) => match c.func_name.as_str() {
+            super::cel_env::OPTIONAL_SELECT | OPT_INDEX | operators::OPT_INDEX => true,
+            INDEX | operators::INDEX => c.args.first().is_some_and(in_optional_chain),
+            _ => false,
+        },
+        _ => false,
     }
 }
 
@@ -757,7 +774,11 @@ mod tests {
         assert!(eval("1.f").is_err());
         assert!(eval("'str'.f").is_err());
         assert!(eval("null.f").is_err());
-        assert!(eval("has(1.f)").is_err());
+        // The presence test is false on a string, number or null and an error on
+        // a list, as cel-go answers (kube-apiserver 1.37, e2e/oracle).
+        is_true("!has(dyn(1).f) && !has(dyn('s').f) && !has(dyn(null).f)");
+        assert!(eval("has(dyn([1]).f)").is_err());
+        is_true("dyn('s').?f.orValue(2) == 2 && {'a': 1}.?a.b.orValue(3) == 3");
         assert!(eval("{'a': 1}.b").is_err(), "absent key");
         is_true("has({'a': 1}.a) && !has({'a': 1}.b)");
         is_true("!has({}.?x.y) && has({'x': {'y': 1}}.?x.y)");

@@ -263,9 +263,12 @@ impl Server {
 
         tracing::info!(
             listen = %listener.local_addr().unwrap_or(config.listen),
-            admin = ?admin.as_ref().and_then(|l| l.local_addr().ok()),
+            admin = %admin
+                .as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or_else(|| "off".to_string(), |a| a.to_string()),
             policies = state.policies.current().set.len(),
-            mode = ?config.mode,
+            mode = %config.mode.as_str(),
             "listening"
         );
         loop {

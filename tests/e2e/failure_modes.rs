@@ -70,6 +70,7 @@ fn gate_stopped(env: &Env) {
     env.admin
         .run(&["create", "serviceaccount", "robot", "-n", "outage"])
         .expect_fail("ServiceAccount create with the gate down");
+    apiserver_counts_what_the_fail_closed_alert_reads(env);
 
     // Everything else keeps working.
     for (what, ns) in [
@@ -544,4 +545,41 @@ pub fn static_policies(env: &Env) {
     });
     assert!(recorded, "no break-glass audit annotation");
     drop(restart);
+}
+
+/// deploy/monitoring's `SafetyGateDownWhileFailClosed` reads kube-apiserver's
+/// webhook rejection counter: with the gate stopped, the real kube-apiserver
+/// must have a sample with the metric name and label values the alert selects.
+fn apiserver_counts_what_the_fail_closed_alert_reads(env: &Env) {
+    let rule = std::fs::read_to_string(env.repo.join("deploy/monitoring/prometheusrule.yaml"))
+        .expect("deploy/monitoring/prometheusrule.yaml");
+    let expr = rule
+        .lines()
+        .skip_while(|l| !l.contains("alert: SafetyGateDownWhileFailClosed"))
+        .find_map(|l| l.trim().strip_prefix("expr: "))
+        .expect("the alert's expr")
+        .to_string();
+    let selector =
+        regex::Regex::new(r#"(apiserver_[a-z_]+)\{[^}]*error_type="([a-z_]+)""#).expect("regex");
+    let found = selector
+        .captures(&expr)
+        .expect("a kube-apiserver metric with error_type");
+    let (metric, error_type) = (found[1].to_string(), found[2].to_string());
+    let metrics = env.admin.run(&["get", "--raw", "/metrics"]);
+    metrics.expect_ok("kube-apiserver /metrics");
+    let sample = metrics.stdout.lines().find(|l| {
+        l.starts_with(&format!("{metric}{{"))
+            && l.contains("name=\"validate.safety-gate.dev\"")
+            && l.contains(&format!("error_type=\"{error_type}\""))
+    });
+    assert!(
+        sample.is_some(),
+        "no {metric}{{name=validate.safety-gate.dev,error_type={error_type}}} in kube-apiserver's /metrics: {}",
+        metrics
+            .stdout
+            .lines()
+            .filter(|l| l.contains("webhook_rejection"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

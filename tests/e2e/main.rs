@@ -10,6 +10,7 @@
 //! the scenarios are reported as ignored, with the reason; under `CI=true`
 //! they fail instead.
 
+mod cel_environment;
 mod cluster_commands;
 mod control_plane;
 mod deploy_overlays;
@@ -97,6 +98,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     let mut all = Vec::new();
     all.extend(incidents::scenarios());
     all.extend(cluster_commands::scenarios());
+    all.extend(cel_environment::scenarios());
     all.extend(mutating_policies::scenarios());
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.

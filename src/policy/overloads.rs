@@ -1,0 +1,384 @@
+//! cel-go's overloads where the `cel` crate or `kube-cel` accept more, or
+//! answer differently, and Kubernetes fails or formats otherwise. Found by the
+//! generated differential cases (`tests/differential_generated.rs`) against
+//! kube-apiserver's own CEL environment (`e2e/oracle`):
+//!
+//! - `contains`, `startsWith`, `endsWith` exist only for strings: on a map or a
+//!   list they are "no such overload" (the crate looked up keys and elements);
+//! - `list + x` needs a list on both sides (the crate appended a map's keys);
+//! - `min()`, `max()` only of a list, whose elements compare (numbers across
+//!   int, uint and double; otherwise one type); `sort()` of one element type;
+//! - `int()` and `uint()` raise "integer overflow" / "unsigned integer
+//!   overflow" at cel-go's bounds (−2⁶³ < d < 2⁶³ and 0 ≤ d < 2⁶⁴), and
+//!   `int(timestamp)` is its Unix seconds;
+//! - `string(double)` is Go's `%g` (`3e+10`, `1e-05`, `123456`);
+//! - `split('')` splits into characters, as Go's `strings.SplitN`.
+
+use kube_cel::cel::common::types::CelList;
+use kube_cel::cel::extractors::{Arguments, This};
+use kube_cel::cel::objects::Value;
+use kube_cel::cel::parser::Expression;
+use kube_cel::cel::{Context, ExecutionError, FunctionContext, ResolveResult};
+use std::sync::{Arc, LazyLock};
+
+/// What `_+_` is rewritten to (`semantics::rewrite`).
+pub const ADD: &str = "@gate_add";
+
+fn no_such_overload(function: &str, this: &Value) -> ExecutionError {
+    ExecutionError::function_error(
+        function,
+        format!("no such overload: {function} on {}", type_name(this)),
+    )
+}
+
+/// cel-go's type names, for messages.
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::List(_) => "list",
+        Value::Map(_) => "map",
+        Value::Int(_) => "int",
+        Value::UInt(_) => "uint",
+        Value::Float(_) => "double",
+        Value::String(_) => "string",
+        Value::Bytes(_) => "bytes",
+        Value::Bool(_) => "bool",
+        Value::Duration(_) => "google.protobuf.Duration",
+        Value::Timestamp(_) => "google.protobuf.Timestamp",
+        Value::Null => "null_type",
+        _ => "opaque",
+    }
+}
+
+/// `s.contains(t)`: strings only.
+pub fn contains(This(this): This<Value>, arg: Value) -> ResolveResult {
+    match (&this, &arg) {
+        (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.contains(t.as_str()))),
+        _ => Err(no_such_overload("contains", &this)),
+    }
+}
+
+/// `s.startsWith(t)`: strings only.
+pub fn starts_with(This(this): This<Value>, arg: Value) -> ResolveResult {
+    match (&this, &arg) {
+        (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.starts_with(t.as_str()))),
+        _ => Err(no_such_overload("startsWith", &this)),
+    }
+}
+
+/// `s.endsWith(t)`: strings only.
+pub fn ends_with(This(this): This<Value>, arg: Value) -> ResolveResult {
+    match (&this, &arg) {
+        (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.ends_with(t.as_str()))),
+        _ => Err(no_such_overload("endsWith", &this)),
+    }
+}
+
+/// `a + b` (rewritten from `_+_`): the interpreter's own addition, except that a
+/// list adds only a list.
+pub fn add_function(ftx: &FunctionContext) -> ResolveResult {
+    let [a, b] = ftx.args else {
+        return Err(ftx.error("expected two operands"));
+    };
+    let a = Value::resolve_val(a, ftx.ptx)?;
+    let b = Value::resolve_val(b, ftx.ptx)?;
+    let a_list = a.downcast_ref::<CelList>().is_some();
+    let b_list = b.downcast_ref::<CelList>().is_some();
+    if a_list != b_list {
+        return Err(ExecutionError::function_error(
+            "_+_",
+            "no such overload: a list adds only a list",
+        ));
+    }
+    let Some(adder) = a.as_adder() else {
+        return Err(ExecutionError::NoSuchOverload);
+    };
+    let sum = adder.add(b.as_ref())?;
+    Value::try_from(sum.as_ref())
+}
+
+/// Which elements cel-go orders against each other: numbers across types, the
+/// rest within their own type.
+fn order_class(v: &Value) -> Option<u8> {
+    Some(match v {
+        Value::Int(_) | Value::UInt(_) | Value::Float(_) => 0,
+        Value::String(_) => 1,
+        Value::Bool(_) => 2,
+        Value::Bytes(_) => 3,
+        Value::Duration(_) => 4,
+        Value::Timestamp(_) => 5,
+        _ => return None,
+    })
+}
+
+/// `list.min()` / `list.max()`: a list, whose elements compare; then
+/// `kube-cel`'s own.
+fn extremum(
+    function: &'static str,
+    call: &'static LazyLock<Expression>,
+    this: Value,
+) -> ResolveResult {
+    let Value::List(items) = &this else {
+        return Err(no_such_overload(function, &this));
+    };
+    let mut classes = items.iter().map(order_class);
+    if let Some(first) = classes.next()
+        && (first.is_none() || classes.any(|c| c != first))
+    {
+        return Err(ExecutionError::function_error(
+            function,
+            format!("no such overload: {function} of a list whose elements do not compare"),
+        ));
+    }
+    kube_library_call(call, this)
+}
+
+static MIN_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.min()"));
+static MAX_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.max()"));
+static SORT_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.sort()"));
+
+pub fn min(This(this): This<Value>) -> ResolveResult {
+    extremum("min", &MIN_OF_X, this)
+}
+
+pub fn max(This(this): This<Value>) -> ResolveResult {
+    extremum("max", &MAX_OF_X, this)
+}
+
+/// `list.sort()`: elements of one type (cel-go: "list elements must have the
+/// same type"), then `kube-cel`'s own.
+pub fn sort(This(this): This<Value>) -> ResolveResult {
+    let Value::List(items) = &this else {
+        return Err(no_such_overload("sort", &this));
+    };
+    if let Some(first) = items.first() {
+        if order_class(first).is_none() {
+            return Err(ExecutionError::function_error(
+                "sort",
+                "list elements must be comparable",
+            ));
+        }
+        if items
+            .iter()
+            .any(|v| std::mem::discriminant(v) != std::mem::discriminant(first))
+        {
+            return Err(ExecutionError::function_error(
+                "sort",
+                "list elements must have the same type",
+            ));
+        }
+    }
+    kube_library_call(&SORT_OF_X, this)
+}
+
+/// cel-go's `doubleToInt64Checked` bounds: −2⁶³ < d < 2⁶³, not NaN.
+const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+/// cel-go's `doubleToUint64Checked` bound: 0 ≤ d < 2⁶⁴.
+const TWO_TO_64: f64 = 18_446_744_073_709_551_616.0;
+
+/// `int(x)` with cel-go's overflow rules.
+pub fn int(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
+    let overflow = || ftx.error("integer overflow");
+    match this {
+        Value::Int(i) => Ok(Value::Int(i)),
+        Value::UInt(u) => i64::try_from(u).map(Value::Int).map_err(|_| overflow()),
+        Value::Float(d) => {
+            if d.is_nan() || d <= -TWO_TO_63 || d >= TWO_TO_63 {
+                Err(overflow())
+            } else {
+                Ok(Value::Int(d as i64))
+            }
+        }
+        Value::String(s) => s
+            .parse::<i64>()
+            .map(Value::Int)
+            .map_err(|_| ftx.error(format!("cannot convert '{s}' to int"))),
+        Value::Timestamp(t) => Ok(Value::Int(t.timestamp())),
+        other => Err(ftx.error(format!(
+            "type conversion error from '{}' to 'int'",
+            type_name(&other)
+        ))),
+    }
+}
+
+/// `uint(x)` with cel-go's overflow rules.
+pub fn uint(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
+    let overflow = || ftx.error("unsigned integer overflow");
+    match this {
+        Value::UInt(u) => Ok(Value::UInt(u)),
+        Value::Int(i) => u64::try_from(i).map(Value::UInt).map_err(|_| overflow()),
+        Value::Float(d) => {
+            if d.is_nan() || !(0.0..TWO_TO_64).contains(&d) {
+                Err(overflow())
+            } else {
+                Ok(Value::UInt(d as u64))
+            }
+        }
+        // Go's ParseUint takes no sign; Rust's parse would take "+3".
+        Value::String(s) if s.starts_with('+') => {
+            Err(ftx.error(format!("cannot convert '{s}' to uint")))
+        }
+        Value::String(s) => s
+            .parse::<u64>()
+            .map(Value::UInt)
+            .map_err(|_| ftx.error(format!("cannot convert '{s}' to uint"))),
+        other => Err(ftx.error(format!(
+            "type conversion error from '{}' to 'uint'",
+            type_name(&other)
+        ))),
+    }
+}
+
+/// A double as Go's `fmt.Sprintf("%g", d)` writes it, which is cel-go's
+/// `string(double)`: the shortest digits that round-trip, in exponent form when
+/// the decimal exponent is below −4 or at least 6 (`1e+06`, `123456`, `1e-05`,
+/// `0.0001`), the exponent with at least two digits.
+pub fn go_format_double(d: f64) -> String {
+    if d.is_nan() {
+        return "NaN".to_string();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "+Inf" } else { "-Inf" }.to_string();
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: "-1.2345e-5", "3e10".
+    let sci = format!("{d:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    let (sign, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => ("-", m),
+        None => ("", mantissa),
+    };
+    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
+    if !(-4..6).contains(&exponent) {
+        let (first, rest) = digits.split_at(1);
+        let fraction = if rest.is_empty() {
+            String::new()
+        } else {
+            format!(".{rest}")
+        };
+        let exp_sign = if exponent < 0 { '-' } else { '+' };
+        return format!("{sign}{first}{fraction}e{exp_sign}{:02}", exponent.abs());
+    }
+    // Plain form: the decimal point `exponent + 1` digits into `digits`.
+    let point = exponent + 1;
+    let body = if point <= 0 {
+        format!("0.{}{digits}", "0".repeat(point.unsigned_abs() as usize))
+    } else if (point as usize) >= digits.len() {
+        format!("{digits}{}", "0".repeat(point as usize - digits.len()))
+    } else {
+        let (int, frac) = digits.split_at(point as usize);
+        format!("{int}.{frac}")
+    };
+    format!("{sign}{body}")
+}
+
+/// `s.split(sep)` / `s.split(sep, n)` as Go's `strings.SplitN` (cel-go's strings
+/// extension): an empty separator splits into characters; `n == 0` is `[]`,
+/// `n < 0` is all parts, `n > 0` at most `n`.
+pub fn split(This(this): This<Arc<String>>, Arguments(args): Arguments) -> ResolveResult {
+    let (Some(Value::String(sep)), limit) = (args.first(), args.get(1)) else {
+        return Err(ExecutionError::function_error(
+            "split",
+            "no such overload: split needs a string separator",
+        ));
+    };
+    let limit = match limit {
+        None => -1,
+        Some(Value::Int(n)) => *n,
+        Some(_) => {
+            return Err(ExecutionError::function_error(
+                "split",
+                "no such overload: the limit must be an int",
+            ));
+        }
+    };
+    let parts: Vec<String> = match limit {
+        0 => Vec::new(),
+        n if sep.is_empty() => {
+            let chars: Vec<char> = this.chars().collect();
+            let cap = if n < 0 {
+                chars.len()
+            } else {
+                (n as usize).min(chars.len())
+            };
+            let mut parts: Vec<String> = chars
+                .iter()
+                .take(cap.saturating_sub(1))
+                .map(|c| c.to_string())
+                .collect();
+            if cap > 0 {
+                parts.push(chars[cap - 1..].iter().collect());
+            }
+            parts
+        }
+        n if n < 0 => this.split(sep.as_str()).map(str::to_string).collect(),
+        n => this
+            .splitn(n as usize, sep.as_str())
+            .map(str::to_string)
+            .collect(),
+    };
+    Ok(Value::List(Arc::new(
+        parts
+            .into_iter()
+            .map(|p| Value::String(Arc::new(p)))
+            .collect(),
+    )))
+}
+
+/// `kube-cel`'s functions alone, for what the overrides here delegate to.
+static KUBE_LIBRARY: LazyLock<Context<'static>> = LazyLock::new(|| {
+    use kube_cel::KubeCelExt;
+    let mut ctx = Context::default();
+    ctx.register_all();
+    ctx
+});
+
+pub(super) fn parse_constant(source: &str) -> Expression {
+    kube_cel::cel::parser::Parser::new()
+        .parse(source)
+        .unwrap_or_else(|e| panic!("the constant expression {source:?} parses: {e}"))
+}
+
+/// Evaluates `call` (an expression of `x`) with `kube-cel`'s own functions.
+pub(super) fn kube_library_call(call: &Expression, x: Value) -> ResolveResult {
+    let mut scope = KUBE_LIBRARY.new_inner_scope();
+    scope.add_variable_from_value("x", x);
+    Value::resolve(call, &scope)
+}
+
+/// As [`kube_library_call`], with `x` and `y`.
+pub(super) fn kube_library_call2(call: &Expression, x: Value, y: Value) -> ResolveResult {
+    let mut scope = KUBE_LIBRARY.new_inner_scope();
+    scope.add_variable_from_value("x", x);
+    scope.add_variable_from_value("y", y);
+    Value::resolve(call, &scope)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_format_double;
+
+    /// Expected values are what cel-go's string(double) gives in kube-apiserver
+    /// 1.37.2's environment (e2e/oracle, CEL mode).
+    #[test]
+    fn doubles_are_written_as_go_writes_them() {
+        for (d, go) in [
+            (3e10, "3e+10"),
+            (1e6, "1e+06"),
+            (123456.0, "123456"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5, "1.5"),
+            (-0.0, "-0"),
+            (1e21, "1e+21"),
+            (100.0, "100"),
+            (1234567.0, "1.234567e+06"),
+            (-2.5e-7, "-2.5e-07"),
+            (0.1, "0.1"),
+            (f64::INFINITY, "+Inf"),
+            (f64::NAN, "NaN"),
+            (1e100, "1e+100"),
+        ] {
+            assert_eq!(go_format_double(d), go, "{d}");
+        }
+    }
+}
