@@ -48,6 +48,6 @@ if [ -d "$here/oracle" ]; then
   build oracle "$here" ./oracle
   # Replace, never truncate: a build.sh run at the same time (tests run in
   # parallel) must not read an empty key and delete the oracle in use.
-  echo "$src_key" > "$out/oracle.src.tmp" && mv "$out/oracle.src.tmp" "$out/oracle.src"
+  echo "$src_key" > "$out/oracle.src.$$" && mv -f "$out/oracle.src.$$" "$out/oracle.src"
 fi
 echo "$out"

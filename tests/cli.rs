@@ -451,6 +451,47 @@ fn review_and_audit_refuse_empty_input_and_an_update_without_the_live_object() {
     assert!(err.contains("does not exist"), "{err}");
 }
 
+#[test]
+fn review_applies_mutating_admission_policies_before_validating() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("d.yaml");
+    std::fs::write(
+        &manifest,
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      containers: [{name: app, image: nginx}]\n",
+    )
+    .unwrap();
+    // A validation that only the mutated object passes: the team label comes from a MAP.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::copy(
+        "tests/policies/map/policies.yaml",
+        policies.join("map.yaml"),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("team.yaml"),
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata: {name: team-label-required}\nspec:\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [apps], apiVersions: [v1], operations: [CREATE], resources: [deployments]}\n  validations:\n  - expression: \"has(object.metadata.labels) && 'team' in object.metadata.labels\"\n    message: a team label is required\n",
+    )
+    .unwrap();
+    let (code, out, err) = run(&[
+        "review",
+        &manifest.display().to_string(),
+        "--policies",
+        &policies.display().to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let results: serde_json::Value = serde_json::from_str(&out).expect("JSON");
+    assert_eq!(results[0]["allowed"], true, "{out}");
+    assert_eq!(
+        results[0]["mutatedBy"],
+        serde_json::json!(["default-team-label", "owner-annotation"]),
+        "{out}"
+    );
+    assert!(out.contains("\"team\": \"shop\""), "{out}");
+}
+
 /// A `kind: List` with the violating Deployment as its second item, after a
 /// ConfigMap document.
 const LIST_WITH_DENIED_SECOND_ITEM: &str = "apiVersion: v1

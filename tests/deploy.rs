@@ -1272,3 +1272,37 @@ fn the_native_overlay_holds_what_the_policies_render_and_builds() {
     );
     find(&docs, "ValidatingWebhookConfiguration", "safety-gate");
 }
+
+#[test]
+fn mutating_admission_policy_rules_are_routed_to_mutate_under_their_failure_policy() {
+    let set = PolicySet::load_files(&[repo().join("tests/policies/map/policies.yaml")])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let validate = deploy::webhooks(&set, deploy::Endpoint::Validate, &Target::default()).unwrap();
+    assert!(validate.is_empty(), "MAPs never run on /validate");
+    let mutate = deploy::webhooks(&set, deploy::Endpoint::Mutate, &Target::default()).unwrap();
+    let by_policy = |fp: &str| -> Value {
+        let hook = mutate
+            .iter()
+            .find(|h| h.failure_policy == fp)
+            .unwrap_or_else(|| panic!("a {fp} webhook"));
+        assert_eq!(
+            hook.client_config.service.as_ref().map(|s| s.path),
+            Some("/mutate")
+        );
+        serde_json::to_value(&hook.rules).unwrap()
+    };
+    // default-team-label (CREATE) and replicas-must-be-a-number (UPDATE) fail closed;
+    // owner-annotation (CREATE, UPDATE) fails open, and the fail-closed webhook
+    // already takes its CREATE and UPDATE of deployments.
+    let fail = by_policy("Fail").to_string();
+    assert!(
+        fail.contains("deployments") && fail.contains("CREATE") && fail.contains("UPDATE"),
+        "{fail}"
+    );
+    // So the fail-open webhook would take nothing and is not rendered.
+    assert_eq!(mutate.len(), 1);
+    assert_eq!(
+        mutate[0].policies,
+        ["default-team-label", "replicas-must-be-a-number"]
+    );
+}

@@ -28,14 +28,9 @@ use differential_support::{
     OracleProcess, audit_difference, compare_answers, oracle_binary, request_json,
 };
 
-/// The oracle, found (and built if needed) once for the tests of this file:
-/// they run in parallel, and `e2e/build.sh` run by two at once may replace
-/// the binary under the other.
+/// The oracle (found once per test binary by `oracle_binary`).
 fn oracle() -> Option<std::path::PathBuf> {
-    static ORACLE: std::sync::Mutex<Option<Option<std::path::PathBuf>>> =
-        std::sync::Mutex::new(None);
-    let mut found = ORACLE.lock().unwrap_or_else(|e| e.into_inner());
-    found.get_or_insert_with(oracle_binary).clone()
+    oracle_binary()
 }
 
 /// Policies over ConfigMaps and Namespaces (CREATE), one per param kind.

@@ -734,3 +734,51 @@ fn sigterm_drains_and_exits_zero() {
         "{rest:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mutating_admission_policy_is_served_on_mutate() {
+    const MAP: &str = "apiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicy\nmetadata: {name: label-configmaps}\nspec:\n  reinvocationPolicy: Never\n  matchConstraints:\n    resourceRules:\n    - {apiGroups: [\"\"], apiVersions: [v1], operations: [CREATE], resources: [configmaps]}\n  mutations:\n  - patchType: ApplyConfiguration\n    applyConfiguration:\n      expression: 'Object{metadata: Object.metadata{labels: {\"owner\": request.userInfo.username}}}'\n  - patchType: JSONPatch\n    jsonPatch:\n      expression: '[JSONPatch{op: \"remove\", path: \"/data/\" + jsonpatch.escapeKey(\"secret/key\")}]'\n---\napiVersion: admissionregistration.k8s.io/v1\nkind: MutatingAdmissionPolicyBinding\nmetadata: {name: label-configmaps}\nspec: {policyName: label-configmaps}\n";
+    let server = TestServer::start(&[("map.yaml", MAP)], |_| {}).await;
+    let client = server.client(Http::One);
+    let post = |review: Value| {
+        let client = client.clone();
+        let url = server.url("/mutate");
+        async move {
+            post_review(&client, &url, review.to_string().into_bytes())
+                .await
+                .expect("request")
+                .json::<Value>()
+                .await
+                .expect("json")
+        }
+    };
+    let review = configmap_create("map-1", "web", json!({"secret/key": "x", "k": "v"}));
+    let body = post(review.clone()).await;
+    let r = response_of(&body);
+    assert_eq!(r["allowed"], true, "{body}");
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(r["patch"].as_str().expect("a patch"))
+        .expect("base64");
+    let ops: json_patch::Patch = serde_json::from_slice(&decoded).expect("RFC 6902 patch");
+    let mut object = review["request"]["object"].clone();
+    json_patch::patch(&mut object, &ops).expect("patch applies");
+    assert_eq!(object["metadata"]["labels"]["owner"], "alice@example.com");
+    assert_eq!(object["data"], json!({"k": "v"}));
+
+    // The key is gone now: the remove is an invalid patch, failurePolicy Fail refuses.
+    let body = post(configmap_create("map-2", "web", json!({"k": "v"}))).await;
+    let r = response_of(&body);
+    assert_eq!(r["allowed"], false, "{body}");
+    assert_eq!(r["status"]["code"], 403);
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(
+                "policy 'label-configmaps' with binding 'label-configmaps' denied request: "
+            ),
+        "{body}"
+    );
+    assert!(r.get("patch").is_none(), "{body}");
+    server.stop().await;
+}

@@ -76,16 +76,22 @@ type rejection struct {
 type oracle struct {
 	worlds map[[32]byte]*world
 	order  [][32]byte
+	// The MutatingAdmissionPolicy worlds (mutating.go), the same way.
+	mutatingWorlds map[[32]byte]*mutatingWorld
+	mutatingOrder  [][32]byte
 }
 
 const maxWorlds = 16
 
 func newOracle() *oracle {
-	return &oracle{worlds: map[[32]byte]*world{}}
+	return &oracle{worlds: map[[32]byte]*world{}, mutatingWorlds: map[[32]byte]*mutatingWorld{}}
 }
 
 func (o *oracle) close() {
 	for _, w := range o.worlds {
+		w.stop()
+	}
+	for _, w := range o.mutatingWorlds {
 		w.stop()
 	}
 }

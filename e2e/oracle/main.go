@@ -13,6 +13,11 @@
 //	                    "envType": "StoredExpressions" | "NewExpressions"}
 //	an RBAC question:  {"authorize": {"user", "groups", "verb", "path" | "resourceRequest": true,
 //	                    "apiGroup", "resource", "subresource", "namespace", "name"}, "rbac": [...]}
+//	a mutating case:   {"mutatingPolicies":[MAP...], "mutatingBindings":[MAPB...],
+//	                    "namespaces":[Namespace...], "request": AdmissionReview.request}
+//	                   (kube-apiserver's MutatingAdmissionPolicy plugin; see mutating.go)
+//	an environment question: {"environment": "NewExpressions" | "StoredExpressions",
+//	                    "compatibilityVersion": "1.N"} (environment.go)
 //
 // An admission case may carry "rbac": [Role, ClusterRole, RoleBinding,
 // ClusterRoleBinding...]; its policies' `authorizer` is then Kubernetes' RBAC
@@ -120,6 +125,9 @@ func (o *oracle) handle(raw json.RawMessage) any {
 	}
 	if _, ok := probe["environment"]; ok {
 		return describeEnvironment(raw)
+	}
+	if _, ok := probe["mutatingPolicies"]; ok {
+		return o.mutate(raw)
 	}
 	return o.admit(raw)
 }

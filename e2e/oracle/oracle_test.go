@@ -93,3 +93,34 @@ func TestCEL(t *testing.T) {
 		t.Errorf("syntax error: %v", got[2])
 	}
 }
+
+func TestMutating(t *testing.T) {
+	mutating := func(reinvocation, mutations string) string {
+		return `{"mutatingPolicies":[{"apiVersion":"admissionregistration.k8s.io/v1","kind":"MutatingAdmissionPolicy",
+ "metadata":{"name":"m"},"spec":{"reinvocationPolicy":"` + reinvocation + `",
+  "matchConstraints":{"resourceRules":[{"apiGroups":["apps"],"apiVersions":["v1"],"operations":["CREATE"],"resources":["deployments"]}]},
+  "mutations":` + mutations + `}}],
+ "mutatingBindings":[{"apiVersion":"admissionregistration.k8s.io/v1","kind":"MutatingAdmissionPolicyBinding","metadata":{"name":"m"},"spec":{"policyName":"m"}}],
+ "request":` + request + `}`
+	}
+	apply := `[{"patchType":"JSONPatch","jsonPatch":{"expression":"[JSONPatch{op: 'replace', path: '/spec/replicas', value: 2}]"}},
+  {"patchType":"ApplyConfiguration","applyConfiguration":{"expression":"Object{metadata: Object.metadata{labels: {'a/b': 'c'}}}"}}]`
+	invalid := `[{"patchType":"JSONPatch","jsonPatch":{"expression":"[JSONPatch{op: 'remove', path: '/spec/absent'}]"}}]`
+	got := runCases(t, mutating("Never", apply)+mutating("Never", invalid)+mutating("Sometimes", apply))
+	object, _ := got[0]["object"].(map[string]any)
+	if got[0]["allowed"] != true || object == nil {
+		t.Fatalf("apply: %v", got[0])
+	}
+	if spec := object["spec"].(map[string]any); spec["replicas"] != float64(2) {
+		t.Errorf("replicas: %v", object)
+	}
+	if labels := object["metadata"].(map[string]any)["labels"].(map[string]any); labels["a/b"] != "c" {
+		t.Errorf("labels: %v", object)
+	}
+	if got[1]["allowed"] != false || got[1]["code"] != float64(403) || !strings.HasPrefix(got[1]["message"].(string), "policy 'm' with binding 'm' denied request: JSON Patch: ") {
+		t.Errorf("invalid patch: %v", got[1])
+	}
+	if rejected, _ := got[2]["rejected"].([]any); len(rejected) != 1 || !strings.Contains(rejected[0].(map[string]any)["message"].(string), `spec.reinvocationPolicy: Unsupported value: "Sometimes"`) {
+		t.Errorf("rejected: %v", got[2])
+	}
+}

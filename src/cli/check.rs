@@ -47,6 +47,16 @@ pub fn run(args: &CheckArgs) -> u8 {
                     p.failure_policy
                 );
             }
+            for p in set.mutating_policies() {
+                println!(
+                    "ok  {} ({}:{}, MutatingAdmissionPolicy with binding {}, failurePolicy {:?})",
+                    p.name,
+                    p.file.display(),
+                    p.line,
+                    p.binding,
+                    p.failure_policy
+                );
+            }
             println!(
                 "{} loaded from {}, no problems",
                 super::count(set.len(), "policy", "policies"),

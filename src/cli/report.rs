@@ -31,6 +31,12 @@ pub struct ObjectResult {
     pub policies: Vec<PolicyResult>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// MutatingAdmissionPolicies that changed the object before the
+    /// validations ran, and the JSON Patch of their changes.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub mutated_by: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -100,6 +106,8 @@ impl ObjectResult {
                 })
                 .collect(),
             warnings: decision.warnings.clone(),
+            mutated_by: Vec::new(),
+            patch: None,
         }
     }
 
@@ -133,6 +141,13 @@ impl ObjectResult {
         } else {
             format!("{}/{}/{}", self.kind, self.namespace, self.name)
         }
+    }
+
+    /// `by <policies>: <JSON Patch>` when MutatingAdmissionPolicies changed the object.
+    fn mutation_text(&self) -> Option<String> {
+        self.patch
+            .as_ref()
+            .map(|patch| format!("by {}: {patch}", self.mutated_by.join(", ")))
     }
 
     fn findings(&self) -> Vec<(&str, &str, String)> {
@@ -211,7 +226,8 @@ pub fn table(results: &[ObjectResult], show_passing: bool, style: TableStyle) ->
     let mut rows = 0;
     for r in results {
         let findings = r.findings();
-        if findings.is_empty() && r.warnings.is_empty() && !show_passing {
+        if findings.is_empty() && r.warnings.is_empty() && r.mutated_by.is_empty() && !show_passing
+        {
             continue;
         }
         rows += 1;
@@ -236,7 +252,7 @@ pub fn table(results: &[ObjectResult], show_passing: bool, style: TableStyle) ->
                     decision(),
                     Cell::new(policies.join(",")),
                 ]);
-                if findings.is_empty() && r.warnings.is_empty() {
+                if findings.is_empty() && r.warnings.is_empty() && r.patch.is_none() {
                     continue;
                 }
                 details.push_str(&format!("\n{} {}", r.operation, r.object_ref()));
@@ -255,6 +271,9 @@ pub fn table(results: &[ObjectResult], show_passing: bool, style: TableStyle) ->
                         details.push_str(&indented(&format!("WARN {w}")));
                     }
                 }
+                if let Some(mutation) = r.mutation_text() {
+                    details.push_str(&indented(&format!("MUTATED {mutation}")));
+                }
             }
             TableStyle::Wide => {
                 let one_line = |m: &str| m.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -265,7 +284,14 @@ pub fn table(results: &[ObjectResult], show_passing: bool, style: TableStyle) ->
                         Cell::new(r.object_ref()),
                         decision(),
                         Cell::new(""),
-                        Cell::new(one_line(&r.warnings.join(" "))),
+                        Cell::new(one_line(
+                            &r.warnings
+                                .iter()
+                                .cloned()
+                                .chain(r.mutation_text())
+                                .collect::<Vec<_>>()
+                                .join(" "),
+                        )),
                     ]);
                 }
                 for (policy, _, message) in &findings {

@@ -306,15 +306,72 @@ fn review_one(
         namespace: if namespaced { Some(namespace) } else { None },
         ..Default::default()
     })?;
+    let location = Some((manifest.file.display().to_string(), manifest.line));
+    let operation_name = request.operation_str();
+    // kube-apiserver runs MutatingAdmissionPolicies before validation: the
+    // validations see the mutated object.
+    let (request, mutation) = match mutate_first(policies, request, state)? {
+        Mutated::Refused(decision) => {
+            return Ok(ObjectResult::new(
+                &reported,
+                operation_name,
+                &decision,
+                location,
+            ));
+        }
+        Mutated::Done(request, mutation) => (*request, mutation),
+    };
     let decision = policies
         .evaluate(&request, state, &EvalOptions::default())
         .map_err(|e| e.to_string())?;
-    Ok(ObjectResult::new(
-        &reported,
-        request.operation_str(),
-        &decision,
-        Some((manifest.file.display().to_string(), manifest.line)),
-    ))
+    let mut result = ObjectResult::new(&reported, request.operation_str(), &decision, location);
+    if let Some((names, patch)) = mutation {
+        result.mutated_by = names;
+        result.patch = Some(patch);
+    }
+    Ok(result)
+}
+
+enum Mutated {
+    /// A MutatingAdmissionPolicy refused the request (failurePolicy: Fail).
+    Refused(crate::policy::Decision),
+    /// The request to validate, and who changed its object and how.
+    Done(
+        Box<crate::policy::Request>,
+        Option<(Vec<String>, serde_json::Value)>,
+    ),
+}
+
+fn mutate_first(
+    policies: &PolicySet,
+    request: crate::policy::Request,
+    state: &dyn ClusterState,
+) -> Result<Mutated, String> {
+    if policies.mutating_policies().is_empty() {
+        return Ok(Mutated::Done(Box::new(request), None));
+    }
+    let decision = policies
+        .apply_mutating_admission_policies(&request, state, &EvalOptions::default())
+        .map_err(|e| e.to_string())?;
+    if !decision.allowed {
+        return Ok(Mutated::Refused(decision));
+    }
+    let (Some(patch), Some(raw)) = (&decision.patch, &request.object) else {
+        return Ok(Mutated::Done(Box::new(request), None));
+    };
+    let mut object: serde_json::Value =
+        serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+    json_patch::patch(&mut object, patch).map_err(|e| e.to_string())?;
+    let mut request = request;
+    request.object = Some(serde_json::value::to_raw_value(&object).map_err(|e| e.to_string())?);
+    let names = decision
+        .policies
+        .iter()
+        .filter(|p| p.outcome == crate::policy::PolicyOutcome::Passed)
+        .map(|p| p.policy.clone())
+        .collect();
+    let patch = serde_json::to_value(patch).map_err(|e| e.to_string())?;
+    Ok(Mutated::Done(Box::new(request), Some((names, patch))))
 }
 
 /// The cluster state, with the Namespaces the reviewed input creates added

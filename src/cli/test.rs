@@ -135,6 +135,10 @@ struct Expect {
     /// Substrings that must appear in the JSON text of the patch.
     #[serde(default)]
     patch_contains: Option<OneOrMany>,
+    /// The object as kube-apiserver would store it: the request's object with
+    /// the response's patch applied, compared exactly (no patch: unchanged).
+    #[serde(default)]
+    patched_object: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -352,6 +356,7 @@ fn run_case(
         .map(|o| load_object(file, o))
         .transpose()
         .map_err(|e| vec![e])?;
+    let original = object.clone();
     let request = build_request(RequestSpec {
         uid: case
             .uid
@@ -418,7 +423,7 @@ fn run_case(
             },
         )
         .map_err(|e| vec![format!("input error: {e}")])?;
-    check(&case.expect, &decision)
+    check(&case.expect, &decision, original.as_ref())
 }
 
 /// Cluster state with some kinds unavailable (for `lookupsUnavailable`).
@@ -475,7 +480,11 @@ impl ClusterState for Degraded<'_> {
     }
 }
 
-fn check(expect: &Expect, d: &Decision) -> Result<(), Vec<String>> {
+fn check(
+    expect: &Expect,
+    d: &Decision,
+    object: Option<&serde_json::Value>,
+) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     let message = d.status.as_ref().map(|s| s.message.as_str()).unwrap_or("");
     if let Some(allowed) = expect.allowed
@@ -553,6 +562,18 @@ fn check(expect: &Expect, d: &Decision) -> Result<(), Vec<String>> {
             if !patch_text.as_deref().unwrap_or("").contains(part) {
                 problems.push(format!("expected the patch to contain {part:?}"));
             }
+        }
+    }
+    if let Some(want) = &expect.patched_object {
+        let mut got = object.cloned().unwrap_or(serde_json::Value::Null);
+        match d.patch.as_ref().map(|p| json_patch::patch(&mut got, p)) {
+            Some(Err(e)) => problems.push(format!("the patch does not apply to the object: {e}")),
+            _ if &got != want => problems.push(format!(
+                "expected the patched object {}, got {}",
+                serde_json::to_string(want).unwrap_or_default(),
+                serde_json::to_string(&got).unwrap_or_default()
+            )),
+            _ => {}
         }
     }
     if !problems.is_empty() {

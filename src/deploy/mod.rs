@@ -350,6 +350,16 @@ fn check_fail_closed(atom: &Atom) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// What one webhook routes for one policy (a GatePolicy, a VAP unit or a
+/// MutatingAdmissionPolicy unit).
+struct Routed {
+    name: String,
+    failure_policy: FailurePolicy,
+    rules: Vec<crate::policy::model::ResourceRule>,
+    file: std::path::PathBuf,
+    line: usize,
+}
+
 /// The webhooks of one endpoint: one per failurePolicy that some policy
 /// running there has, fail-closed first. A request both would match is
 /// routed only through the fail-closed one: the gate evaluates every
@@ -361,13 +371,34 @@ pub fn webhooks(
     endpoint: Endpoint,
     target: &Target,
 ) -> Result<Vec<Webhook>, RenderError> {
-    let running: Vec<&Policy> = set.policies().iter().filter(|p| endpoint.runs(p)).collect();
+    let mut running: Vec<Routed> = set
+        .policies()
+        .iter()
+        .filter(|p| endpoint.runs(p))
+        .map(|p| Routed {
+            name: p.name.clone(),
+            failure_policy: p.failure_policy,
+            rules: p.webhook_rules(),
+            file: p.file.clone(),
+            line: p.line,
+        })
+        .collect();
+    // MutatingAdmissionPolicies run on `/mutate`, under their own failurePolicy.
+    if endpoint == Endpoint::Mutate {
+        running.extend(set.mutating_policies().iter().map(|p| Routed {
+            name: p.name.clone(),
+            failure_policy: p.failure_policy,
+            rules: p.webhook_rules(),
+            file: p.file.clone(),
+            line: p.line,
+        }));
+    }
     let group = |fp: FailurePolicy| -> (BTreeSet<Atom>, Vec<String>) {
-        let members: Vec<&&Policy> = running.iter().filter(|p| p.failure_policy == fp).collect();
+        let members: Vec<&Routed> = running.iter().filter(|p| p.failure_policy == fp).collect();
         let atoms = rules::atoms(
             members
                 .iter()
-                .flat_map(|p| p.webhook_rules())
+                .flat_map(|p| p.rules.iter().cloned())
                 .collect::<Vec<_>>()
                 .iter(),
         );
@@ -381,7 +412,7 @@ pub fn webhooks(
         .iter()
         .filter(|p| p.failure_policy == FailurePolicy::Fail)
     {
-        for atom in rules::atoms(p.webhook_rules().iter()) {
+        for atom in rules::atoms(p.rules.iter()) {
             if let Err(why) = check_fail_closed(&atom) {
                 return Err(RenderError::BroadFailClosed {
                     policy: p.name.clone(),

@@ -65,6 +65,15 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     for name in super::authz::FUNCTIONS {
         ctx.add_function(name, super::authz::authz_function);
     }
+    // Only MutatingAdmissionPolicy mutations are lowered to these (see mutating/cel.rs).
+    ctx.add_function(
+        super::mutating::cel::STRUCT_FUNCTION,
+        super::mutating::cel::struct_function,
+    );
+    ctx.add_function(
+        super::mutating::cel::ESCAPE_KEY_FUNCTION,
+        super::mutating::cel::escape_key_function,
+    );
     ctx
 });
 

@@ -232,6 +232,18 @@ pub fn compile(
     scope: &Scope,
     consume_result: bool,
 ) -> Result<CompiledExpression, CompileError> {
+    compile_lowered(source, scope, consume_result, &|_| Ok(()))
+}
+
+/// [`compile`], with `lower` run on the parsed expression before it is checked:
+/// MutatingAdmissionPolicy mutations turn `JSONPatch{…}` / `Object{…}` into calls
+/// the engine can evaluate (see `mutating/cel.rs`). `lower` errors are compile errors.
+pub fn compile_lowered(
+    source: &str,
+    scope: &Scope,
+    consume_result: bool,
+    lower: &dyn Fn(&mut Expression) -> Result<(), String>,
+) -> Result<CompiledExpression, CompileError> {
     if source.len() > MAX_SOURCE_BYTES {
         return Err(CompileError {
             message: format!(
@@ -256,6 +268,14 @@ pub fn compile(
             }
         })?;
     let mut ast = ast;
+    lower(&mut ast).map_err(|message| {
+        CompileError {
+            message,
+            line: 1,
+            column: 1,
+        }
+        .located_in(source)
+    })?;
     super::semantics::expand_two_variable_macros(&mut ast);
     super::macros::expand(&mut ast);
     let mut analysis = Analysis {

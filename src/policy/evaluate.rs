@@ -134,8 +134,9 @@ impl PolicyData<'_> {
 }
 
 impl PolicySet {
-    /// Evaluates every matching policy and combines their results.
-    pub fn evaluate(
+    /// Evaluates every matching policy and combines their results (the
+    /// MutatingAdmissionPolicies are applied after, in `mutating/dispatch.rs`).
+    pub(super) fn evaluate_policies(
         &self,
         request: &Request,
         cluster: &dyn ClusterState,
@@ -243,7 +244,11 @@ impl PolicySet {
     /// The decision for a request whose evaluation did not finish before the
     /// caller's deadline: each matching policy's failurePolicy decides, as if
     /// every one of them had failed to evaluate.
-    pub fn deadline_decision(&self, request: &Request, options: &EvalOptions) -> Decision {
+    pub(super) fn deadline_decision_policies(
+        &self,
+        request: &Request,
+        options: &EvalOptions,
+    ) -> Decision {
         let started = Instant::now();
         let name = effective_name(request);
         let attrs = Attributes {
@@ -304,7 +309,7 @@ fn authz_bindings(request: &Request, cluster: &dyn ClusterState) -> (Value, Valu
 }
 
 /// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
-fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
+pub(super) fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
     request
         .request_resource
         .as_ref()

@@ -131,12 +131,15 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
         }
     }
     errors.extend(loader.bind_vaps());
+    let (mutating, mutating_errors) = std::mem::take(&mut loader.mutating).bind(&mut loader.notes);
+    errors.extend(mutating_errors);
     if errors.is_empty() {
         errors.extend(check_set(&loader.policies));
     }
     if errors.is_empty() {
         let mut set = PolicySet::new(loader.policies);
         set.notes = loader.notes;
+        set.mutating = mutating;
         Ok(set)
     } else {
         Err(LoadErrors(errors))
@@ -152,7 +155,7 @@ fn is_list(api_version: &str, kind: &str) -> bool {
                 VAP_API_VERSION,
                 "ValidatingAdmissionPolicyList" | "ValidatingAdmissionPolicyBindingList"
             )
-    )
+    ) || (api_version == VAP_API_VERSION && super::mutating::load::LIST_KINDS.contains(&kind))
 }
 
 #[derive(Default)]
@@ -162,6 +165,8 @@ struct Loader {
     vaps: Vec<(Document, GatePolicyDocument)>,
     bindings: Vec<(Document, VapBindingDocument)>,
     notes: Vec<LoadNote>,
+    /// MutatingAdmissionPolicies and their bindings (see `mutating/load.rs`).
+    mutating: super::mutating::load::Pending,
 }
 
 impl Loader {
@@ -202,18 +207,8 @@ impl Loader {
                 self.bindings.push((doc.clone(), parsed));
                 Ok(())
             }
-            (v, "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding")
-                if v.starts_with("admissionregistration.k8s.io/") =>
-            {
-                Err(vec![LoadError {
-                    file: doc.file.clone(),
-                    line: doc.first_line,
-                    policy: None,
-                    field: Some("kind".to_string()),
-                    message: format!(
-                        "{kind} is not supported by safety-gate yet; a GatePolicy with `mutations` (JSONPatch) can express most mutations"
-                    ),
-                }])
+            (VAP_API_VERSION, "MutatingAdmissionPolicy" | "MutatingAdmissionPolicyBinding") => {
+                self.mutating.add(doc, &kind)
             }
             _ => Err(vec![LoadError {
                 file: doc.file.clone(),
@@ -221,7 +216,7 @@ impl Loader {
                 policy: None,
                 field: Some("kind".to_string()),
                 message: format!(
-                    "unknown document kind '{kind}' (apiVersion '{api_version}'); expected GatePolicy ({GATE_API_VERSION}) or ValidatingAdmissionPolicy / ValidatingAdmissionPolicyBinding ({VAP_API_VERSION})"
+                    "unknown document kind '{kind}' (apiVersion '{api_version}'); expected GatePolicy ({GATE_API_VERSION}) or ValidatingAdmissionPolicy / ValidatingAdmissionPolicyBinding / MutatingAdmissionPolicy / MutatingAdmissionPolicyBinding ({VAP_API_VERSION})"
                 ),
             }]),
         }
@@ -414,7 +409,7 @@ impl Problems<'_> {
     }
 }
 
-fn is_block_scalar(doc: &Document, line_in_doc: u64) -> bool {
+pub(super) fn is_block_scalar(doc: &Document, line_in_doc: u64) -> bool {
     doc.text
         .lines()
         .nth(line_in_doc.saturating_sub(1) as usize)

@@ -17,6 +17,7 @@ mod macros;
 mod matching;
 pub mod model;
 mod mutate;
+pub mod mutating;
 mod overloads;
 mod params;
 mod paths;
@@ -230,6 +231,8 @@ pub struct PolicySet {
     index: HashMap<(String, String), Vec<usize>>,
     /// Documents that loaded but do nothing (unbound VAPs, bindings of absent policies).
     notes: Vec<LoadNote>,
+    /// MutatingAdmissionPolicy units, in the order they apply (see `mutating`).
+    mutating: Vec<mutating::MutatingPolicy>,
 }
 
 impl PolicySet {
@@ -244,6 +247,7 @@ impl PolicySet {
             policies,
             index,
             notes: Vec::new(),
+            mutating: Vec::new(),
         }
     }
 
@@ -260,12 +264,13 @@ impl PolicySet {
         load::load_files(files)
     }
 
+    /// Evaluation units: GatePolicies, (VAP, binding) and (MAP, binding) pairs.
     pub fn len(&self) -> usize {
-        self.policies.len()
+        self.policies.len() + self.mutating.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.policies.is_empty() && self.mutating.is_empty()
     }
 
     pub fn names(&self) -> Vec<String> {
@@ -307,6 +312,7 @@ impl PolicySet {
                 p.matcher.namespace_selectors().next().is_some() || p.reads.namespace_object;
             needs.authorizer |= p.reads.authorizer;
         }
+        needs.namespaces |= self.mutating.iter().any(|m| m.needs_namespaces());
         needs.kinds.sort();
         needs
     }

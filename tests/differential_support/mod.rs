@@ -27,6 +27,14 @@ pub fn in_ci() -> bool {
 /// Go module proxy build it): a comparison that did not run must not read as
 /// passed. `Option` so the callers stay as they are.
 pub fn oracle_binary() -> Option<PathBuf> {
+    // Once per test binary: its tests run in parallel, and two `e2e/build.sh`
+    // runs at once race over the same cache folder.
+    static ORACLE: std::sync::Mutex<Option<Option<PathBuf>>> = std::sync::Mutex::new(None);
+    let mut found = ORACLE.lock().unwrap_or_else(|e| e.into_inner());
+    found.get_or_insert_with(find_oracle).clone()
+}
+
+fn find_oracle() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("SAFETY_GATE_ORACLE") {
         let path = PathBuf::from(path);
         assert!(

@@ -18,6 +18,7 @@ mod failure_modes;
 mod gate;
 mod incidents;
 mod kubectl;
+mod mutating_policies;
 mod params_authz;
 mod procs;
 
@@ -100,6 +101,7 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(params_authz::scenarios());
     all.extend(cluster_commands::scenarios());
     all.extend(cel_environment::scenarios());
+    all.extend(mutating_policies::scenarios());
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
