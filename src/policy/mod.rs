@@ -3,6 +3,7 @@
 //! Pure: no HTTP, no Kubernetes client. The server and every CLI command use
 //! the same [`PolicySet`] and get the same [`Decision`] for the same request.
 
+pub mod cancel;
 pub mod cel_env;
 mod compile;
 mod decision;

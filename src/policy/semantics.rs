@@ -317,7 +317,10 @@ pub fn string(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
         Value::Opaque(_) => {
             let mut scope = KUBE_LIBRARY.new_inner_scope();
             scope.add_variable_from_value("x", this);
-            Value::resolve(&STRING_OF_X, &scope)
+            let call = STRING_OF_X
+                .as_ref()
+                .ok_or_else(|| ftx.error("cannot build the library call"))?;
+            Value::resolve(call, &scope)
         }
         other => kube_cel::cel::functions::string(ftx, This(other)),
     }
@@ -331,11 +334,14 @@ static KUBE_LIBRARY: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx
 });
 
-static STRING_OF_X: LazyLock<Expression> = LazyLock::new(|| {
-    kube_cel::cel::parser::Parser::new()
-        .parse("string(x)")
-        .expect("a constant expression parses")
-});
+/// The `cel` standard library and `kube-cel`'s functions, unwrapped: what
+/// the engine's check points call (see `cel_env.rs`).
+pub fn library() -> &'static Context<'static> {
+    &KUBE_LIBRARY
+}
+
+static STRING_OF_X: LazyLock<Option<Expression>> =
+    LazyLock::new(|| kube_cel::cel::parser::Parser::new().parse("string(x)").ok());
 
 /// `dyn(x)` is `x`: there is no static type to widen.
 pub fn dyn_function(ftx: &FunctionContext) -> ResolveResult {

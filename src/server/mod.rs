@@ -202,6 +202,7 @@ impl Server {
             registry,
             tls: Mutex::new(tls_status),
             draining: Default::default(),
+            aborting: Default::default(),
         });
         Ok(Server {
             config,
@@ -323,6 +324,8 @@ impl Server {
                 "drain timeout reached; closing the remaining connections"
             );
         }
+        // Evaluations of the connections closed now are cancelled for `shutdown`.
+        state.aborting.store(true, Ordering::Relaxed);
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         background.abort_all();

@@ -4,12 +4,15 @@
 //! bytes to [`crate::admission::review`] on the blocking pool, and answer
 //! with its bytes. Every refusal is a JSON `{"error": "..."}` body.
 
-use super::metrics::{EndpointLabels, Metrics, PolicyLabels, RejectionLabels, RequestLabels};
+use super::metrics::{
+    CancelLabels, EndpointLabels, Metrics, PolicyLabels, RejectionLabels, RequestLabels,
+};
 use super::reload::{PolicyStore, ServingPolicies};
 use super::tls::LoadedCert;
 use crate::admission::{self, Endpoint, ReviewError, ReviewOutcome};
 use crate::cluster::ClusterState;
 use crate::policy::Mode;
+use crate::policy::cancel::{CancelReason, CancelToken};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -78,6 +81,9 @@ pub struct AppState {
     pub registry: Registry,
     pub tls: Mutex<TlsStatus>,
     pub draining: AtomicBool,
+    /// Set when the drain timeout ran out and the remaining connections are
+    /// being closed: their evaluations are then cancelled for `shutdown`.
+    pub aborting: AtomicBool,
 }
 
 /// The webhook port's routes.
@@ -197,10 +203,34 @@ enum EvalError {
     Internal(String),
 }
 
+/// Cancels the request's evaluation when the request's future is dropped
+/// before it finished: hyper drops it when the client closes the connection
+/// (HTTP/1.1) or resets the stream (HTTP/2), and the server drops it when the
+/// drain timeout runs out. After a normal answer the token is spent and
+/// cancelling it changes nothing.
+struct CancelOnDrop<'a> {
+    token: CancelToken,
+    state: &'a AppState,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let reason = if self.state.aborting.load(Ordering::Relaxed) {
+            CancelReason::Shutdown
+        } else {
+            CancelReason::ClientGone
+        };
+        self.token.cancel(reason);
+    }
+}
+
 /// Runs the review on the blocking pool under the concurrency limit. If the
 /// deadline comes first (waiting for a permit counts), answers with the
-/// failurePolicy outcome instead; the abandoned evaluation stops at its own
-/// deadline, which is slightly earlier, and then releases its permit.
+/// failurePolicy outcome instead. The evaluation carries a [`CancelToken`]
+/// that trips at its own deadline (slightly earlier than the answer's), when
+/// the client goes away or when shutdown gives up on it; it then stops at its
+/// next check point, releases its permit and memory, and is counted in
+/// `admission_evaluations_cancelled`.
 async fn evaluate(
     state: &Arc<AppState>,
     serving: &Arc<ServingPolicies>,
@@ -213,11 +243,17 @@ async fn evaluate(
         .checked_sub(ENGINE_HEADROOM)
         .unwrap_or(answer_by)
         .max(Instant::now());
+    let token = CancelToken::new(Some(engine_deadline));
+    let _cancel_on_drop = CancelOnDrop {
+        token: token.clone(),
+        state,
+    };
     let work = {
         let state = Arc::clone(state);
         let serving = Arc::clone(serving);
         let body = body.clone();
         let span = span.clone();
+        let token = token.clone();
         async move {
             let permit = Arc::clone(&state.semaphore)
                 .acquire_owned()
@@ -226,14 +262,29 @@ async fn evaluate(
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let _entered = span.enter();
-                admission::review(
+                let _current = token.enter();
+                let result = admission::review(
                     &serving.set,
                     state.cluster.as_ref(),
                     state.mode,
                     endpoint,
                     &body,
                     Some(engine_deadline),
-                )
+                );
+                if token.stopped_evaluation()
+                    && let Some(reason) = token.reason()
+                {
+                    state
+                        .metrics
+                        .evaluations_cancelled
+                        .get_or_create(&CancelLabels {
+                            endpoint: endpoint_label(endpoint),
+                            reason: reason.as_str(),
+                        })
+                        .inc();
+                    tracing::info!(reason = reason.as_str(), "evaluation cancelled");
+                }
+                result
             })
             .await
             .map_err(|e| EvalError::Internal(format!("the evaluation task failed: {e}")))?
@@ -246,6 +297,7 @@ async fn evaluate(
             timed_out: false,
         }),
         Err(_elapsed) => {
+            token.cancel(CancelReason::Deadline);
             let serving = Arc::clone(serving);
             let mode = state.mode;
             let outcome = tokio::task::spawn_blocking(move || {
@@ -631,6 +683,7 @@ mod tests {
             registry,
             tls: Mutex::new(TlsStatus::default()),
             draining: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
         })
     }
 
