@@ -7,6 +7,11 @@
 //! External tools: `kubectl` (its built-in kustomize builds the overlays) and
 //! `kubernetes-validate` (PyPI). Without them those checks are skipped with a
 //! message, except under CI (`CI` set), where a missing tool fails the test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use base64::Engine as _;
 use safety_gate::deploy::{self, Target};

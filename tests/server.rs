@@ -1,5 +1,10 @@
 //! The webhook over real sockets: HTTPS with a verified certificate, HTTP/1.1
 //! and h2, kube-apiserver-shaped requests, bad input, limits, shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 

@@ -1,7 +1,11 @@
 //! Cancellation against the real server: a client that gives up stops the
 //! work done for it. One test in its own binary, so the process CPU time read
 //! from /proc belongs to this server alone.
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 

@@ -9,6 +9,11 @@
 //! and restart the gate or kube-apiserver). Without Go or a successful build
 //! the scenarios are reported as ignored, with the reason; under `CI=true`
 //! they fail instead.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod cluster_commands;
 mod control_plane;
