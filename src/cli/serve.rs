@@ -2,7 +2,10 @@
 
 use crate::cluster::{ClusterState, LiveCluster, NoCluster, Snapshot, client_from};
 use crate::policy::Mode;
-use crate::server::{DEFAULT_MAX_BODY_BYTES, Server, ServerConfig, TlsSource, router};
+use crate::server::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BODY_BYTES, Server, ServerConfig, TlsSource,
+    router,
+};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -58,6 +61,13 @@ pub struct ServeArgs {
     /// Largest request body accepted; larger ones get HTTP 413.
     #[arg(long, env = "SAFETY_GATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Request-body bytes all webhook requests together may hold while they are
+    /// read and evaluated; a request that does not fit gets HTTP 429 with
+    /// Retry-After. The default suits the Deployment's 256 MiB memory limit
+    /// (scale it with the limit; see the README).
+    #[arg(long, env = "SAFETY_GATE_MAX_INFLIGHT_BODY_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    pub max_inflight_body_bytes: usize,
 
     /// Evaluations running at once (default: twice the number of cores).
     #[arg(long, env = "SAFETY_GATE_MAX_CONCURRENCY")]
@@ -123,6 +133,14 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     config.admin_listen = args.admin_listen;
     config.mode = args.mode;
     config.max_body_bytes = args.max_body_bytes;
+    if args.max_inflight_body_bytes < args.max_body_bytes {
+        bail!(
+            "--max-inflight-body-bytes ({}) must be at least --max-body-bytes ({}): otherwise a body the size limit allows could never fit",
+            args.max_inflight_body_bytes,
+            args.max_body_bytes
+        );
+    }
+    config.max_inflight_body_bytes = args.max_inflight_body_bytes;
     if let Some(n) = args.max_concurrency {
         if n == 0 {
             bail!("--max-concurrency must be at least 1");

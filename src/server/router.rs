@@ -25,7 +25,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// kube-apiserver's default `timeoutSeconds` in admissionregistration/v1; used
@@ -41,6 +41,9 @@ const ENGINE_HEADROOM: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Request-body bytes all webhook requests together may hold at once
+    /// (see [`AppState::body_budget`]); past it, HTTP 429.
+    pub max_inflight_body_bytes: usize,
     /// How long a client may take to send its body.
     pub read_timeout: Duration,
     /// Deadline for requests without `?timeout=`.
@@ -77,6 +80,11 @@ pub struct AppState {
     pub mode: Mode,
     pub limits: Limits,
     pub semaphore: Arc<Semaphore>,
+    /// One permit per request-body byte held by a webhook request, from its
+    /// first byte until it is answered: bodies are read before the concurrency
+    /// limit, so this is what bounds memory under many or slow senders. The
+    /// admin port never touches it.
+    pub body_budget: Arc<Semaphore>,
     pub metrics: Metrics,
     pub registry: Registry,
     pub tls: Mutex<TlsStatus>,
@@ -149,11 +157,18 @@ async fn admit(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let span = tracing::info_span!("admission", endpoint = label);
 
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, &state.limits, answer_by)
-        .instrument(span.clone())
-        .await
+    // Held until the answer is sent (or the request is dropped).
+    let (body, _reserved) = match read_body(
+        body,
+        &parts.headers,
+        &state.limits,
+        &state.body_budget,
+        answer_by,
+    )
+    .instrument(span.clone())
+    .await
     {
-        Ok(body) => body,
+        Ok(read) => read,
         Err(e) => return reject(&state, label, started, e),
     };
 
@@ -374,7 +389,13 @@ fn record_decision(
 /// Why a request was refused before or instead of evaluation.
 #[derive(Debug)]
 enum BodyError {
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
+    /// The global budget for request bytes in flight has no room for this body.
+    OverBudget {
+        budget: usize,
+    },
     Timeout,
     Read(String),
     BadRequest(ReviewError),
@@ -387,6 +408,13 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
             "body_too_large",
             format!(
                 "the request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+            ),
+        ),
+        BodyError::OverBudget { budget } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_budget",
+            format!(
+                "too many request bytes in flight: the bodies being read and evaluated already fill the budget of {budget} bytes (--max-inflight-body-bytes); retry shortly"
             ),
         ),
         BodyError::Timeout => (
@@ -419,8 +447,22 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
         error = %message,
         "request refused"
     );
-    let mut response = error_response(status, &message);
-    if matches!(e, BodyError::TooLarge { .. } | BodyError::Timeout) {
+    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+        // kube-apiserver's client decodes a refusal's body as a metav1.Status
+        // (its message then appears in the failurePolicy error) and, with
+        // Retry-After, retries within the webhook's timeout.
+        let mut response = status_response(status, "TooManyRequests", &message);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    } else {
+        error_response(status, &message)
+    };
+    if matches!(
+        e,
+        BodyError::TooLarge { .. } | BodyError::Timeout | BodyError::OverBudget { .. }
+    ) {
         // The rest of the body is not worth reading: free the connection.
         response
             .headers_mut()
@@ -433,14 +475,41 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
 /// the client sees the answer instead of a reset while it is still writing.
 const DRAIN_CAP: u64 = 8 * 1024 * 1024;
 
-/// Reads the whole body, refusing it once it is known to be too large and
-/// giving up when the client is too slow.
+/// Reserves `bytes` of the body budget without waiting: a full budget is an
+/// immediate 429, never a queue that would hold yet more connections open.
+fn reserve(
+    budget: &Arc<Semaphore>,
+    limits: &Limits,
+    bytes: usize,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), BodyError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let over = || BodyError::OverBudget {
+        budget: limits.max_inflight_body_bytes,
+    };
+    let n = u32::try_from(bytes).map_err(|_| over())?;
+    let permit = Arc::clone(budget)
+        .try_acquire_many_owned(n)
+        .map_err(|_| over())?;
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
+}
+
+/// Reads the whole body, refusing it once it is known to be too large or the
+/// byte budget has no room for it, and giving up when the client is too slow.
+/// Returns the body and its reservation in the budget.
 async fn read_body(
     mut body: Body,
     headers: &HeaderMap,
     limits: &Limits,
+    budget: &Arc<Semaphore>,
     answer_by: Instant,
-) -> Result<Bytes, BodyError> {
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
     let limit = limits.max_body_bytes;
     let deadline = (Instant::now() + limits.read_timeout).min(answer_by);
     let declared = headers
@@ -456,6 +525,10 @@ async fn read_body(
         return Err(BodyError::TooLarge { limit });
     }
     let capacity = declared.map_or(0, |len| len as usize).min(limit);
+    // A declared length is reserved whole before the first byte is buffered;
+    // a body without one (chunked, HTTP/2 without content-length) frame by frame.
+    let mut reserved = None;
+    reserve(budget, limits, capacity, &mut reserved)?;
     let mut buf: Vec<u8> = Vec::with_capacity(capacity);
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
@@ -469,10 +542,12 @@ async fn read_body(
                 drain(body, deadline, limit as u64 + DRAIN_CAP - buf.len() as u64).await;
                 return Err(BodyError::TooLarge { limit });
             }
+            let beyond_reserved = (buf.len() + data.len()).saturating_sub(capacity.max(buf.len()));
+            reserve(budget, limits, beyond_reserved, &mut reserved)?;
             buf.extend_from_slice(&data);
         }
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), reserved))
 }
 
 /// Reads and discards up to `cap` more bytes, until the deadline at most.
@@ -547,6 +622,23 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A `metav1.Status` body (what Kubernetes clients decode from a refusal),
+/// with the `error` field every other refusal here carries.
+fn status_response(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = serde_json::to_vec(&json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status.as_u16(),
+        "error": message,
+    }))
+    .unwrap_or_default();
+    json_response(status, body)
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
@@ -674,11 +766,13 @@ mod tests {
             mode: Mode::Enforce,
             limits: Limits {
                 max_body_bytes: 1 << 20,
+                max_inflight_body_bytes: 4 << 20,
                 read_timeout: Duration::from_secs(5),
                 default_timeout: DEFAULT_TIMEOUT,
             },
             // No permits: evaluation can never start, as under a saturated limit.
             semaphore: Arc::new(Semaphore::new(0)),
+            body_budget: Arc::new(Semaphore::new(4 << 20)),
             metrics,
             registry,
             tls: Mutex::new(TlsStatus::default()),
