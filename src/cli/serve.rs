@@ -41,6 +41,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SAFETY_GATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// PEM CA bundle: only clients presenting a certificate signed by it get a
+    /// TLS session (mutual TLS; kube-apiserver presents one through an
+    /// AdmissionConfiguration kubeConfigFile, see the README). Read at startup.
+    #[arg(long, env = "SAFETY_GATE_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
     /// Serve an in-memory self-signed certificate for localhost/127.0.0.1 (local use only).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub dev_cert: bool,
@@ -131,6 +137,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     };
     let mut config = ServerConfig::new(args.listen, tls, args.policies.clone());
     config.admin_listen = args.admin_listen;
+    config.client_ca = args.client_ca_file.clone();
     config.mode = args.mode;
     config.max_body_bytes = args.max_body_bytes;
     if args.max_inflight_body_bytes < args.max_body_bytes {

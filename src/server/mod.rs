@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Plain-HTTP port for `/healthz`, `/readyz`, `/metrics` (also served on the TLS port).
     pub admin_listen: Option<SocketAddr>,
     pub tls: TlsSource,
+    /// `--client-ca-file`: when set, only clients with a certificate signed by
+    /// one of these CAs complete the handshake (read once at startup).
+    pub client_ca: Option<PathBuf>,
     pub policies_dir: PathBuf,
     pub mode: Mode,
     pub cluster: Arc<dyn ClusterState>,
@@ -73,6 +76,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("tls", &self.tls)
+            .field("client_ca", &self.client_ca)
             .field("policies_dir", &self.policies_dir)
             .field("mode", &self.mode)
             .field("cluster", &self.cluster_description)
@@ -98,6 +102,7 @@ impl ServerConfig {
             listen,
             admin_listen: None,
             tls,
+            client_ca: None,
             policies_dir,
             mode: Mode::Enforce,
             cluster: Arc::new(NoCluster),
@@ -175,7 +180,11 @@ impl Server {
         let mut cert_source = CertSource::new(config.tls.clone());
         let cert = cert_source.load_initial()?;
         let resolver = Arc::new(CertResolver::new(Arc::clone(&cert.key)));
-        let tls_config = tls::server_config(Arc::clone(&resolver))?;
+        let client_roots = match &config.client_ca {
+            Some(path) => Some(tls::client_roots(path)?),
+            None => None,
+        };
+        let tls_config = tls::server_config(Arc::clone(&resolver), client_roots)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
 
         let (metrics, registry) = Metrics::new();
@@ -272,7 +281,9 @@ impl Server {
             ));
         }
 
-        let webhook = router::webhook_router(Arc::clone(&state));
+        // With an admin port, operational detail (/metrics, /readyz's detail)
+        // stays off the port the API server (and anyone reaching the Service) calls.
+        let webhook = router::webhook_router(Arc::clone(&state), admin.is_none());
         let admin_routes = router::admin_router(Arc::clone(&state));
         let builder = http_builder(config.read_timeout);
         let graceful = GracefulShutdown::new();
@@ -459,6 +470,9 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
     match rustls_error {
         Some(rustls::Error::NoApplicationProtocol) => "no_application_protocol",
         Some(rustls::Error::InvalidMessage(_)) => "not_tls",
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)) => {
+            "client_certificate"
+        }
         Some(_) => "handshake_failed",
         None => "io",
     }

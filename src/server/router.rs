@@ -94,14 +94,32 @@ pub struct AppState {
     pub aborting: AtomicBool,
 }
 
-/// The webhook port's routes.
-pub fn webhook_router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The webhook port's routes. With `operational` (no admin port configured),
+/// `/readyz` with its detail and `/metrics` are here too; otherwise only
+/// `/healthz` and a detail-free `/readyz` (`{"ready": bool}`), so policy
+/// names, file paths and certificate data stay off the port every caller of
+/// the Service can reach.
+pub fn webhook_router(state: Arc<AppState>, operational: bool) -> Router {
+    let routes = Router::new()
         .route("/validate", post(validate))
-        .route("/mutate", post(mutate))
-        .merge(admin_router_inner())
-        .fallback(not_found)
-        .with_state(state)
+        .route("/mutate", post(mutate));
+    let routes = if operational {
+        routes.merge(admin_router_inner())
+    } else {
+        routes
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz_brief))
+    };
+    routes.fallback(not_found).with_state(state)
+}
+
+/// `/readyz` without detail: the same status code as the admin port's.
+async fn readyz_brief(State(state): State<Arc<AppState>>) -> Response {
+    let full = readyz(State(state)).await;
+    let status = full.status();
+    let body =
+        serde_json::to_vec(&json!({ "ready": status == StatusCode::OK })).unwrap_or_default();
+    json_response(status, body)
 }
 
 /// The plain-HTTP admin port's routes: health, readiness, metrics.
