@@ -325,9 +325,11 @@ async fn evaluate(
         }
     };
     match tokio::time::timeout_at(answer_by.into(), work).await {
+        // An evaluation its own deadline stopped was answered by failurePolicy
+        // for the deadline too, just without the fallback.
         Ok(result) => result.map(|outcome| Evaluated {
             outcome,
-            timed_out: false,
+            timed_out: token.stopped_evaluation() && token.reason() == Some(CancelReason::Deadline),
         }),
         Err(_elapsed) => {
             token.cancel(CancelReason::Deadline);

@@ -22,6 +22,7 @@ mod failure_modes;
 mod gate;
 mod incidents;
 mod kubectl;
+mod mtls;
 mod procs;
 
 use control_plane::ControlPlane;
@@ -104,6 +105,12 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
+    // Restarts kube-apiserver with an AdmissionConfiguration of its own (the
+    // static-policy scenario's replaces it afterwards).
+    all.push((
+        "mtls_only_kube_apiserver_client_certificate_is_answered",
+        mtls::mtls,
+    ));
     // Last: kube-apiserver keeps its static policies from here on.
     all.push((
         "static_policies_protect_the_gates_own_webhook_configuration",
