@@ -90,10 +90,11 @@ impl std::fmt::Debug for ServerConfig {
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Sized for the Deployment's 256 MiB memory limit (deploy/base/deployment.yaml):
-/// a request holds about 2.8× its body while it is read, decoded and
+/// a request holds up to about 2.8× its body while it is read, decoded and
 /// evaluated (1 MB bodies at 64 connections peaked at 179 MiB), and the idle
-/// process with its caches needs some 40 MiB, so 48 MiB of bodies
-/// (≈ 135 MiB held) leaves headroom for the allocator and the cluster caches.
+/// process needs some 40 MiB, so 48 MiB of bodies (≈ 135 MiB held) leaves
+/// headroom for the allocator and the cluster caches. 128 slow 1 MB senders
+/// peaked at 109 MiB with it and 185 MiB without (README, "Limits under load").
 pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 48 * 1024 * 1024;
 
 impl ServerConfig {

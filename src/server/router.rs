@@ -491,8 +491,9 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
     response
 }
 
-/// Bytes of an oversized body read and thrown away before answering 413, so
-/// the client sees the answer instead of a reset while it is still writing.
+/// Bytes of an oversized (413) or over-budget (429) body read and thrown away
+/// before answering, so the client sees the answer instead of a reset while
+/// it is still writing.
 const DRAIN_CAP: u64 = 8 * 1024 * 1024;
 
 /// Reserves `bytes` of the body budget without waiting: a full budget is an
@@ -548,7 +549,12 @@ async fn read_body(
     // A declared length is reserved whole before the first byte is buffered;
     // a body without one (chunked, HTTP/2 without content-length) frame by frame.
     let mut reserved = None;
-    reserve(budget, limits, capacity, &mut reserved)?;
+    if let Err(e) = reserve(budget, limits, capacity, &mut reserved) {
+        // Read and discard what the client is still sending (no memory kept),
+        // so it sees the 429 and its Retry-After rather than a reset.
+        drain(body, deadline, DRAIN_CAP).await;
+        return Err(e);
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(capacity);
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
@@ -563,7 +569,11 @@ async fn read_body(
                 return Err(BodyError::TooLarge { limit });
             }
             let beyond_reserved = (buf.len() + data.len()).saturating_sub(capacity.max(buf.len()));
-            reserve(budget, limits, beyond_reserved, &mut reserved)?;
+            if let Err(e) = reserve(budget, limits, beyond_reserved, &mut reserved) {
+                drop(reserved);
+                drain(body, deadline, DRAIN_CAP).await;
+                return Err(e);
+            }
             buf.extend_from_slice(&data);
         }
     }
