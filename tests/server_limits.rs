@@ -153,3 +153,42 @@ async fn oversized_request_heads_are_refused_on_http1_and_h2() {
     }
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_settings_bound_streams_per_connection() {
+    let server = start().await;
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(client_tls(
+        &[&server.certs.ca_pem],
+        &[b"h2"],
+    )));
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let tls = connector
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").expect("name"),
+            tcp,
+        )
+        .await
+        .expect("handshake");
+    let (mut client, mut connection) = h2::client::handshake(tls).await.expect("h2 handshake");
+    let request = axum::http::Request::get("https://localhost/healthz")
+        .body(())
+        .expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    // Drive the connection until the answer arrives: by then the server's
+    // SETTINGS frame has been received and acknowledged.
+    let response = tokio::select! {
+        r = response => r.expect("response"),
+        e = &mut connection => panic!("the connection ended first: {e:?}"),
+    };
+    assert_eq!(response.status(), 200);
+    assert_eq!(
+        connection.max_concurrent_send_streams(),
+        safety_gate::server::MAX_CONCURRENT_STREAMS as usize,
+        "the server's SETTINGS_MAX_CONCURRENT_STREAMS"
+    );
+    drop(client);
+    drop(connection);
+    server.stop().await;
+}
