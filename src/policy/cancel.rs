@@ -187,6 +187,25 @@ mod tests {
         );
     }
 
+    /// The library's own functions, re-registered as check points, stop a
+    /// loop whose body calls nothing else; so does decoding a request list.
+    #[test]
+    fn library_functions_and_list_decoding_are_check_points() {
+        let only_library = "lists.range(1000).filter(i, 'ab'.startsWith('a')).size() == 1000";
+        assert_eq!(
+            crate::policy::cel_env::evaluate(only_library, vec![]),
+            Ok(kube_cel::cel::Value::Bool(true))
+        );
+        let token = CancelToken::new(None);
+        token.cancel(CancelReason::Shutdown);
+        let _entered = token.enter();
+        let error = crate::policy::cel_env::evaluate(only_library, vec![]).expect_err("stopped");
+        assert!(error.contains("shutting down"), "{error}");
+        let list = format!("[{}]", vec!["1"; 1000].join(","));
+        let error = crate::policy::values::decode_json(&list).expect_err("stopped");
+        assert!(error.to_string().contains("shutting down"), "{error}");
+    }
+
     #[test]
     fn a_passed_deadline_cancels() {
         let token = CancelToken::new(Some(Instant::now() - Duration::from_millis(1)));
