@@ -11,6 +11,11 @@
 //!
 //! Run: `cargo bench --bench engine`. After criterion, a plain timing loop
 //! prints the ratios in one short table.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use criterion::{BenchmarkId, Criterion};
 use kube::core::DynamicObject;

@@ -4,6 +4,8 @@
 //! Data flows one way: HTTP/CLI → [`admission`] (decode, encode) → [`policy`]
 //! (pure engine) → decision. [`cluster`] supplies the state policies read.
 
+#![forbid(unsafe_code)]
+
 pub mod admission;
 pub mod cli;
 pub mod cluster;

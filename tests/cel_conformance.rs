@@ -18,6 +18,11 @@
 //!   that passes is printed so the list can shrink; it does not fail the test.
 //!
 //! Set `CEL_CONFORMANCE_VERBOSE=1` to print the detail of every failure.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod cel_spec_support;
 

@@ -1,4 +1,9 @@
 //! The command line end to end: the real binary on real files.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

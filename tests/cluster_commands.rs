@@ -3,6 +3,11 @@
 //! answering the way kube-apiserver does: the cheap, fast tier for paging and
 //! errors that are hard to provoke on a real server. The same commands run
 //! against a real kube-apiserver in `tests/e2e` (cluster_commands.rs there).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use axum::extract::{Path as UrlPath, Query};
 use axum::http::StatusCode;

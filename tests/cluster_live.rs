@@ -2,6 +2,11 @@
 //! the real discovery + watcher + reflector path against a small fake API
 //! server on 127.0.0.1 that answers discovery, list and watch the way
 //! kube-apiserver does (JSON lines for watch events, Status bodies for errors).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, Query, State};

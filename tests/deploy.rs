@@ -7,6 +7,11 @@
 //! External tools: `kubectl` (its built-in kustomize builds the overlays) and
 //! `kubernetes-validate` (PyPI). Without them those checks are skipped with a
 //! message, except under CI (`CI` set), where a missing tool fails the test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use base64::Engine as _;
 use safety_gate::deploy::{self, Target};
@@ -520,6 +525,38 @@ fn assert_safe(docs: &[Value], variant: Variant) {
     assert_eq!(spec["strategy"]["rollingUpdate"]["maxUnavailable"], 0);
     let pod_labels = &spec["template"]["metadata"]["labels"];
     assert!(selects(&spec["selector"]["matchLabels"], pod_labels));
+    // --- NetworkPolicy: selects the gate's Pods, admits the webhook port from
+    // any source (kube-apiserver's address is distribution-specific; a
+    // narrower rule that missed it would make the fail-closed webhook deny
+    // everything), and the admin port only from selected namespaces.
+    let netpol = find(docs, "NetworkPolicy", "safety-gate");
+    assert!(selects(
+        &netpol["spec"]["podSelector"]["matchLabels"],
+        pod_labels
+    ));
+    let ingress = netpol["spec"]["ingress"].as_array().expect("ingress rules");
+    let admits = |port: &str| {
+        ingress
+            .iter()
+            .filter(|rule| {
+                rule["ports"]
+                    .as_array()
+                    .is_some_and(|ports| ports.iter().any(|p| p["port"] == port))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        admits("webhook")
+            .iter()
+            .any(|rule| rule.get("from").is_none()),
+        "the webhook port must be open to kube-apiserver wherever it connects from"
+    );
+    assert!(
+        admits("admin")
+            .iter()
+            .all(|rule| rule.get("from").is_some()),
+        "the admin port must not be open to everyone"
+    );
     let pod = &spec["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(

@@ -32,6 +32,11 @@
 //! except under `CI=true`, where that is a failure. A missing corpus is a skip.
 //!
 //! `DIFFERENTIAL_VERBOSE=1` prints every difference, listed or not.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use safety_gate::cluster::Snapshot;
 use safety_gate::policy::documents::files_in;

@@ -10,6 +10,11 @@
 //! subresources, names, namespaces, service accounts, `allowed`, `reason`,
 //! `errored`, `error`, argument errors) and the attributes it sends; RBAC
 //! itself is Kubernetes' code on both sides. Every answer must be the same.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};

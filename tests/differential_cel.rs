@@ -29,6 +29,11 @@
 //! The oracle is found as `differential.rs` finds it (`SAFETY_GATE_ORACLE`, else
 //! `e2e/build.sh`); without it the test is skipped, except under `CI=true`.
 //! `DIFFERENTIAL_CEL_VERBOSE=1` prints every case that is not `agree`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod cel_spec_support;
 mod differential_support;

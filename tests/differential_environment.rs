@@ -10,6 +10,11 @@
 //! A difference fails the test unless
 //! `tests/differential/environment-known-differences.yaml` lists it with a
 //! reason; a listed entry that no longer differs fails too (remove it).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod differential_support;
 

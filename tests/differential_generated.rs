@@ -48,6 +48,11 @@
 //! - `DIFFERENTIAL_VERBOSE=1`: print every difference, listed or not.
 //! - `SAFETY_GATE_ORACLE`, `CI`: as in `tests/differential.rs` (the oracle is
 //!   required under `CI=true`).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;

@@ -15,6 +15,11 @@
 //! Every difference must be listed in `tests/differential_map/known-differences.yaml`
 //! (suite, optional object, class, reason); an unlisted one fails the test and
 //! is printed with a ready-to-paste entry.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod differential_support;
 

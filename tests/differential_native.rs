@@ -30,6 +30,11 @@
 //! that no longer occur are printed. The oracle is found as in
 //! tests/differential.rs (`SAFETY_GATE_ORACLE`, else `e2e/build.sh`; a
 //! failure under `CI=true`). `DIFFERENTIAL_VERBOSE=1` prints every difference.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod differential_support;
 

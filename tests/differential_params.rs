@@ -17,6 +17,11 @@
 //! The param sets are chosen so that at most one param object of a binding
 //! fails a request: kube-apiserver lists params from its informer cache in no
 //! fixed order, so with two different failures its first message is chance.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::Snapshot;

@@ -2,6 +2,11 @@
 //! chosen release refuses in a new policy, and says from which release it works.
 //! (Which release declares what is proven against Kubernetes' own code in
 //! `differential_environment.rs`; this is what a user sees.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use std::process::Command;
 

@@ -3,6 +3,11 @@
 //! lookups answers reviews, then its /metrics is read. kube-apiserver's own
 //! metric in the rules is checked against a real kube-apiserver in tests/e2e
 //! (failure_modes.rs, gate stopped).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 

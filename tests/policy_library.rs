@@ -1,4 +1,9 @@
 //! The shipped policy library passes its PolicyTest suites through the real binary.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use std::process::Command;
 

@@ -4,6 +4,11 @@
 //! the test that runs its equivalent or the reason it cannot run on a test
 //! machine. A new command in the README that is in neither fails this test.
 //! The example files the README shows are compared with the files themselves.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};

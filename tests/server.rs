@@ -1,5 +1,10 @@
 //! The webhook over real sockets: HTTPS with a verified certificate, HTTP/1.1
 //! and h2, kube-apiserver-shaped requests, bad input, limits, shutdown.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 
@@ -605,6 +610,23 @@ async fn health_readiness_and_metrics_also_on_the_admin_port() {
     ] {
         assert!(metrics.contains(name), "{name} missing:\n{metrics}");
     }
+    // With an admin port, the webhook port keeps operational detail to itself.
+    let tls = server.client(Http::One);
+    let response = tls
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 404);
+    let brief: Value = tls
+        .get(server.url("/readyz"))
+        .send()
+        .await
+        .expect("readyz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(brief, json!({"ready": true}));
     // The webhook routes are not on the admin port.
     let response = plain
         .post(format!("http://{admin}/validate"))

@@ -1,5 +1,10 @@
 //! Policy hot reload under load: each decision comes from exactly one policy
 //! set, no request fails, and a broken edit keeps the previous set serving.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 

@@ -1,6 +1,11 @@
 //! Certificate rotation: the files change under a running server, the way a
 //! Kubernetes Secret volume changes (a `..data` symlink swap), while clients
 //! keep sending requests.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod server_support;
 

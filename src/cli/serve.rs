@@ -2,7 +2,10 @@
 
 use crate::cluster::{ClusterState, LiveCluster, NoCluster, Snapshot, client_from};
 use crate::policy::Mode;
-use crate::server::{DEFAULT_MAX_BODY_BYTES, Server, ServerConfig, TlsSource, router};
+use crate::server::{
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BODY_BYTES, Server, ServerConfig, TlsSource,
+    router,
+};
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -38,6 +41,12 @@ pub struct ServeArgs {
     #[arg(long, env = "SAFETY_GATE_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
+    /// PEM CA bundle: only clients presenting a certificate signed by it get a
+    /// TLS session (mutual TLS; kube-apiserver presents one through an
+    /// AdmissionConfiguration kubeConfigFile, see the README). Read at startup.
+    #[arg(long, env = "SAFETY_GATE_CLIENT_CA_FILE")]
+    pub client_ca_file: Option<PathBuf>,
+
     /// Serve an in-memory self-signed certificate for localhost/127.0.0.1 (local use only).
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub dev_cert: bool,
@@ -58,6 +67,13 @@ pub struct ServeArgs {
     /// Largest request body accepted; larger ones get HTTP 413.
     #[arg(long, env = "SAFETY_GATE_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     pub max_body_bytes: usize,
+
+    /// Request-body bytes all webhook requests together may hold while they are
+    /// read and evaluated; a request that does not fit gets HTTP 429 with
+    /// Retry-After. The default suits the Deployment's 256 MiB memory limit
+    /// (scale it with the limit; see the README).
+    #[arg(long, env = "SAFETY_GATE_MAX_INFLIGHT_BODY_BYTES", default_value_t = DEFAULT_MAX_INFLIGHT_BODY_BYTES)]
+    pub max_inflight_body_bytes: usize,
 
     /// Evaluations running at once (default: twice the number of cores).
     #[arg(long, env = "SAFETY_GATE_MAX_CONCURRENCY")]
@@ -130,8 +146,17 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     }
     let mut config = ServerConfig::new(args.listen, tls, args.policies.clone());
     config.admin_listen = args.admin_listen;
+    config.client_ca = args.client_ca_file.clone();
     config.mode = args.mode;
     config.max_body_bytes = args.max_body_bytes;
+    if args.max_inflight_body_bytes < args.max_body_bytes {
+        bail!(
+            "--max-inflight-body-bytes ({}) must be at least --max-body-bytes ({}): otherwise a body the size limit allows could never fit",
+            args.max_inflight_body_bytes,
+            args.max_body_bytes
+        );
+    }
+    config.max_inflight_body_bytes = args.max_inflight_body_bytes;
     if let Some(n) = args.max_concurrency {
         if n == 0 {
             bail!("--max-concurrency must be at least 1");

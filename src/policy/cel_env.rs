@@ -1,89 +1,178 @@
 //! The one CEL environment every expression runs in: the standard library of
 //! the `cel` crate, the Kubernetes libraries of `kube-cel`, and a regex cache.
 //! Functions are registered once per process; evaluations bind their variables
-//! in child scopes of this root.
+//! in child scopes of this root. Every function is a cancellation check point
+//! (see `cancel.rs`).
 
-use super::{overloads, semantics};
+use super::{cancel, overloads, semantics};
 use kube_cel::KubeCelExt;
-use kube_cel::cel::extractors::This;
-use kube_cel::cel::{Context, ExecutionError, FunctionContext};
+use kube_cel::cel::extractors::{IntoFunction, This};
+use kube_cel::cel::parser::Expression;
+use kube_cel::cel::{Context, ExecutionError, FunctionContext, ResolveResult, Value};
 use regex::Regex;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock, OnceLock, RwLock};
 
 static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     let mut ctx = Context::default();
     ctx.register_all();
+    // Every callable library function becomes a cancellation check point that
+    // calls the library's own implementation (see `delegated`); the overrides
+    // below replace some of them.
+    for d in super::kubernetes_version::FUNCTIONS {
+        ctx.add_function(d.name, delegated(d.name));
+    }
     // The crate's `matches` compiles its pattern on every call (15–25 µs); policies
     // use a handful of constant patterns, so compile each once.
-    ctx.add_function("matches", cached_matches);
-    // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs).
-    ctx.add_function("size", semantics::size);
-    ctx.add_function("sum", semantics::sum);
-    ctx.add_function("string", semantics::string);
-    ctx.add_function("contains", overloads::contains);
-    ctx.add_function("startsWith", overloads::starts_with);
-    ctx.add_function("endsWith", overloads::ends_with);
-    ctx.add_function("min", overloads::min);
-    ctx.add_function("max", overloads::max);
-    ctx.add_function("sort", overloads::sort);
-    ctx.add_function("isSorted", overloads::is_sorted);
-    ctx.add_function("int", overloads::int);
-    ctx.add_function("uint", overloads::uint);
-    ctx.add_function("split", overloads::split);
-    ctx.add_function("format", super::format_values::format);
-    ctx.add_function(overloads::ADD, overloads::add_function);
-    ctx.add_function("dyn", semantics::dyn_function);
-    ctx.add_function(semantics::EQ, semantics::eq_function);
-    ctx.add_function(semantics::NE, semantics::ne_function);
-    ctx.add_function(semantics::IN, semantics::in_function);
-    ctx.add_function(semantics::INDEX, semantics::index_function);
-    ctx.add_function(semantics::OPT_INDEX, semantics::opt_index_function);
-    ctx.add_function(semantics::HAS, semantics::has_field_function);
+    ctx.add_function("matches", guarded(cached_matches));
+    // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs,
+    // overloads.rs, format_values.rs).
+    ctx.add_function("size", guarded(semantics::size));
+    ctx.add_function("sum", guarded(semantics::sum));
+    ctx.add_function("string", guarded(semantics::string));
+    ctx.add_function("contains", guarded(overloads::contains));
+    ctx.add_function("startsWith", guarded(overloads::starts_with));
+    ctx.add_function("endsWith", guarded(overloads::ends_with));
+    ctx.add_function("min", guarded(overloads::min));
+    ctx.add_function("max", guarded(overloads::max));
+    ctx.add_function("sort", guarded(overloads::sort));
+    ctx.add_function("isSorted", guarded(overloads::is_sorted));
+    ctx.add_function("int", guarded(overloads::int));
+    ctx.add_function("uint", guarded(overloads::uint));
+    ctx.add_function("split", guarded(overloads::split));
+    ctx.add_function("format", guarded(super::format_values::format));
+    ctx.add_function(overloads::ADD, guarded(overloads::add_function));
+    ctx.add_function("dyn", guarded(semantics::dyn_function));
+    ctx.add_function(semantics::EQ, guarded(semantics::eq_function));
+    ctx.add_function(semantics::NE, guarded(semantics::ne_function));
+    ctx.add_function(semantics::IN, guarded(semantics::in_function));
+    ctx.add_function(semantics::INDEX, guarded(semantics::index_function));
+    ctx.add_function(semantics::OPT_INDEX, guarded(semantics::opt_index_function));
+    ctx.add_function(semantics::HAS, guarded(semantics::has_field_function));
     ctx.add_function(
         semantics::COMPREHENSION2,
-        semantics::comprehension2_function,
+        guarded(semantics::comprehension2_function),
     );
-    ctx.add_function(semantics::MAP_INSERT, semantics::map_insert_function);
-    ctx.add_function(super::macros::OPT_ITEMS, super::macros::opt_items_function);
+    ctx.add_function(
+        semantics::MAP_INSERT,
+        guarded(semantics::map_insert_function),
+    );
+    ctx.add_function(
+        super::macros::OPT_ITEMS,
+        guarded(super::macros::opt_items_function),
+    );
     ctx.add_function(
         super::macros::OPT_RESULT,
-        super::macros::opt_result_function,
+        guarded(super::macros::opt_result_function),
     );
-    ctx.add_function(super::macros::SORT_BY, super::macros::sort_by_function);
+    ctx.add_function(
+        super::macros::SORT_BY,
+        guarded(super::macros::sort_by_function),
+    );
     ctx.add_function(
         super::quantifiers::QUANTIFIER,
-        super::quantifiers::quantifier_function,
+        guarded(super::quantifiers::quantifier_function),
     );
-    ctx.add_function(OPTIONAL_SELECT, optional_select);
-    ctx.add_function(super::paths::PATH_FUNCTION, super::paths::path_function);
-    ctx.add_function(super::paths::HAS_FUNCTION, super::paths::has_function);
+    ctx.add_function(OPTIONAL_SELECT, guarded(optional_select));
+    ctx.add_function(
+        super::paths::PATH_FUNCTION,
+        guarded(super::paths::path_function),
+    );
+    ctx.add_function(
+        super::paths::HAS_FUNCTION,
+        guarded(super::paths::has_function),
+    );
     ctx.add_function(
         super::variables::VARIABLE_FUNCTION,
-        super::variables::variable_function,
+        guarded(super::variables::variable_function),
     );
     for name in super::authz::FUNCTIONS {
-        ctx.add_function(name, super::authz::authz_function);
+        ctx.add_function(name, guarded(super::authz::authz_function));
     }
     // Only MutatingAdmissionPolicy mutations are lowered to these (see mutating/cel.rs).
     ctx.add_function(
         super::mutating::cel::STRUCT_FUNCTION,
-        super::mutating::cel::struct_function,
+        guarded(super::mutating::cel::struct_function),
     );
     ctx.add_function(
         super::mutating::cel::ESCAPE_KEY_FUNCTION,
-        super::mutating::cel::escape_key_function,
+        guarded(super::mutating::cel::escape_key_function),
     );
     ctx
 });
+
+/// A registered function, as the `cel` crate stores it.
+type Handler = Box<dyn Fn(&mut FunctionContext) -> ResolveResult + Send + Sync>;
+
+/// `function`, made a cancellation check point: a cancelled evaluation fails
+/// here instead of running the function.
+fn guarded<T: 'static, F: IntoFunction<T>>(function: F) -> Handler {
+    let inner = function.into_function();
+    Box::new(move |ftx: &mut FunctionContext| {
+        cancel::check().map_err(|e| ftx.error(e))?;
+        inner(ftx)
+    })
+}
+
+/// The most arguments a delegated call keeps a parsed call expression for;
+/// longer calls are parsed on each use (no library function takes that many).
+const CACHED_ARITY: usize = 4;
+
+/// A check point in front of the library's own `name` (the `cel` standard
+/// library or `kube-cel`, whose functions are private and so cannot be wrapped
+/// directly): the operand and arguments are evaluated in the caller's scope,
+/// where nested calls are check points too, bound in a scope of
+/// [`overloads::library`], and `name` is called there on them.
+fn delegated(name: &'static str) -> Handler {
+    let calls: [[OnceLock<Option<Expression>>; CACHED_ARITY + 1]; 2] = Default::default();
+    Box::new(move |ftx: &mut FunctionContext| {
+        cancel::check().map_err(|e| ftx.error(e))?;
+        let method = ftx.this.is_some();
+        let arity = ftx.args.len();
+        let mut scope = overloads::library().new_inner_scope();
+        if let Some(this) = ftx.this.clone() {
+            scope.add_variable_from_value("t", this);
+        }
+        for (i, arg) in ftx.args.iter().enumerate() {
+            let value = Value::resolve(arg, ftx.ptx)?;
+            scope.add_variable_from_value(format!("a{i}"), value);
+        }
+        let cached = calls
+            .get(usize::from(method))
+            .and_then(|by_arity| by_arity.get(arity))
+            .map(|slot| {
+                slot.get_or_init(|| call_expression(name, method, arity))
+                    .clone()
+            });
+        let call = match cached {
+            Some(call) => call,
+            None => call_expression(name, method, arity),
+        }
+        .ok_or_else(|| ftx.error("cannot build the library call"))?;
+        Value::resolve(&call, &scope)
+    })
+}
+
+/// `t.name(a0, a1, …)` or `name(a0, …)`, parsed.
+fn call_expression(name: &str, method: bool, arity: usize) -> Option<Expression> {
+    let args = (0..arity)
+        .map(|i| format!("a{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let source = if method {
+        format!("t.{name}({args})")
+    } else {
+        format!("{name}({args})")
+    };
+    kube_cel::cel::parser::Parser::new().parse(&source).ok()
+}
 
 /// What `x.?field` is rewritten to at compile time: `cel` 0.13 errors on
 /// `map.?absent` instead of returning `optional.none()`, and policies guard
 /// absent fields with exactly that.
 pub const OPTIONAL_SELECT: &str = "@gate_optional_select";
 
-fn optional_select(ftx: &FunctionContext) -> kube_cel::cel::ResolveResult {
-    use kube_cel::cel::Value;
+fn optional_select(ftx: &FunctionContext) -> ResolveResult {
     use kube_cel::cel::objects::{Key, OptionalValue};
     let (Some(target), Some(field)) = (ftx.args.first(), ftx.args.get(1)) else {
         return Err(ftx.error("optional field selection needs an operand and a field"));

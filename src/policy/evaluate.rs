@@ -732,6 +732,7 @@ impl Evaluator<'_, '_> {
         {
             return Err("the request deadline passed before this expression ran".to_string());
         }
+        super::cancel::check()?;
         // Lookups first: a bound over a lookup not read yet would see an empty list.
         self.fetch_lookups(expression)?;
         if expression.has_comprehension_cost() {

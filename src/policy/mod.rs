@@ -4,6 +4,7 @@
 //! the same [`PolicySet`] and get the same [`Decision`] for the same request.
 
 pub mod authz;
+pub mod cancel;
 pub mod cel_env;
 mod compile;
 mod decision;

@@ -349,6 +349,12 @@ static KUBE_LIBRARY: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx
 });
 
+/// The `cel` standard library and `kube-cel`'s functions, unwrapped: what the
+/// engine's cancellation check points delegate to (see `cel_env.rs`).
+pub fn library() -> &'static Context<'static> {
+    &KUBE_LIBRARY
+}
+
 pub(super) fn parse_constant(source: &str) -> Expression {
     kube_cel::cel::parser::Parser::new()
         .parse(source)

@@ -37,6 +37,13 @@ pub struct RejectionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CancelLabels {
+    pub endpoint: &'static str,
+    /// `deadline`, `client_gone`, `shutdown`.
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub policy: String,
     pub outcome: &'static str,
@@ -60,6 +67,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     pub rejections: Family<RejectionLabels, Counter>,
     pub deadline_exceeded: Family<EndpointLabels, Counter>,
+    pub evaluations_cancelled: Family<CancelLabels, Counter>,
     pub duration: Family<EndpointLabels, Histogram>,
     pub in_flight: Gauge,
     pub policy_evaluations: Family<PolicyLabels, Counter>,
@@ -85,6 +93,7 @@ impl Metrics {
             requests: Family::default(),
             rejections: Family::default(),
             deadline_exceeded: Family::default(),
+            evaluations_cancelled: Family::default(),
             duration: Family::new_with_constructor(latency_histogram),
             in_flight: Gauge::default(),
             policy_evaluations: Family::default(),
@@ -137,6 +146,11 @@ impl Metrics {
             "admission_deadline_exceeded",
             "Reviews answered by failurePolicy because the ?timeout deadline was reached",
             metrics.deadline_exceeded.clone(),
+        );
+        registry.register(
+            "admission_evaluations_cancelled",
+            "Evaluations stopped before they finished because nobody waited for the answer any more, by endpoint and reason (deadline, client_gone, shutdown)",
+            metrics.evaluations_cancelled.clone(),
         );
         registry.register(
             "admission_duration_seconds",

@@ -45,6 +45,9 @@ pub struct ServerConfig {
     /// Plain-HTTP port for `/healthz`, `/readyz`, `/metrics` (also served on the TLS port).
     pub admin_listen: Option<SocketAddr>,
     pub tls: TlsSource,
+    /// `--client-ca-file`: when set, only clients with a certificate signed by
+    /// one of these CAs complete the handshake (read once at startup).
+    pub client_ca: Option<PathBuf>,
     pub policies_dir: PathBuf,
     pub mode: Mode,
     pub cluster: Arc<dyn ClusterState>,
@@ -54,6 +57,8 @@ pub struct ServerConfig {
     /// Shown in `/readyz`: where lookups and namespace labels come from.
     pub cluster_description: String,
     pub max_body_bytes: usize,
+    /// Request-body bytes all webhook requests together may hold; past it, 429.
+    pub max_inflight_body_bytes: usize,
     pub max_concurrency: usize,
     /// Budget for the TLS handshake, the request headers and the request body.
     pub read_timeout: Duration,
@@ -71,10 +76,12 @@ impl std::fmt::Debug for ServerConfig {
             .field("listen", &self.listen)
             .field("admin_listen", &self.admin_listen)
             .field("tls", &self.tls)
+            .field("client_ca", &self.client_ca)
             .field("policies_dir", &self.policies_dir)
             .field("mode", &self.mode)
             .field("cluster", &self.cluster_description)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_inflight_body_bytes", &self.max_inflight_body_bytes)
             .field("max_concurrency", &self.max_concurrency)
             .finish_non_exhaustive()
     }
@@ -82,12 +89,21 @@ impl std::fmt::Debug for ServerConfig {
 
 pub const DEFAULT_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 
+/// Sized for the Deployment's 256 MiB memory limit (deploy/base/deployment.yaml):
+/// a request holds up to about 2.8× its body while it is read, decoded and
+/// evaluated (1 MB bodies at 64 connections peaked at 179 MiB), and the idle
+/// process needs some 40 MiB, so 48 MiB of bodies (≈ 135 MiB held) leaves
+/// headroom for the allocator and the cluster caches. 128 slow 1 MB senders
+/// peaked at 109 MiB with it and 185 MiB without (README, "Limits under load").
+pub const DEFAULT_MAX_INFLIGHT_BODY_BYTES: usize = 48 * 1024 * 1024;
+
 impl ServerConfig {
     pub fn new(listen: SocketAddr, tls: TlsSource, policies_dir: PathBuf) -> ServerConfig {
         ServerConfig {
             listen,
             admin_listen: None,
             tls,
+            client_ca: None,
             policies_dir,
             mode: Mode::Enforce,
             cluster: Arc::new(NoCluster),
@@ -96,6 +112,7 @@ impl ServerConfig {
                 "none (no --cluster-state): lookups and namespace labels are unavailable"
                     .to_string(),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_inflight_body_bytes: DEFAULT_MAX_INFLIGHT_BODY_BYTES,
             max_concurrency: default_concurrency(),
             read_timeout: Duration::from_secs(10),
             default_timeout: router::DEFAULT_TIMEOUT,
@@ -164,7 +181,11 @@ impl Server {
         let mut cert_source = CertSource::new(config.tls.clone());
         let cert = cert_source.load_initial()?;
         let resolver = Arc::new(CertResolver::new(Arc::clone(&cert.key)));
-        let tls_config = tls::server_config(Arc::clone(&resolver))?;
+        let client_roots = match &config.client_ca {
+            Some(path) => Some(tls::client_roots(path)?),
+            None => None,
+        };
+        let tls_config = tls::server_config(Arc::clone(&resolver), client_roots)?;
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
 
         let (metrics, registry) = Metrics::new();
@@ -194,14 +215,21 @@ impl Server {
             mode: config.mode,
             limits: Limits {
                 max_body_bytes: config.max_body_bytes,
+                max_inflight_body_bytes: config.max_inflight_body_bytes,
                 read_timeout: config.read_timeout,
                 default_timeout: config.default_timeout,
             },
             semaphore: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            body_budget: Arc::new(Semaphore::new(
+                config
+                    .max_inflight_body_bytes
+                    .clamp(1, Semaphore::MAX_PERMITS),
+            )),
             metrics,
             registry,
             tls: Mutex::new(tls_status),
             draining: Default::default(),
+            aborting: Default::default(),
         });
         Ok(Server {
             config,
@@ -254,7 +282,9 @@ impl Server {
             ));
         }
 
-        let webhook = router::webhook_router(Arc::clone(&state));
+        // With an admin port, operational detail (/metrics, /readyz's detail)
+        // stays off the port the API server (and anyone reaching the Service) calls.
+        let webhook = router::webhook_router(Arc::clone(&state), admin.is_none());
         let admin_routes = router::admin_router(Arc::clone(&state));
         let builder = http_builder(config.read_timeout);
         let graceful = GracefulShutdown::new();
@@ -326,6 +356,8 @@ impl Server {
                 "drain timeout reached; closing the remaining connections"
             );
         }
+        // Evaluations of the connections closed now are cancelled for `shutdown`.
+        state.aborting.store(true, Ordering::Relaxed);
         connections.abort_all();
         while connections.join_next().await.is_some() {}
         background.abort_all();
@@ -357,20 +389,41 @@ async fn accept_error(e: std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
+/// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list): an
+/// AdmissionReview POST from kube-apiserver has a few hundred bytes of headers.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Streams one HTTP/2 connection may have open at once. kube-apiserver
+/// multiplexes every webhook call to a host over one connection, so this is
+/// also the per-connection share of `--max-concurrency` waiting room.
+pub const MAX_CONCURRENT_STREAMS: u32 = 64;
+
+/// Per-connection limits against slow or greedy senders. The body's own
+/// limits (size, read timeout, the global byte budget) are in `router`.
 fn http_builder(read_timeout: Duration) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // Also bounds how long an idle keep-alive connection is kept open.
-        .header_read_timeout(read_timeout);
+        // Slow-loris: the whole head must arrive within the read timeout; this
+        // also bounds how long an idle keep-alive connection is kept open.
+        .header_read_timeout(read_timeout)
+        .max_buf_size(MAX_HEADER_BYTES)
+        .max_headers(100);
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(Duration::from_secs(20)))
         .keep_alive_timeout(read_timeout)
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        // The protocol's minimum frame size: no peer needs bigger ones to send us a body.
+        .max_frame_size(16 * 1024)
+        // Response bytes buffered per stream before back-pressure.
+        .max_send_buf_size(256 * 1024)
+        // Rapid-reset (CVE-2023-44487) and error-storm bounds.
+        .max_pending_accept_reset_streams(Some(32))
+        .max_local_error_reset_streams(Some(256));
     builder
 }
 
@@ -421,6 +474,9 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
     match rustls_error {
         Some(rustls::Error::NoApplicationProtocol) => "no_application_protocol",
         Some(rustls::Error::InvalidMessage(_)) => "not_tls",
+        Some(rustls::Error::NoCertificatesPresented | rustls::Error::InvalidCertificate(_)) => {
+            "client_certificate"
+        }
         Some(_) => "handshake_failed",
         None => "io",
     }

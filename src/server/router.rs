@@ -4,12 +4,15 @@
 //! bytes to [`crate::admission::review`] on the blocking pool, and answer
 //! with its bytes. Every refusal is a JSON `{"error": "..."}` body.
 
-use super::metrics::{EndpointLabels, Metrics, PolicyLabels, RejectionLabels, RequestLabels};
+use super::metrics::{
+    CancelLabels, EndpointLabels, Metrics, PolicyLabels, RejectionLabels, RequestLabels,
+};
 use super::reload::{PolicyStore, ServingPolicies};
 use super::tls::LoadedCert;
 use crate::admission::{self, Endpoint, ReviewError, ReviewOutcome};
 use crate::cluster::ClusterState;
 use crate::policy::Mode;
+use crate::policy::cancel::{CancelReason, CancelToken};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
@@ -22,7 +25,7 @@ use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::Instrument;
 
 /// kube-apiserver's default `timeoutSeconds` in admissionregistration/v1; used
@@ -38,6 +41,9 @@ const ENGINE_HEADROOM: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     pub max_body_bytes: usize,
+    /// Request-body bytes all webhook requests together may hold at once
+    /// (see [`AppState::body_budget`]); past it, HTTP 429.
+    pub max_inflight_body_bytes: usize,
     /// How long a client may take to send its body.
     pub read_timeout: Duration,
     /// Deadline for requests without `?timeout=`.
@@ -74,20 +80,46 @@ pub struct AppState {
     pub mode: Mode,
     pub limits: Limits,
     pub semaphore: Arc<Semaphore>,
+    /// One permit per request-body byte held by a webhook request, from its
+    /// first byte until it is answered: bodies are read before the concurrency
+    /// limit, so this is what bounds memory under many or slow senders. The
+    /// admin port never touches it.
+    pub body_budget: Arc<Semaphore>,
     pub metrics: Metrics,
     pub registry: Registry,
     pub tls: Mutex<TlsStatus>,
     pub draining: AtomicBool,
+    /// Set when the drain timeout ran out and the remaining connections are
+    /// being closed: their evaluations are then cancelled for `shutdown`.
+    pub aborting: AtomicBool,
 }
 
-/// The webhook port's routes.
-pub fn webhook_router(state: Arc<AppState>) -> Router {
-    Router::new()
+/// The webhook port's routes. With `operational` (no admin port configured),
+/// `/readyz` with its detail and `/metrics` are here too; otherwise only
+/// `/healthz` and a detail-free `/readyz` (`{"ready": bool}`), so policy
+/// names, file paths and certificate data stay off the port every caller of
+/// the Service can reach.
+pub fn webhook_router(state: Arc<AppState>, operational: bool) -> Router {
+    let routes = Router::new()
         .route("/validate", post(validate))
-        .route("/mutate", post(mutate))
-        .merge(admin_router_inner())
-        .fallback(not_found)
-        .with_state(state)
+        .route("/mutate", post(mutate));
+    let routes = if operational {
+        routes.merge(admin_router_inner())
+    } else {
+        routes
+            .route("/healthz", get(healthz))
+            .route("/readyz", get(readyz_brief))
+    };
+    routes.fallback(not_found).with_state(state)
+}
+
+/// `/readyz` without detail: the same status code as the admin port's.
+async fn readyz_brief(State(state): State<Arc<AppState>>) -> Response {
+    let full = readyz(State(state)).await;
+    let status = full.status();
+    let body =
+        serde_json::to_vec(&json!({ "ready": status == StatusCode::OK })).unwrap_or_default();
+    json_response(status, body)
 }
 
 /// The plain-HTTP admin port's routes: health, readiness, metrics.
@@ -143,11 +175,18 @@ async fn admit(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let span = tracing::info_span!("admission", endpoint = label);
 
     let (parts, body) = request.into_parts();
-    let body = match read_body(body, &parts.headers, &state.limits, answer_by)
-        .instrument(span.clone())
-        .await
+    // Held until the answer is sent (or the request is dropped).
+    let (body, _reserved) = match read_body(
+        body,
+        &parts.headers,
+        &state.limits,
+        &state.body_budget,
+        answer_by,
+    )
+    .instrument(span.clone())
+    .await
     {
-        Ok(body) => body,
+        Ok(read) => read,
         Err(e) => return reject(&state, label, started, e),
     };
 
@@ -197,10 +236,34 @@ enum EvalError {
     Internal(String),
 }
 
+/// Cancels the request's evaluation when the request's future is dropped
+/// before it finished: hyper drops it when the client closes the connection
+/// (HTTP/1.1) or resets the stream (HTTP/2), and the server drops it when the
+/// drain timeout runs out. After a normal answer the token is spent and
+/// cancelling it changes nothing.
+struct CancelOnDrop<'a> {
+    token: CancelToken,
+    state: &'a AppState,
+}
+
+impl Drop for CancelOnDrop<'_> {
+    fn drop(&mut self) {
+        let reason = if self.state.aborting.load(Ordering::Relaxed) {
+            CancelReason::Shutdown
+        } else {
+            CancelReason::ClientGone
+        };
+        self.token.cancel(reason);
+    }
+}
+
 /// Runs the review on the blocking pool under the concurrency limit. If the
 /// deadline comes first (waiting for a permit counts), answers with the
-/// failurePolicy outcome instead; the abandoned evaluation stops at its own
-/// deadline, which is slightly earlier, and then releases its permit.
+/// failurePolicy outcome instead. The evaluation carries a [`CancelToken`]
+/// that trips at its own deadline (slightly earlier than the answer's), when
+/// the client goes away or when shutdown gives up on it; it then stops at its
+/// next check point, releases its permit and memory, and is counted in
+/// `admission_evaluations_cancelled`.
 async fn evaluate(
     state: &Arc<AppState>,
     serving: &Arc<ServingPolicies>,
@@ -213,11 +276,17 @@ async fn evaluate(
         .checked_sub(ENGINE_HEADROOM)
         .unwrap_or(answer_by)
         .max(Instant::now());
+    let token = CancelToken::new(Some(engine_deadline));
+    let _cancel_on_drop = CancelOnDrop {
+        token: token.clone(),
+        state,
+    };
     let work = {
         let state = Arc::clone(state);
         let serving = Arc::clone(serving);
         let body = body.clone();
         let span = span.clone();
+        let token = token.clone();
         async move {
             let permit = Arc::clone(&state.semaphore)
                 .acquire_owned()
@@ -226,14 +295,29 @@ async fn evaluate(
             tokio::task::spawn_blocking(move || {
                 let _permit = permit;
                 let _entered = span.enter();
-                admission::review(
+                let _current = token.enter();
+                let result = admission::review(
                     &serving.set,
                     state.cluster.as_ref(),
                     state.mode,
                     endpoint,
                     &body,
                     Some(engine_deadline),
-                )
+                );
+                if token.stopped_evaluation()
+                    && let Some(reason) = token.reason()
+                {
+                    state
+                        .metrics
+                        .evaluations_cancelled
+                        .get_or_create(&CancelLabels {
+                            endpoint: endpoint_label(endpoint),
+                            reason: reason.as_str(),
+                        })
+                        .inc();
+                    tracing::info!(reason = reason.as_str(), "evaluation cancelled");
+                }
+                result
             })
             .await
             .map_err(|e| EvalError::Internal(format!("the evaluation task failed: {e}")))?
@@ -241,11 +325,14 @@ async fn evaluate(
         }
     };
     match tokio::time::timeout_at(answer_by.into(), work).await {
+        // An evaluation its own deadline stopped was answered by failurePolicy
+        // for the deadline too, just without the fallback.
         Ok(result) => result.map(|outcome| Evaluated {
             outcome,
-            timed_out: false,
+            timed_out: token.stopped_evaluation() && token.reason() == Some(CancelReason::Deadline),
         }),
         Err(_elapsed) => {
+            token.cancel(CancelReason::Deadline);
             let serving = Arc::clone(serving);
             let mode = state.mode;
             let outcome = tokio::task::spawn_blocking(move || {
@@ -322,7 +409,13 @@ fn record_decision(
 /// Why a request was refused before or instead of evaluation.
 #[derive(Debug)]
 enum BodyError {
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
+    /// The global budget for request bytes in flight has no room for this body.
+    OverBudget {
+        budget: usize,
+    },
     Timeout,
     Read(String),
     BadRequest(ReviewError),
@@ -335,6 +428,13 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
             "body_too_large",
             format!(
                 "the request body is larger than the limit of {limit} bytes (--max-body-bytes)"
+            ),
+        ),
+        BodyError::OverBudget { budget } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "over_budget",
+            format!(
+                "too many request bytes in flight: the bodies being read and evaluated already fill the budget of {budget} bytes (--max-inflight-body-bytes); retry shortly"
             ),
         ),
         BodyError::Timeout => (
@@ -367,8 +467,22 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
         error = %message,
         "request refused"
     );
-    let mut response = error_response(status, &message);
-    if matches!(e, BodyError::TooLarge { .. } | BodyError::Timeout) {
+    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
+        // kube-apiserver's client decodes a refusal's body as a metav1.Status
+        // (its message then appears in the failurePolicy error) and, with
+        // Retry-After, retries within the webhook's timeout.
+        let mut response = status_response(status, "TooManyRequests", &message);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        response
+    } else {
+        error_response(status, &message)
+    };
+    if matches!(
+        e,
+        BodyError::TooLarge { .. } | BodyError::Timeout | BodyError::OverBudget { .. }
+    ) {
         // The rest of the body is not worth reading: free the connection.
         response
             .headers_mut()
@@ -377,18 +491,46 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
     response
 }
 
-/// Bytes of an oversized body read and thrown away before answering 413, so
-/// the client sees the answer instead of a reset while it is still writing.
+/// Bytes of an oversized (413) or over-budget (429) body read and thrown away
+/// before answering, so the client sees the answer instead of a reset while
+/// it is still writing.
 const DRAIN_CAP: u64 = 8 * 1024 * 1024;
 
-/// Reads the whole body, refusing it once it is known to be too large and
-/// giving up when the client is too slow.
+/// Reserves `bytes` of the body budget without waiting: a full budget is an
+/// immediate 429, never a queue that would hold yet more connections open.
+fn reserve(
+    budget: &Arc<Semaphore>,
+    limits: &Limits,
+    bytes: usize,
+    held: &mut Option<OwnedSemaphorePermit>,
+) -> Result<(), BodyError> {
+    if bytes == 0 {
+        return Ok(());
+    }
+    let over = || BodyError::OverBudget {
+        budget: limits.max_inflight_body_bytes,
+    };
+    let n = u32::try_from(bytes).map_err(|_| over())?;
+    let permit = Arc::clone(budget)
+        .try_acquire_many_owned(n)
+        .map_err(|_| over())?;
+    match held {
+        Some(h) => h.merge(permit),
+        None => *held = Some(permit),
+    }
+    Ok(())
+}
+
+/// Reads the whole body, refusing it once it is known to be too large or the
+/// byte budget has no room for it, and giving up when the client is too slow.
+/// Returns the body and its reservation in the budget.
 async fn read_body(
     mut body: Body,
     headers: &HeaderMap,
     limits: &Limits,
+    budget: &Arc<Semaphore>,
     answer_by: Instant,
-) -> Result<Bytes, BodyError> {
+) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
     let limit = limits.max_body_bytes;
     let deadline = (Instant::now() + limits.read_timeout).min(answer_by);
     let declared = headers
@@ -404,6 +546,15 @@ async fn read_body(
         return Err(BodyError::TooLarge { limit });
     }
     let capacity = declared.map_or(0, |len| len as usize).min(limit);
+    // A declared length is reserved whole before the first byte is buffered;
+    // a body without one (chunked, HTTP/2 without content-length) frame by frame.
+    let mut reserved = None;
+    if let Err(e) = reserve(budget, limits, capacity, &mut reserved) {
+        // Read and discard what the client is still sending (no memory kept),
+        // so it sees the 429 and its Retry-After rather than a reset.
+        drain(body, deadline, DRAIN_CAP).await;
+        return Err(e);
+    }
     let mut buf: Vec<u8> = Vec::with_capacity(capacity);
     loop {
         let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
@@ -417,10 +568,16 @@ async fn read_body(
                 drain(body, deadline, limit as u64 + DRAIN_CAP - buf.len() as u64).await;
                 return Err(BodyError::TooLarge { limit });
             }
+            let beyond_reserved = (buf.len() + data.len()).saturating_sub(capacity.max(buf.len()));
+            if let Err(e) = reserve(budget, limits, beyond_reserved, &mut reserved) {
+                drop(reserved);
+                drain(body, deadline, DRAIN_CAP).await;
+                return Err(e);
+            }
             buf.extend_from_slice(&data);
         }
     }
-    Ok(Bytes::from(buf))
+    Ok((Bytes::from(buf), reserved))
 }
 
 /// Reads and discards up to `cap` more bytes, until the deadline at most.
@@ -495,6 +652,23 @@ fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
         HeaderValue::from_static("application/json"),
     );
     response
+}
+
+/// A `metav1.Status` body (what Kubernetes clients decode from a refusal),
+/// with the `error` field every other refusal here carries.
+fn status_response(status: StatusCode, reason: &str, message: &str) -> Response {
+    let body = serde_json::to_vec(&json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": status.as_u16(),
+        "error": message,
+    }))
+    .unwrap_or_default();
+    json_response(status, body)
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
@@ -622,15 +796,18 @@ mod tests {
             mode: Mode::Enforce,
             limits: Limits {
                 max_body_bytes: 1 << 20,
+                max_inflight_body_bytes: 4 << 20,
                 read_timeout: Duration::from_secs(5),
                 default_timeout: DEFAULT_TIMEOUT,
             },
             // No permits: evaluation can never start, as under a saturated limit.
             semaphore: Arc::new(Semaphore::new(0)),
+            body_budget: Arc::new(Semaphore::new(4 << 20)),
             metrics,
             registry,
             tls: Mutex::new(TlsStatus::default()),
             draining: AtomicBool::new(false),
+            aborting: AtomicBool::new(false),
         })
     }
 

@@ -19,6 +19,8 @@ pub struct Gate {
     pub log: PathBuf,
     kubeconfig: PathBuf,
     mode: String,
+    /// Further `serve` flags (e.g. `--client-ca-file`).
+    extra_args: Vec<String>,
     pidfile: PathBuf,
     proc: Option<Proc>,
 }
@@ -27,6 +29,17 @@ impl Gate {
     /// Makes a certificate for 127.0.0.1 with `safety-gate certs --host`, then
     /// starts serving `policies` with live lookups through `kubeconfig`.
     pub fn start(dir: &Path, policies: &Path, kubeconfig: &Path, pidfile: &Path) -> Gate {
+        Gate::start_with(dir, policies, kubeconfig, pidfile, &[])
+    }
+
+    /// [`Gate::start`] with further `serve` flags.
+    pub fn start_with(
+        dir: &Path,
+        policies: &Path,
+        kubeconfig: &Path,
+        pidfile: &Path,
+        extra_args: &[String],
+    ) -> Gate {
         let certs = dir.join("gate-certs");
         let out = Command::new(gate_binary())
             .args(["certs", "--host", "127.0.0.1", "--out"])
@@ -42,6 +55,7 @@ impl Gate {
             log: dir.join("safety-gate.log"),
             kubeconfig: kubeconfig.to_path_buf(),
             mode: "enforce".into(),
+            extra_args: extra_args.to_vec(),
             pidfile: pidfile.to_path_buf(),
             proc: None,
         };
@@ -73,7 +87,8 @@ impl Gate {
             .arg("--reload-interval")
             .arg("500ms")
             .arg("--log-format")
-            .arg("json");
+            .arg("json")
+            .args(&self.extra_args);
         self.proc = Some(Proc::spawn("safety-gate", cmd, &self.log, &self.pidfile));
         self.wait_ready(Duration::from_secs(30));
     }

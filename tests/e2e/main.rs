@@ -9,6 +9,11 @@
 //! and restart the gate or kube-apiserver). Without Go or a successful build
 //! the scenarios are reported as ignored, with the reason; under `CI=true`
 //! they fail instead.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
 
 mod cel_environment;
 mod cluster_commands;
@@ -18,6 +23,7 @@ mod failure_modes;
 mod gate;
 mod incidents;
 mod kubectl;
+mod mtls;
 mod mutating_policies;
 mod params_authz;
 mod procs;
@@ -105,6 +111,12 @@ fn scenarios() -> Vec<(&'static str, Scenario)> {
     all.extend(failure_modes::scenarios());
     // Late: applying deploy/base replaces the gate's registration for a while.
     all.extend(deploy_overlays::scenarios());
+    // Restarts kube-apiserver with an AdmissionConfiguration of its own (the
+    // static-policy scenario's replaces it afterwards).
+    all.push((
+        "mtls_only_kube_apiserver_client_certificate_is_answered",
+        mtls::mtls,
+    ));
     // Last: kube-apiserver keeps its static policies from here on.
     all.push((
         "static_policies_protect_the_gates_own_webhook_configuration",
