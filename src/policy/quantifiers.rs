@@ -62,24 +62,7 @@ pub fn quantifier_function(ftx: &FunctionContext) -> ResolveResult {
     let decides = kind == "exists";
     let range = Value::resolve(&ftx.args[0], ftx.ptx)?;
     let is_map = matches!(range, Value::Map(_));
-    let items: Vec<(Value, Value)> = match range {
-        Value::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-            .collect(),
-        Value::Map(map) => map
-            .map
-            .iter()
-            .map(|(k, v)| (Value::from(k.clone()), v.clone()))
-            .collect(),
-        other => {
-            return Err(ftx.error(format!(
-                "no such overload: cannot iterate over a {} value",
-                other.type_of()
-            )));
-        }
-    };
+    let items = super::semantics::iteration_pairs(ftx, range)?;
     let mut scope = ftx.ptx.new_inner_scope();
     let mut first_error = None;
     for (key_or_index, value) in items {

@@ -358,24 +358,7 @@ pub fn comprehension2_function(ftx: &FunctionContext) -> ResolveResult {
         literal_name(ftx, 3)?,
     );
     let range = Value::resolve(&ftx.args[0], ftx.ptx)?;
-    let pairs: Vec<(Value, Value)> = match range {
-        Value::List(list) => list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| (Value::Int(i as i64), v.clone()))
-            .collect(),
-        Value::Map(map) => map
-            .map
-            .iter()
-            .map(|(k, v)| (Value::from(k.clone()), v.clone()))
-            .collect(),
-        other => {
-            return Err(ftx.error(format!(
-                "no such overload: cannot iterate over a {} value",
-                other.type_of()
-            )));
-        }
-    };
+    let pairs = iteration_pairs(ftx, range)?;
     let mut scope = ftx.ptx.new_inner_scope();
     let mut accu = Value::resolve(&ftx.args[4], ftx.ptx)?;
     for (first, second) in pairs {
@@ -389,6 +372,30 @@ pub fn comprehension2_function(ftx: &FunctionContext) -> ResolveResult {
     }
     scope.add_variable_from_value(accu_var, accu);
     Value::resolve(&ftx.args[7], &scope)
+}
+
+/// What a two-variable loop over `range` binds: (index, element) of a list,
+/// (key, value) of a map; anything else cannot be iterated.
+pub(super) fn iteration_pairs(
+    ftx: &FunctionContext,
+    range: Value,
+) -> Result<Vec<(Value, Value)>, ExecutionError> {
+    match range {
+        Value::List(list) => Ok(list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (Value::Int(i as i64), v.clone()))
+            .collect()),
+        Value::Map(map) => Ok(map
+            .map
+            .iter()
+            .map(|(k, v)| (Value::from(k.clone()), v.clone()))
+            .collect()),
+        other => Err(ftx.error(format!(
+            "no such overload: cannot iterate over a {} value",
+            other.type_of()
+        ))),
+    }
 }
 
 fn map_key(ftx: &FunctionContext, v: Value) -> Result<Key, ExecutionError> {
