@@ -33,11 +33,6 @@ use differential_support::{
     OracleProcess, audit_difference, compare_answers, oracle_binary, request_json,
 };
 
-/// The oracle (found once per test binary by `oracle_binary`).
-fn oracle() -> Option<std::path::PathBuf> {
-    oracle_binary()
-}
-
 /// Policies over ConfigMaps and Namespaces (CREATE), one per param kind.
 fn policies() -> Vec<Json> {
     let rules = json!({"resourceRules": [
@@ -244,7 +239,7 @@ fn requests() -> Vec<Request> {
 
 #[test]
 fn params_decide_as_kube_apiserver() {
-    let Some(oracle) = oracle() else {
+    let Some(oracle) = oracle_binary() else {
         return;
     };
     let all_policies = policies();
@@ -358,7 +353,7 @@ fn policy_of(what: &str) -> &str {
 /// valid ones load.
 #[test]
 fn param_fields_are_validated_as_kube_apiserver_validates_them() {
-    let Some(oracle) = oracle() else {
+    let Some(oracle) = oracle_binary() else {
         return;
     };
     let base = policies().remove(1);
@@ -471,7 +466,7 @@ fn corpus_param_policies_with_their_param_objects_decide_as_kube_apiserver() {
         "no corpus at {} (it sits in ../shared beside the clone)",
         corpus.display()
     );
-    let Some(oracle) = oracle() else {
+    let Some(oracle) = oracle_binary() else {
         return;
     };
     let installer = "system:serviceaccount:csr-signer-installer:installer";

@@ -143,18 +143,8 @@ impl PolicySet {
         options: &EvalOptions,
     ) -> Result<Decision, InputError> {
         let started = Instant::now();
-        let sub_resource = request.sub_resource.as_deref().unwrap_or("");
         let name = effective_name(request);
-        let attrs = Attributes {
-            operation: request.operation_str(),
-            group: &request.resource.group,
-            version: &request.resource.version,
-            resource: &request.resource.resource,
-            sub_resource,
-            namespace: request.namespace_str(),
-            name: &name,
-            requested: requested_resource(request),
-        };
+        let attrs = request_attributes(request, &name);
         let candidates = self.matching(&attrs, options.stage);
         if candidates.is_empty() {
             return Ok(Decision::allow(request, started));
@@ -251,16 +241,7 @@ impl PolicySet {
     ) -> Decision {
         let started = Instant::now();
         let name = effective_name(request);
-        let attrs = Attributes {
-            operation: request.operation_str(),
-            group: &request.resource.group,
-            version: &request.resource.version,
-            resource: &request.resource.resource,
-            sub_resource: request.sub_resource.as_deref().unwrap_or(""),
-            namespace: request.namespace_str(),
-            name: &name,
-            requested: requested_resource(request),
-        };
+        let attrs = request_attributes(request, &name);
         let evaluations = self
             .matching(&attrs, options.stage)
             .into_iter()
@@ -309,6 +290,20 @@ fn authz_bindings(request: &Request, cluster: &dyn ClusterState) -> (Value, Valu
 }
 
 /// `requestResource`/`requestSubResource`, when kube-apiserver sent them.
+/// The request's attributes for matching (`name`: [`effective_name`]).
+pub(super) fn request_attributes<'a>(request: &'a Request, name: &'a str) -> Attributes<'a> {
+    Attributes {
+        operation: request.operation_str(),
+        group: &request.resource.group,
+        version: &request.resource.version,
+        resource: &request.resource.resource,
+        sub_resource: request.sub_resource.as_deref().unwrap_or(""),
+        namespace: request.namespace_str(),
+        name,
+        requested: requested_resource(request),
+    }
+}
+
 pub(super) fn requested_resource(request: &Request) -> Option<RequestedResource<'_>> {
     request
         .request_resource

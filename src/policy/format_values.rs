@@ -38,7 +38,10 @@ pub fn format(This(this): This<Arc<String>>, args: Value) -> ResolveResult {
         )),
         other => other,
     };
-    super::overloads::kube_library_call2(&FORMAT_X_WITH_Y, Value::String(this), args)
+    super::overloads::kube_library_call_with(
+        &FORMAT_X_WITH_Y,
+        [("x", Value::String(this)), ("y", args)],
+    )
 }
 
 /// The verb of each argument, in order: `%s`, `%.2f`, … (`%%` takes none).
@@ -110,7 +113,7 @@ fn literal(v: &Value) -> Result<String, ExecutionError> {
             } else {
                 "duration"
             };
-            match super::overloads::kube_library_call(&STRING_OF_X, v.clone())? {
+            match super::overloads::kube_library_call(&super::overloads::STRING_OF_X, v.clone())? {
                 Value::String(s) => format!("{kind}({})", go_quote(&s)),
                 _ => return Err(format_error(kind)),
             }
@@ -118,9 +121,6 @@ fn literal(v: &Value) -> Result<String, ExecutionError> {
         _ => return Err(format_error("this value")),
     })
 }
-
-static STRING_OF_X: LazyLock<Expression> =
-    LazyLock::new(|| super::overloads::parse_constant("string(x)"));
 
 /// Go's `strconv.Quote`: `"` … `"` with `\a \b \f \n \r \t \v \\ \"`, `\xHH` for
 /// other ASCII controls, `\uHHHH` for the non-printable characters below (Go

@@ -363,18 +363,24 @@ pub(super) fn parse_constant(source: &str) -> Expression {
 
 /// Evaluates `call` (an expression of `x`) with `kube-cel`'s own functions.
 pub(super) fn kube_library_call(call: &Expression, x: Value) -> ResolveResult {
+    kube_library_call_with(call, [("x", x)])
+}
+
+/// Evaluates `call` with `kube-cel`'s own functions and the given variables.
+pub(super) fn kube_library_call_with<const N: usize>(
+    call: &Expression,
+    bindings: [(&str, Value); N],
+) -> ResolveResult {
     let mut scope = KUBE_LIBRARY.new_inner_scope();
-    scope.add_variable_from_value("x", x);
+    for (name, value) in bindings {
+        scope.add_variable_from_value(name, value);
+    }
     Value::resolve(call, &scope)
 }
 
-/// As [`kube_library_call`], with `x` and `y`.
-pub(super) fn kube_library_call2(call: &Expression, x: Value, y: Value) -> ResolveResult {
-    let mut scope = KUBE_LIBRARY.new_inner_scope();
-    scope.add_variable_from_value("x", x);
-    scope.add_variable_from_value("y", y);
-    Value::resolve(call, &scope)
-}
+/// `string(x)`: the library's own conversion (for values the overrides leave
+/// to it: ip(), cidr(), timestamps, durations).
+pub(super) static STRING_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("string(x)"));
 
 #[cfg(test)]
 mod tests {

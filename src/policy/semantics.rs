@@ -30,7 +30,7 @@ use kube_cel::cel::objects::{Key, Map, OptionalValue};
 use kube_cel::cel::parser::Expression;
 use kube_cel::cel::{ExecutionError, FunctionContext, ResolveResult, Value};
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 pub const EQ: &str = "@gate_eq";
 pub const NE: &str = "@gate_ne";
@@ -320,16 +320,15 @@ pub fn string(ftx: &FunctionContext, This(this): This<Value>) -> ResolveResult {
             Err(_) => Err(ftx.error("invalid UTF-8 in bytes, cannot convert to string")),
         },
         // ip() and cidr() values: the Kubernetes library's own string().
-        Value::Opaque(_) => super::overloads::kube_library_call(&STRING_OF_X, this),
+        Value::Opaque(_) => {
+            super::overloads::kube_library_call(&super::overloads::STRING_OF_X, this)
+        }
         Value::Float(d) => Ok(Value::String(Arc::new(super::overloads::go_format_double(
             d,
         )))),
         other => kube_cel::cel::functions::string(ftx, This(other)),
     }
 }
-
-static STRING_OF_X: LazyLock<Expression> =
-    LazyLock::new(|| super::overloads::parse_constant("string(x)"));
 
 /// `dyn(x)` is `x`: there is no static type to widen.
 pub fn dyn_function(ftx: &FunctionContext) -> ResolveResult {

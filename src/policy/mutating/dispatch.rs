@@ -9,7 +9,7 @@ use crate::cluster::ClusterState;
 use crate::policy::cel_env;
 use crate::policy::compile::{CompiledExpression, DataRoot, SizeOracle};
 use crate::policy::decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
-use crate::policy::evaluate::{COST_LIMIT, requested_resource};
+use crate::policy::evaluate::{COST_LIMIT, request_attributes};
 use crate::policy::lazy::LazyValue;
 use crate::policy::matching::{Attributes, Selector};
 use crate::policy::model::FailurePolicy;
@@ -57,16 +57,7 @@ impl PolicySet {
             return decision;
         }
         let name = effective_name(request);
-        let attrs = Attributes {
-            operation: request.operation_str(),
-            group: &request.resource.group,
-            version: &request.resource.version,
-            resource: &request.resource.resource,
-            sub_resource: request.sub_resource.as_deref().unwrap_or(""),
-            namespace: request.namespace_str(),
-            name: &name,
-            requested: requested_resource(request),
-        };
+        let attrs = request_attributes(request, &name);
         let failing = self
             .mutating
             .iter()
@@ -130,16 +121,7 @@ impl PolicySet {
             return Ok(decision);
         }
         let name = effective_name(request);
-        let attrs = Attributes {
-            operation: request.operation_str(),
-            group: &request.resource.group,
-            version: &request.resource.version,
-            resource: &request.resource.resource,
-            sub_resource: request.sub_resource.as_deref().unwrap_or(""),
-            namespace: request.namespace_str(),
-            name: &name,
-            requested: requested_resource(request),
-        };
+        let attrs = request_attributes(request, &name);
         let old_object: Option<serde_json::Value> = match request.old_object.as_ref() {
             Some(raw) => Some(
                 serde_json::from_str(raw.get())
