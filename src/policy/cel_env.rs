@@ -75,6 +75,14 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     );
     ctx.add_function(OPTIONAL_SELECT, guarded(optional_select));
     ctx.add_function(
+        super::collect::COLLECT,
+        guarded(super::collect::collect_function),
+    );
+    ctx.add_function(
+        super::runtime_cost::COST_FUNCTION,
+        super::runtime_cost::cost_function,
+    );
+    ctx.add_function(
         super::paths::PATH_FUNCTION,
         guarded(super::paths::path_function),
     );
@@ -133,8 +141,13 @@ fn delegated(name: &'static str) -> Handler {
         if let Some(this) = ftx.this.clone() {
             scope.add_variable_from_value("t", this);
         }
+        let charged = super::runtime_cost::charged_at_run_time(name);
+        let mut values = Vec::new();
         for (i, arg) in ftx.args.iter().enumerate() {
             let value = Value::resolve(arg, ftx.ptx)?;
+            if charged {
+                values.push(value.clone());
+            }
             scope.add_variable_from_value(format!("a{i}"), value);
         }
         let cached = calls
@@ -149,7 +162,12 @@ fn delegated(name: &'static str) -> Handler {
             None => call_expression(name, method, arity),
         }
         .ok_or_else(|| ftx.error("cannot build the library call"))?;
-        Value::resolve(&call, &scope)
+        let result = Value::resolve(&call, &scope);
+        if charged {
+            super::runtime_cost::charged(name, ftx.this.as_ref(), &values, result)
+        } else {
+            result
+        }
     })
 }
 
@@ -223,20 +241,42 @@ pub fn evaluate(
     source: &str,
     bindings: Vec<(String, kube_cel::cel::Value)>,
 ) -> Result<kube_cel::cel::Value, String> {
-    let mut ast = parse(source)?;
+    evaluate_with_cost(source, bindings).0
+}
+
+/// [`evaluate`], with the runtime cost in Kubernetes' units (see
+/// `runtime_cost.rs`); past the per-expression limit the result is its error.
+pub fn evaluate_with_cost(
+    source: &str,
+    bindings: Vec<(String, kube_cel::cel::Value)>,
+) -> (Result<kube_cel::cel::Value, String>, u64) {
+    let mut ast = match parse(source) {
+        Ok(ast) => ast,
+        Err(e) => return (Err(e), 0),
+    };
     semantics::expand_two_variable_macros(&mut ast);
     super::macros::expand(&mut ast);
     super::compile::rewrite_optional_selects(&mut ast);
     semantics::rewrite(&mut ast);
+    super::runtime_cost::annotate(&mut ast);
     let mut scope = root().new_inner_scope();
     for (name, value) in bindings {
         scope.add_variable_from_value(name, value);
     }
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        kube_cel::cel::Value::resolve(&ast, &scope)
-    }))
-    .map_err(|_| "the CEL interpreter panicked".to_string())?
-    .map_err(|e| e.to_string())
+    let measured = super::runtime_cost::measure(|| {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            kube_cel::cel::Value::resolve(&ast, &scope)
+        }))
+    });
+    let result = if measured.exceeded {
+        Err(super::runtime_cost::LIMIT_EXCEEDED.to_string())
+    } else {
+        match measured.value {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err("the CEL interpreter panicked".to_string()),
+        }
+    };
+    (result, measured.cost)
 }
 
 // Function names that can be called (as the parser names them: `lists.range`
@@ -292,6 +332,13 @@ fn cached_matches(
     This(this): This<Arc<String>>,
     pattern: Arc<String>,
 ) -> Result<bool, ExecutionError> {
+    super::runtime_cost::charge_call(
+        "matches",
+        Some(&Value::String(this.clone())),
+        &[Value::String(pattern.clone())],
+        None,
+    )
+    .map_err(|e| ftx.error(e))?;
     compiled_regex(&pattern)
         .map(|re| re.is_match(&this))
         .map_err(|e| ftx.error(format!("'{pattern}' is not a valid regex: {e}")))

@@ -318,6 +318,7 @@ pub fn compile_lowered(
     rewrite_optional_selects(&mut ast);
     rewrite_variables(&mut ast, scope.variables);
     super::semantics::rewrite(&mut ast);
+    super::runtime_cost::annotate(&mut ast);
     Ok(CompiledExpression {
         source: source.to_string(),
         ast,

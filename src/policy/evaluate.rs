@@ -1,6 +1,5 @@
 //! Evaluating one request against the loaded policies.
 
-use super::cel_env;
 use super::compile::{CompiledExpression, DataRoot, SizeOracle};
 use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
 use super::lazy::LazyValue;
@@ -11,6 +10,7 @@ use super::paths::{DATA_BINDING, DataRoots};
 use super::values::Shape;
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
+use super::{cel_env, runtime_cost};
 use crate::cluster::{ClusterState, LookupError};
 use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{Context, Value};
@@ -20,9 +20,6 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Kubernetes' per-expression CEL budget is 1,000,000 cost units; our estimate
-/// counts comprehension iterations and values touched, a comparable unit.
-pub const COST_LIMIT: u64 = 1_000_000;
 /// Kubernetes caps an evaluated messageExpression at 5 KiB.
 const MAX_MESSAGE_BYTES: usize = 5 * 1024;
 
@@ -437,8 +434,9 @@ struct Evaluator<'p, 'c> {
     without_authorizer: Option<Context<'c>>,
     /// Evaluating in `without_authorizer`.
     in_messages: bool,
-    /// Per variable: its cost was checked for this input.
-    cost_checked: Vec<bool>,
+    /// Cost units (Kubernetes') the current phase may still spend: matchConditions,
+    /// validations and their messages, audit annotations (see `runtime_cost.rs`).
+    budget: u64,
     data: PolicyData<'c>,
     /// Per lookup: read from the cluster state (only when an expression needs it).
     fetched: Vec<bool>,
@@ -485,7 +483,7 @@ fn evaluate_policy(
         scope,
         without_authorizer,
         in_messages: false,
-        cost_checked: vec![false; policy.variables.len()],
+        budget: runtime_cost::MATCH_CONDITIONS_BUDGET,
         data: PolicyData {
             bound,
             lookups: vec![Value::Null; policy.lookups.len()],
@@ -506,6 +504,7 @@ impl Evaluator<'_, '_> {
 
         // matchConditions: any false skips; otherwise an error goes to failurePolicy.
         let mut condition_error = None;
+        self.budget = runtime_cost::MATCH_CONDITIONS_BUDGET;
         for condition in &policy.match_conditions {
             match self.eval_bool(&condition.expression) {
                 Ok(true) => {}
@@ -523,6 +522,7 @@ impl Evaluator<'_, '_> {
             return PolicyEvaluation::error(policy, e);
         }
 
+        self.budget = runtime_cost::RUNTIME_BUDGET;
         result.exempted_by = policy
             .exemptions
             .iter()
@@ -546,8 +546,16 @@ impl Evaluator<'_, '_> {
 
     fn validate(&mut self, result: &mut PolicyEvaluation, with_audit_annotations: bool) {
         let policy = self.policy;
+        self.budget = runtime_cost::RUNTIME_BUDGET;
         for (index, validation) in policy.validations.iter().enumerate() {
             match self.eval(&validation.expression) {
+                // kube-apiserver drops every decision of the policy for this one.
+                Err(e) if e == runtime_cost::OUT_OF_BUDGET => {
+                    result.failures.clear();
+                    result.ignored_errors.clear();
+                    self.error(result, usize::MAX, e);
+                    return;
+                }
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let message = self.message(validation);
@@ -583,6 +591,7 @@ impl Evaluator<'_, '_> {
         } else {
             &[]
         };
+        self.budget = runtime_cost::RUNTIME_BUDGET;
         for annotation in annotations {
             let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
             self.in_messages = true;
@@ -641,6 +650,7 @@ impl Evaluator<'_, '_> {
             return;
         }
         let policy = self.policy;
+        self.budget = runtime_cost::RUNTIME_BUDGET;
         let mut annotations = Vec::new();
         for (key, expression) in &policy.annotate {
             let value = match expression {
@@ -730,26 +740,31 @@ impl Evaluator<'_, '_> {
         super::cancel::check()?;
         // Lookups first: a bound over a lookup not read yet would see an empty list.
         self.fetch_lookups(expression)?;
-        if expression.has_comprehension_cost() {
-            let cost = expression.estimated_cost(&self.data);
-            #[cfg(test)]
-            record_estimate(&expression.source, cost);
-            if cost > COST_LIMIT {
-                return Err(format!(
-                    "estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request (nested iteration over large input)"
-                ));
-            }
-        }
-        self.check_variable_costs(&expression.reads.variables)?;
         // The `cel` crate still has panicking paths for inputs it does not expect;
         // a panic must end as an evaluation error for failurePolicy, not a dead worker.
         let scope = match &self.without_authorizer {
             Some(restricted) if self.in_messages => restricted,
             _ => &self.scope,
         };
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Value::resolve(&expression.ast, scope)
-        })) {
+        let measured = runtime_cost::measure(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Value::resolve(&expression.ast, scope)
+            }))
+        });
+        // As kube-apiserver: the variables this expression evaluated, then
+        // the expression itself, against what the phase has left.
+        let spent = measured
+            .cost
+            .saturating_add(runtime_cost::take_composition_cost());
+        if spent > self.budget {
+            self.budget = 0;
+            return Err(runtime_cost::OUT_OF_BUDGET.to_string());
+        }
+        self.budget -= spent;
+        if measured.exceeded {
+            return Err(runtime_cost::LIMIT_EXCEEDED.to_string());
+        }
+        match measured.value {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the CEL interpreter failed on this input".to_string()),
         }
@@ -813,46 +828,6 @@ impl Evaluator<'_, '_> {
         }
         Ok(())
     }
-
-    /// Variables run inside the expressions that read them: bound their cost
-    /// first, once each, following what they read in turn.
-    fn check_variable_costs(&mut self, needed: &[usize]) -> Result<(), String> {
-        for &index in needed {
-            if self.cost_checked.get(index).copied().unwrap_or(true) {
-                continue;
-            }
-            self.cost_checked[index] = true;
-            let Some(named) = self.policy.variables.get(index) else {
-                continue;
-            };
-            if named.expression.has_comprehension_cost() {
-                let cost = named.expression.estimated_cost(&self.data);
-                #[cfg(test)]
-                record_estimate(&format!("variables.{}", named.name), cost);
-                if cost > COST_LIMIT {
-                    return Err(format!(
-                        "variables.{}: estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request",
-                        named.name
-                    ));
-                }
-            }
-            let deps = named.expression.reads.variables.clone();
-            self.check_variable_costs(&deps)?;
-        }
-        Ok(())
-    }
-}
-
-#[cfg(test)]
-thread_local! {
-    /// Every cost estimate made on this thread: what was estimated, and the estimate.
-    pub(crate) static ESTIMATES: std::cell::RefCell<Vec<(String, u64)>> =
-        const { std::cell::RefCell::new(Vec::new()) };
-}
-
-#[cfg(test)]
-fn record_estimate(what: &str, cost: u64) {
-    ESTIMATES.with(|e| e.borrow_mut().push((what.to_string(), cost)));
 }
 
 fn truncate_chars(s: &str, max_bytes: usize) -> String {

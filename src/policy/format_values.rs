@@ -18,6 +18,8 @@ static FORMAT_X_WITH_Y: LazyLock<Expression> =
 
 /// `s.format(args)`.
 pub fn format(This(this): This<Arc<String>>, args: Value) -> ResolveResult {
+    super::runtime_cost::charge_call("format", Some(&Value::String(this.clone())), &[], None)
+        .map_err(|e| ExecutionError::function_error("format", e))?;
     let verbs = verbs(&this);
     let args = match args {
         Value::List(items) => Value::List(Arc::new(

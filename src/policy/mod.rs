@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod cancel;
 pub mod cel_env;
+mod collect;
 mod compile;
 mod decision;
 pub mod documents;
@@ -24,6 +25,7 @@ mod params;
 mod paths;
 mod quantifiers;
 mod request;
+pub mod runtime_cost;
 mod semantics;
 mod validation;
 pub mod values;
@@ -36,7 +38,7 @@ mod vap_tests;
 
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
-pub use evaluate::{COST_LIMIT, EvalOptions, InputError, Stage, effective_name};
+pub use evaluate::{EvalOptions, InputError, Stage, effective_name};
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
 pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
 pub use params::{ParamScope, ParamSource, guess_scope};

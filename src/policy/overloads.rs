@@ -14,6 +14,7 @@
 //! - `string(double)` is Go's `%g` (`3e+10`, `1e-05`, `123456`);
 //! - `split('')` splits into characters, as Go's `strings.SplitN`.
 
+use kube_cel::cel::common::ast::{Expr, LiteralValue};
 use kube_cel::cel::extractors::{Arguments, This};
 use kube_cel::cel::objects::Value;
 use kube_cel::cel::parser::Expression;
@@ -50,26 +51,34 @@ fn type_name(v: &Value) -> &'static str {
 
 /// `s.contains(t)`: strings only.
 pub fn contains(This(this): This<Value>, arg: Value) -> ResolveResult {
-    match (&this, &arg) {
+    let result = match (&this, &arg) {
         (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.contains(t.as_str()))),
         _ => Err(no_such_overload("contains", &this)),
-    }
+    };
+    super::runtime_cost::charged("contains", Some(&this), std::slice::from_ref(&arg), result)
 }
 
 /// `s.startsWith(t)`: strings only.
 pub fn starts_with(This(this): This<Value>, arg: Value) -> ResolveResult {
-    match (&this, &arg) {
+    let result = match (&this, &arg) {
         (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.starts_with(t.as_str()))),
         _ => Err(no_such_overload("startsWith", &this)),
-    }
+    };
+    super::runtime_cost::charged(
+        "startsWith",
+        Some(&this),
+        std::slice::from_ref(&arg),
+        result,
+    )
 }
 
 /// `s.endsWith(t)`: strings only.
 pub fn ends_with(This(this): This<Value>, arg: Value) -> ResolveResult {
-    match (&this, &arg) {
+    let result = match (&this, &arg) {
         (Value::String(s), Value::String(t)) => Ok(Value::Bool(s.ends_with(t.as_str()))),
         _ => Err(no_such_overload("endsWith", &this)),
-    }
+    };
+    super::runtime_cost::charged("endsWith", Some(&this), std::slice::from_ref(&arg), result)
 }
 
 /// `a + b` (rewritten from `_+_`): the interpreter's own addition, except that a
@@ -78,8 +87,17 @@ pub fn add_function(ftx: &FunctionContext) -> ResolveResult {
     let [a, b] = ftx.args else {
         return Err(ftx.error("expected two operands"));
     };
+    // With a string literal on either side kube-apiserver's type checker picks
+    // the string overload, whose cost grows with the strings (one unit is
+    // already counted for the call).
+    let literal = [a, b]
+        .iter()
+        .any(|e| matches!(e.expr, Expr::Literal(LiteralValue::String(_))));
     let a = Value::resolve(a, ftx.ptx)?;
     let b = Value::resolve(b, ftx.ptx)?;
+    if literal {
+        super::runtime_cost::charge_string_concatenation(&a, &b).map_err(|e| ftx.error(e))?;
+    }
     if matches!(a, Value::List(_)) != matches!(b, Value::List(_)) {
         return Err(ExecutionError::function_error(
             "_+_",
@@ -137,6 +155,8 @@ static IS_SORTED_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x
 /// `list.isSorted()`: elements that can be ordered (not maps, lists or null);
 /// then `kube-cel`'s.
 pub fn is_sorted(This(this): This<Value>) -> ResolveResult {
+    super::runtime_cost::charge_call("isSorted", Some(&this), &[], None)
+        .map_err(|e| ExecutionError::function_error("isSorted", e))?;
     let Value::List(items) = &this else {
         return Err(no_such_overload("isSorted", &this));
     };
@@ -154,10 +174,14 @@ static MAX_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.max()
 static SORT_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.sort()"));
 
 pub fn min(This(this): This<Value>) -> ResolveResult {
+    super::runtime_cost::charge_call("min", Some(&this), &[], None)
+        .map_err(|e| ExecutionError::function_error("min", e))?;
     extremum("min", &MIN_OF_X, this)
 }
 
 pub fn max(This(this): This<Value>) -> ResolveResult {
+    super::runtime_cost::charge_call("max", Some(&this), &[], None)
+        .map_err(|e| ExecutionError::function_error("max", e))?;
     extremum("max", &MAX_OF_X, this)
 }
 
@@ -292,6 +316,8 @@ pub fn go_format_double(d: f64) -> String {
 /// extension): an empty separator splits into characters; `n == 0` is `[]`,
 /// `n < 0` is all parts, `n > 0` at most `n`.
 pub fn split(This(this): This<Arc<String>>, Arguments(args): Arguments) -> ResolveResult {
+    super::runtime_cost::charge_call("split", Some(&Value::String(this.clone())), &[], None)
+        .map_err(|e| ExecutionError::function_error("split", e))?;
     let (Some(Value::String(sep)), limit) = (args.first(), args.get(1)) else {
         return Err(ExecutionError::function_error(
             "split",

@@ -65,7 +65,8 @@ pub fn quantifier_function(ftx: &FunctionContext) -> ResolveResult {
     let items = super::semantics::iteration_pairs(ftx, range)?;
     let mut scope = ftx.ptx.new_inner_scope();
     let mut first_error = None;
-    for (key_or_index, value) in items {
+    let mut items = items.into_iter().peekable();
+    while let Some((key_or_index, value)) = items.next() {
         if var2.is_empty() {
             // One variable: a list's element, a map's key.
             scope.add_variable_from_value(var1, if is_map { key_or_index } else { value });
@@ -74,7 +75,14 @@ pub fn quantifier_function(ftx: &FunctionContext) -> ResolveResult {
             scope.add_variable_from_value(var2, value);
         }
         match Value::resolve(&ftx.args[4], &scope) {
-            Ok(Value::Bool(b)) if b == decides => return Ok(Value::Bool(decides)),
+            Ok(Value::Bool(b)) if b == decides => {
+                // cel-go tests its loop condition once more before it stops.
+                if items.peek().is_some() {
+                    super::runtime_cost::charge_final_condition(decides)
+                        .map_err(|e| ftx.error(e))?;
+                }
+                return Ok(Value::Bool(decides));
+            }
             Ok(Value::Bool(_)) => {}
             Ok(_) => {
                 first_error.get_or_insert_with(|| {

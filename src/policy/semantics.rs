@@ -164,6 +164,7 @@ pub fn eq_function(ftx: &FunctionContext) -> ResolveResult {
     let (a, b) = two_args(ftx)?;
     let a = Value::resolve_val(a, ftx.ptx)?;
     let b = Value::resolve_val(b, ftx.ptx)?;
+    super::runtime_cost::charge_equality(a.as_ref(), b.as_ref())?;
     Ok(Value::Bool(equal(a.as_ref(), b.as_ref())))
 }
 
@@ -172,6 +173,7 @@ pub fn ne_function(ftx: &FunctionContext) -> ResolveResult {
     let (a, b) = two_args(ftx)?;
     let a = Value::resolve_val(a, ftx.ptx)?;
     let b = Value::resolve_val(b, ftx.ptx)?;
+    super::runtime_cost::charge_equality(a.as_ref(), b.as_ref())?;
     Ok(Value::Bool(!equal(a.as_ref(), b.as_ref())))
 }
 
@@ -638,6 +640,8 @@ pub fn rewrite(expr: &mut Expression) {
         Expr::Comprehension(c) => {
             if let Some(quantifier) = super::quantifiers::rewrite(id, c) {
                 *expr = quantifier;
+            } else if let Some(collect) = super::collect::rewrite(id, c) {
+                *expr = collect;
             } else if c.iter_var2.is_some() {
                 let c = std::mem::replace(c.as_mut(), empty_comprehension());
                 *expr = call(
@@ -816,6 +820,8 @@ mod tests {
 /// which wraps in a release build and panics in a debug one (found by
 /// tests/differential_generated.rs). An empty list sums to `0`.
 pub fn sum(This(this): This<Arc<Vec<Value>>>) -> ResolveResult {
+    super::runtime_cost::charge_call("sum", Some(&Value::List(this.clone())), &[], None)
+        .map_err(|e| ExecutionError::function_error("sum", e))?;
     let mut items = this.iter();
     let Some(first) = items.next() else {
         return Ok(Value::Int(0));

@@ -634,8 +634,11 @@ fn cost_guard_stops_pathological_expressions_quickly() {
     let req = create(cm("big", json!({"items": items})));
     let started = Instant::now();
     let d = eval(&load(&with("Fail")).expect("loads"), &req);
+    // It runs until its runtime cost passes Kubernetes' 1,000,000 (about 600
+    // passes of the inner loop, each reading the 100,000-element list): seconds
+    // in a debug build, not the hours the full loop would take.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(30),
         "took {:?}",
         started.elapsed()
     );
@@ -644,7 +647,7 @@ fn cost_guard_stops_pathological_expressions_quickly() {
         d.status
             .expect("status")
             .message
-            .contains("exceeds the limit")
+            .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
     assert!(eval(&load(&with("Ignore")).expect("loads"), &req).allowed);
     // The same expression on a small list runs normally.
@@ -666,7 +669,7 @@ fn cost_guard_counts_whole_values_compared_inside_loops() {
         d.status
             .expect("status")
             .message
-            .contains("exceeds the limit")
+            .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
 }
 
@@ -685,7 +688,7 @@ fn constant_ranges_are_bounded() {
         d.status
             .expect("status")
             .message
-            .contains("exceeds the limit")
+            .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
 }
 
@@ -1069,21 +1072,9 @@ fn attach_namespace_with(bindings: usize, clusters: Vec<serde_json::Value>) -> D
         .expect("evaluates")
 }
 
-/// The largest estimate recorded for `what` since the last call.
-fn take_estimate(what: &str) -> Option<u64> {
-    evaluate::ESTIMATES.with(|e| {
-        let all = std::mem::take(&mut *e.borrow_mut());
-        all.into_iter()
-            .filter(|(w, _)| w == what)
-            .map(|(_, c)| c)
-            .max()
-    })
-}
-
 #[test]
 fn cost_guard_lets_kubefed_policy_run_on_a_real_clusters_bindings() {
     for bindings in [116, 200, 1000] {
-        take_estimate("");
         let conflict = attach_namespace_with(
             bindings,
             vec![
@@ -1095,7 +1086,7 @@ fn cost_guard_lets_kubefed_policy_run_on_a_real_clusters_bindings() {
         let message = conflict.status.expect("denied").message;
         assert!(
             message.contains("KubeFedClusters host (10.20.0.10:6443), host-2023 (10.20.0.10:6443)")
-                && !message.contains("estimated cost"),
+                && !message.contains("cost"),
             "{bindings} bindings: {message}"
         );
         let healthy = attach_namespace_with(
@@ -1103,25 +1094,6 @@ fn cost_guard_lets_kubefed_policy_run_on_a_real_clusters_bindings() {
             vec![kubefed_cluster("host", "https://10.20.0.10:6443")],
         );
         assert!(healthy.allowed, "{bindings} bindings: {:?}", healthy.status);
-        let estimates = evaluate::ESTIMATES.with(|e| e.borrow().clone());
-        let estimate = |what: &str| {
-            estimates
-                .iter()
-                .filter(|(w, _)| w == what)
-                .map(|(_, c)| *c)
-                .max()
-                .expect("estimated")
-        };
-        let join = estimate("variables.joinIdentities");
-        let duplicates = estimate("variables.duplicates");
-        eprintln!(
-            "{bindings} bindings: variables.joinIdentities estimated at {join}, variables.duplicates at {duplicates}"
-        );
-        take_estimate("");
-        // Two registrations: a pass over them with a pass over them inside.
-        assert!(duplicates <= 2 + 2 * 2, "{duplicates}");
-        // 2 passes over the bindings, 2 over each one's widest member (metadata, 6 fields).
-        assert!(join <= 2 * (bindings as u64 + 1) * (1 + 6), "{join}");
     }
 }
 
@@ -1169,7 +1141,7 @@ fn cost_guard_bounds_filtered_and_mapped_ranges_by_their_source() {
         );
         let message = d.status.expect(expression).message;
         assert!(
-            message.contains("exceeds the limit"),
+            message.contains(super::runtime_cost::LIMIT_EXCEEDED),
             "{expression}: {message}"
         );
     }
@@ -1191,10 +1163,11 @@ fn cost_guard_bounds_loop_variables_by_what_lies_inside_their_elements() {
         d.status
             .expect("denied")
             .message
-            .contains("exceeds the limit")
+            .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
-    // Many narrow elements: nested passes cost the list times the elements' width.
-    let rows: Vec<_> = (0..20_000).map(|i| json!({"cells": [i, i + 1]})).collect();
+    // Many narrow elements: nested passes cost the list times the elements'
+    // width (about 70 units a row, so 2,000 rows stay under the limit).
+    let rows: Vec<_> = (0..2_000).map(|i| json!({"cells": [i, i + 1]})).collect();
     let d = cost_of(
         "inner",
         "",
@@ -1224,6 +1197,6 @@ fn cost_guard_sees_lookups_the_expression_reads_first() {
         d.status
             .expect("denied")
             .message
-            .contains("exceeds the limit")
+            .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
 }

@@ -98,7 +98,17 @@ pub fn variable_function(ftx: &FunctionContext) -> ResolveResult {
             } else {
                 // Evaluated in the caller's scope: variables see object, request, … and
                 // earlier variables exactly as the expression that reads them does.
-                Value::resolve(&named.expression.ast, ftx.ptx).map_err(|e| e.to_string())
+                // With a cost count of its own, charged to the policy's budget
+                // (kube-apiserver's composition context), not to the reader.
+                let measured = super::runtime_cost::measure(|| {
+                    Value::resolve(&named.expression.ast, ftx.ptx).map_err(|e| e.to_string())
+                });
+                super::runtime_cost::add_composition_cost(measured.cost);
+                if measured.exceeded {
+                    Err(super::runtime_cost::LIMIT_EXCEEDED.to_string())
+                } else {
+                    measured.value
+                }
             };
             #[cfg(test)]
             EVALUATIONS.with(|c| c.set(c.get() + 1));

@@ -7,14 +7,15 @@ use super::jsonpatch::{self, Operation, PatchError};
 use super::{MutatingPolicy, PatchType};
 use crate::cluster::ClusterState;
 use crate::policy::cel_env;
-use crate::policy::compile::{CompiledExpression, DataRoot, SizeOracle};
+use crate::policy::compile::CompiledExpression;
 use crate::policy::decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
-use crate::policy::evaluate::{COST_LIMIT, request_attributes};
+use crate::policy::evaluate::request_attributes;
 use crate::policy::lazy::LazyValue;
 use crate::policy::matching::{Attributes, Selector};
 use crate::policy::model::FailurePolicy;
 use crate::policy::paths::{DATA_BINDING, DataRoots};
-use crate::policy::values::{Shape, json_to_cel};
+use crate::policy::runtime_cost;
+use crate::policy::values::json_to_cel;
 use crate::policy::variables::{TABLE_BINDING, VariableTable};
 use crate::policy::{EvalOptions, InputError, Mode, PolicySet, Request, Stage, effective_name};
 use kube_cel::cel::Value;
@@ -429,17 +430,6 @@ impl Run<'_> {
         {
             return Err("the request deadline passed before this expression ran".to_string());
         }
-        let oracle = Sizes { data };
-        for e in std::iter::once(expression).chain(unit.variables.iter().map(|v| &v.expression)) {
-            if e.has_comprehension_cost() {
-                let cost = e.estimated_cost(&oracle);
-                if cost > COST_LIMIT {
-                    return Err(format!(
-                        "estimated cost {cost} exceeds the limit of {COST_LIMIT} for this request (nested iteration over large input)"
-                    ));
-                }
-            }
-        }
         let mut scope = cel_env::root().new_inner_scope();
         scope.add_variable_from_value(DATA_BINDING, Value::Opaque(data.clone()));
         scope.add_variable_from_value("request", self.request_cel.clone());
@@ -449,9 +439,17 @@ impl Run<'_> {
         }
         let _ = self.request;
         // The `cel` crate still has panicking paths: a panic is an evaluation error.
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            Value::resolve(&expression.ast, &scope)
-        })) {
+        let measured = runtime_cost::measure(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Value::resolve(&expression.ast, &scope)
+            }))
+        });
+        // Variables count against the per-expression limit of their own only.
+        runtime_cost::take_composition_cost();
+        if measured.exceeded {
+            return Err(runtime_cost::LIMIT_EXCEEDED.to_string());
+        }
+        match measured.value {
             Ok(result) => result.map_err(|e| e.to_string()),
             Err(_) => Err("the CEL interpreter failed on this input".to_string()),
         }
@@ -462,35 +460,6 @@ fn lazy(value: &Value) -> LazyValue {
     match value {
         Value::Null => LazyValue::null(),
         v => LazyValue::from_value(v.clone()),
-    }
-}
-
-/// Sizes of the bound data, for the cost bound checked before evaluation.
-struct Sizes<'a> {
-    data: &'a DataRoots,
-}
-
-impl SizeOracle for Sizes<'_> {
-    fn shape_at(&self, root: DataRoot, path: &[String]) -> Option<Shape> {
-        let lazy = match root {
-            DataRoot::Object => &self.data.roots[0],
-            DataRoot::OldObject => &self.data.roots[1],
-            DataRoot::NamespaceObject => &self.data.roots[2],
-            // MutatingAdmissionPolicies with params are refused at load.
-            DataRoot::Lookup(_) | DataRoot::Params => return None,
-        };
-        lazy.path(path).map(LazyValue::shape)
-    }
-    fn widest(&self) -> u64 {
-        self.data
-            .roots
-            .iter()
-            .map(|r| r.shape().widest)
-            .max()
-            .unwrap_or(0)
-    }
-    fn total(&self) -> u64 {
-        self.data.roots.iter().map(|r| r.shape().nodes).sum()
     }
 }
 
