@@ -272,3 +272,119 @@ fn the_cost_limit_falls_where_kube_apiservers_does() {
         }
     }
 }
+
+/// The budget of a policy evaluation, through the whole admission path of both
+/// (the gate's `PolicySet` and the oracle's validating admission policy plugin):
+/// validations of about 998,000 each on a ConfigMap with a 10,000-character
+/// value; ten fit in the 10,000,000 budget, eleven do not, and then the policy's
+/// one decision is kube-apiserver's "running out of cost budget" error, for
+/// failurePolicy; a variable of that cost read by eleven validations is charged
+/// once; one expression over the per-expression limit is an evaluation error.
+#[test]
+fn the_policy_budget_is_spent_as_kube_apiserver_spends_it() {
+    use differential_support::{OracleProcess, compare_answers, request_json};
+    use safety_gate::admission::synthetic::{RequestSpec, build_request};
+    use safety_gate::cluster::Snapshot;
+    use safety_gate::policy::{EvalOptions, PolicySet};
+    let Some(oracle) = oracle_binary() else {
+        assert!(!in_ci(), "the oracle is required under CI=true");
+        eprintln!("differential_cost: oracle not built; skipped");
+        return;
+    };
+    // 990 elements: the range 1,001, per element the loop 3, `!` 1, the path 3
+    // and `contains` 1,000: 997,932 with the result.
+    let heavy = |k: usize| format!("lists.range(990).all(x, !object.data.s.contains('z{k}'))");
+    let validations =
+        |n: usize| -> Vec<Json> { (0..n).map(|k| json!({"expression": heavy(k)})).collect() };
+    let cases: Vec<(&str, Json)> = vec![
+        (
+            "ten heavy validations",
+            json!({"validations": validations(10)}),
+        ),
+        (
+            "eleven heavy validations",
+            json!({"validations": validations(11)}),
+        ),
+        (
+            "a heavy variable read by eleven validations",
+            json!({"variables": [{"name": "heavy", "expression": heavy(0)}],
+                   "validations": (0..11).map(|k| json!({"expression": format!("variables.heavy && {k} >= 0")})).collect::<Vec<_>>()}),
+        ),
+        (
+            "one expression over the limit",
+            json!({"validations": [{"expression": "lists.range(1000).all(x, !object.data.s.contains('z'))"}]}),
+        ),
+    ];
+    let request = build_request(RequestSpec {
+        uid: "budget".into(),
+        object: Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "big", "namespace": "default"},
+            "data": {"s": "a".repeat(10_000)}})),
+        namespace: Some("default".into()),
+        ..Default::default()
+    })
+    .expect("request");
+    let mut inputs = Vec::new();
+    let mut gate = Vec::new();
+    for (what, body) in &cases {
+        for failure_policy in ["Fail", "Ignore"] {
+            let mut spec = body.clone();
+            spec["failurePolicy"] = json!(failure_policy);
+            spec["matchConstraints"] = json!({"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"]}]});
+            let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+                "metadata": {"name": "budget"}, "spec": spec});
+            let binding = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+                "metadata": {"name": "budget"}, "spec": {"policyName": "budget", "validationActions": ["Deny"]}});
+            let dir = tempfile::tempdir().expect("tempdir");
+            std::fs::write(
+                dir.path().join("p.yaml"),
+                format!("{policy}\n---\n{binding}\n"),
+            )
+            .expect("write");
+            let set = PolicySet::load_dir(dir.path()).expect("loads");
+            let d = set
+                .evaluate(&request, &Snapshot::empty(), &EvalOptions::default())
+                .expect("evaluates");
+            inputs.push(
+                json!({"policies": [policy], "bindings": [binding], "params": [],
+                "namespaces": [], "request": request_json(&request)}),
+            );
+            gate.push((format!("{what} ({failure_policy})"), d));
+        }
+    }
+    let mut process = OracleProcess::start(&oracle);
+    let answers = process.ask(&inputs);
+    process.finish();
+    let mut differences = Vec::new();
+    for ((what, d), kube) in gate.iter().zip(&answers) {
+        assert!(kube["error"].is_null(), "oracle error for {what}: {kube}");
+        eprintln!(
+            "{what}: gate {} {:?}; kube-apiserver {} {}",
+            d.allowed,
+            d.status.as_ref().map(|s| &s.message),
+            kube["allowed"],
+            kube["message"]
+        );
+        for (class, detail) in compare_answers(d, kube) {
+            // The documented wrapping of every denial, and the gate's own
+            // `evaluation_error` annotation for an error that Ignore let
+            // through (tests/differential/known-differences.yaml).
+            if class != "message-framing" && class != "audit-annotations" {
+                differences.push(format!("{class} {what}: {detail}"));
+            }
+        }
+    }
+    let denied_for_budget = gate.iter().filter(|(_, d)| {
+        d.status.as_ref().is_some_and(|s| {
+            s.message
+                .contains(safety_gate::policy::runtime_cost::OUT_OF_BUDGET)
+        })
+    });
+    assert_eq!(
+        denied_for_budget.count(),
+        1,
+        "eleven heavy validations under Fail"
+    );
+    assert!(differences.is_empty(), "{}", differences.join("\n"));
+}
