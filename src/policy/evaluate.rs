@@ -1,20 +1,18 @@
 //! Evaluating one request against the loaded policies.
 
-use super::compile::{CompiledExpression, DataRoot, SizeOracle};
+use super::compile::CompiledExpression;
 use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
 use super::lazy::LazyValue;
 use super::matching::{Attributes, RequestedResource};
 use super::model::FailurePolicy;
 use super::mutate;
 use super::paths::{DATA_BINDING, DataRoots};
-use super::values::Shape;
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
 use super::{cel_env, runtime_cost};
 use crate::cluster::{ClusterState, LookupError};
 use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{Context, Value};
-use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
@@ -65,8 +63,6 @@ impl std::error::Error for InputError {}
 struct Bound {
     data: Arc<DataRoots>,
     namespace: Option<Result<Option<crate::cluster::NamespaceInfo>, LookupError>>,
-    widest: OnceCell<u64>,
-    total: OnceCell<u64>,
 }
 
 impl Bound {
@@ -76,57 +72,6 @@ impl Bound {
 
     fn old_object(&self) -> &LazyValue {
         &self.data.roots[1]
-    }
-}
-
-struct PolicyData<'a> {
-    bound: &'a Bound,
-    /// Null until fetched.
-    lookups: Vec<Value>,
-    /// This evaluation's param object (null without one).
-    params: Value,
-}
-
-impl SizeOracle for PolicyData<'_> {
-    fn shape_at(&self, root: DataRoot, path: &[String]) -> Option<Shape> {
-        let lazy = match root {
-            DataRoot::Object => self.bound.object(),
-            DataRoot::OldObject => self.bound.old_object(),
-            DataRoot::NamespaceObject => &self.bound.data.roots[2],
-            DataRoot::Lookup(i) => {
-                return self
-                    .lookups
-                    .get(i)
-                    .and_then(|v| super::values::select_path(v, path))
-                    .map(Shape::of);
-            }
-            DataRoot::Params => {
-                return super::values::select_path(&self.params, path).map(Shape::of);
-            }
-        };
-        lazy.path(path).map(LazyValue::shape)
-    }
-    fn widest(&self) -> u64 {
-        *self
-            .bound
-            .widest
-            .get_or_init(|| self.all_shapes().map(|s| s.widest).max().unwrap_or(0))
-    }
-    fn total(&self) -> u64 {
-        *self
-            .bound
-            .total
-            .get_or_init(|| self.all_shapes().map(|s| s.nodes).sum())
-    }
-}
-
-impl PolicyData<'_> {
-    /// Everything bound, measured without decoding the objects.
-    fn all_shapes(&self) -> impl Iterator<Item = Shape> + '_ {
-        [self.bound.object().shape(), self.bound.old_object().shape()]
-            .into_iter()
-            .chain(self.lookups.iter().map(Shape::of))
-            .chain(std::iter::once(Shape::of(&self.params)))
     }
 }
 
@@ -166,8 +111,6 @@ impl PolicySet {
                 roots: [object, old_object, namespace_object],
             }),
             namespace,
-            widest: OnceCell::new(),
-            total: OnceCell::new(),
         };
 
         // Expressions reach the objects only through the path functions (see
@@ -205,7 +148,7 @@ impl PolicySet {
                 Ok(params) => {
                     for param in params {
                         evaluations.push(evaluate_policy(
-                            policy, &shared, &bound, request, cluster, options, param,
+                            policy, &shared, request, cluster, options, param,
                         ));
                     }
                 }
@@ -437,7 +380,8 @@ struct Evaluator<'p, 'c> {
     /// Cost units (Kubernetes') the current phase may still spend: matchConditions,
     /// validations and their messages, audit annotations (see `runtime_cost.rs`).
     budget: u64,
-    data: PolicyData<'c>,
+    /// Per lookup: its objects (null until fetched).
+    lookups: Vec<Value>,
     /// Per lookup: read from the cluster state (only when an expression needs it).
     fetched: Vec<bool>,
     /// The first lookup that could not be read; every expression needing it
@@ -450,7 +394,6 @@ struct Evaluator<'p, 'c> {
 fn evaluate_policy(
     policy: &Policy,
     shared: &Context,
-    bound: &Bound,
     request: &Request,
     cluster: &dyn ClusterState,
     options: &EvalOptions,
@@ -484,11 +427,7 @@ fn evaluate_policy(
         without_authorizer,
         in_messages: false,
         budget: runtime_cost::MATCH_CONDITIONS_BUDGET,
-        data: PolicyData {
-            bound,
-            lookups: vec![Value::Null; policy.lookups.len()],
-            params,
-        },
+        lookups: vec![Value::Null; policy.lookups.len()],
         fetched: vec![false; policy.lookups.len()],
         unavailable: None,
         cluster,
@@ -806,7 +745,7 @@ impl Evaluator<'_, '_> {
                         return Err(message);
                     }
                 };
-            self.data.lookups[index] = value;
+            self.lookups[index] = value;
             self.fetched[index] = true;
             changed = true;
         }
@@ -815,7 +754,7 @@ impl Evaluator<'_, '_> {
                 .policy
                 .lookups
                 .iter()
-                .zip(&self.data.lookups)
+                .zip(&self.lookups)
                 .zip(&self.fetched)
                 .filter(|(_, fetched)| **fetched)
                 .map(|((spec, value), _)| (Key::String(Arc::new(spec.name.clone())), value.clone()))

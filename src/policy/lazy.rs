@@ -7,7 +7,7 @@
 //! for their members (without building values) and decodes only `selector`.
 //! Every level is decoded at most once per request.
 
-use super::values::{Shape, decode_json, json_to_cel};
+use super::values::{decode_json, json_to_cel};
 use kube_cel::cel::Value;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
@@ -18,7 +18,6 @@ pub struct LazyValue {
     source: Source,
     members: OnceLock<Result<Option<HashMap<String, LazyValue>>, String>>,
     value: OnceLock<Result<Value, String>>,
-    shape: OnceLock<Shape>,
 }
 
 enum Source {
@@ -55,7 +54,6 @@ impl LazyValue {
             source,
             members: OnceLock::new(),
             value: OnceLock::new(),
-            shape: OnceLock::new(),
         }
     }
 
@@ -140,19 +138,6 @@ impl LazyValue {
             })
             .as_ref()
             .map_err(Clone::clone)
-    }
-
-    /// Sizes for the cost guard, from the text when it was never decoded.
-    pub fn shape(&self) -> Shape {
-        *self
-            .shape
-            .get_or_init(|| match (&self.source, self.value.get()) {
-                (_, Some(Ok(v))) | (Source::Decoded(v), _) => Shape::of(v),
-                (Source::Text { .. }, _) => self
-                    .raw()
-                    .and_then(|r| Shape::of_json(r).ok())
-                    .unwrap_or_default(),
-            })
     }
 
     /// Follows field names; `None` when a step is absent or not an object.

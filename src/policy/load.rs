@@ -561,7 +561,6 @@ fn build_policy(
     let early_scope = Scope {
         variables: &no_vars,
         variable_origins: &no_origins,
-        variable_ranges: &[],
         lookups: &lookup_names,
         allow_variables: false,
         params,
@@ -609,7 +608,6 @@ fn build_policy(
 
     let mut variable_names = Vec::new();
     let mut variable_origins = Vec::new();
-    let mut variable_ranges = Vec::new();
     let mut variables = Vec::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let field = format!("spec.variables[{i}].expression");
@@ -632,7 +630,6 @@ fn build_policy(
         let scope = Scope {
             variables: &variable_names,
             variable_origins: &variable_origins,
-            variable_ranges: &variable_ranges,
             lookups: &lookup_names,
             allow_variables: true,
             params,
@@ -654,7 +651,6 @@ fn build_policy(
                 .map(|c| c.origins.clone())
                 .unwrap_or_default(),
         );
-        variable_ranges.push(compiled.as_ref().and_then(|c| c.range.clone()));
         variable_names.push(v.name.clone());
         if let Some(c) = compiled {
             variables.push(Named {
@@ -666,7 +662,6 @@ fn build_policy(
     let scope = Scope {
         variables: &variable_names,
         variable_origins: &variable_origins,
-        variable_ranges: &variable_ranges,
         lookups: &lookup_names,
         allow_variables: true,
         params,

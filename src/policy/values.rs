@@ -1,5 +1,4 @@
-//! JSON → CEL values, the way Kubernetes reads them, and the sizes the cost
-//! guard needs.
+//! JSON → CEL values, the way Kubernetes reads them.
 //!
 //! Why our own conversion: `cel::to_value` turns every non-negative JSON
 //! integer into `uint`, so `object.spec.replicas + 1` fails; Kubernetes reads
@@ -8,9 +7,7 @@
 
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
-use serde::de::{
-    DeserializeSeed, Deserializer, Error as _, IgnoredAny, MapAccess, SeqAccess, Visitor,
-};
+use serde::de::{DeserializeSeed, Deserializer, Error as _, MapAccess, SeqAccess, Visitor};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -158,177 +155,6 @@ impl<'de> Visitor<'de> for Decode {
     }
 }
 
-/// What the cost guard needs to know about a value: its own length (list,
-/// map or string), how many values it holds, its widest container, and the
-/// widest container strictly inside it (what a value drawn from its elements
-/// can iterate over).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Shape {
-    pub length: u64,
-    pub nodes: u64,
-    pub widest: u64,
-    /// The widest list or map among its members' subtrees (not counting the
-    /// value itself): 0 for scalars and for containers of scalars.
-    pub widest_below: u64,
-}
-
-impl Shape {
-    pub fn of(value: &Value) -> Shape {
-        let children = |items: &mut dyn Iterator<Item = &Value>| {
-            let mut shape = Shape {
-                nodes: 1,
-                ..Shape::default()
-            };
-            for item in items {
-                let child = Shape::of(item);
-                shape.length += 1;
-                shape.nodes += child.nodes;
-                shape.widest_below = shape.widest_below.max(child.widest);
-            }
-            shape.widest = shape.widest_below.max(shape.length);
-            shape
-        };
-        match value {
-            Value::List(items) => children(&mut items.iter()),
-            Value::Map(map) => children(&mut map.map.values()),
-            other => Shape {
-                length: length_of(other),
-                nodes: node_count(other),
-                widest: 0,
-                widest_below: 0,
-            },
-        }
-    }
-
-    /// The shape of JSON text, in one pass that builds no values.
-    pub fn of_json(text: &str) -> Result<Shape, serde_json::Error> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let shape = ShapeScan.deserialize(&mut de)?;
-        de.end()?;
-        Ok(shape)
-    }
-}
-
-struct ShapeScan;
-
-impl<'de> DeserializeSeed<'de> for ShapeScan {
-    type Value = Shape;
-    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Shape, D::Error> {
-        deserializer.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ShapeScan {
-    type Value = Shape;
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("any JSON value")
-    }
-    fn visit_unit<E>(self) -> Result<Shape, E> {
-        Ok(Shape {
-            nodes: 1,
-            ..Shape::default()
-        })
-    }
-    fn visit_bool<E>(self, _: bool) -> Result<Shape, E> {
-        Ok(Shape {
-            nodes: 1,
-            ..Shape::default()
-        })
-    }
-    fn visit_i64<E>(self, _: i64) -> Result<Shape, E> {
-        Ok(Shape {
-            nodes: 1,
-            ..Shape::default()
-        })
-    }
-    fn visit_u64<E>(self, _: u64) -> Result<Shape, E> {
-        Ok(Shape {
-            nodes: 1,
-            ..Shape::default()
-        })
-    }
-    fn visit_f64<E>(self, _: f64) -> Result<Shape, E> {
-        Ok(Shape {
-            nodes: 1,
-            ..Shape::default()
-        })
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Shape, E> {
-        let len = v.len() as u64;
-        Ok(Shape {
-            length: len,
-            nodes: 1 + len / 64,
-            ..Shape::default()
-        })
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Shape, A::Error> {
-        let mut shape = Shape {
-            nodes: 1,
-            ..Shape::default()
-        };
-        while let Some(child) = seq.next_element_seed(ShapeScan)? {
-            shape.length += 1;
-            if shape.length.is_multiple_of(CHECK_EVERY as u64) {
-                super::cancel::check().map_err(A::Error::custom)?;
-            }
-            shape.nodes += child.nodes;
-            shape.widest_below = shape.widest_below.max(child.widest);
-        }
-        shape.widest = shape.widest_below.max(shape.length);
-        Ok(shape)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Shape, A::Error> {
-        let mut shape = Shape {
-            nodes: 1,
-            ..Shape::default()
-        };
-        while access.next_key::<IgnoredAny>()?.is_some() {
-            let child = access.next_value_seed(ShapeScan)?;
-            shape.length += 1;
-            if shape.length.is_multiple_of(CHECK_EVERY as u64) {
-                super::cancel::check().map_err(A::Error::custom)?;
-            }
-            shape.nodes += child.nodes;
-            shape.widest_below = shape.widest_below.max(child.widest);
-        }
-        shape.widest = shape.widest_below.max(shape.length);
-        Ok(shape)
-    }
-}
-
-/// Number of values in a CEL value tree: the size bound used by the cost guard.
-pub fn node_count(value: &Value) -> u64 {
-    match value {
-        Value::List(items) => 1 + items.iter().map(node_count).sum::<u64>(),
-        Value::Map(map) => 1 + map.map.values().map(node_count).sum::<u64>(),
-        Value::String(s) => 1 + (s.len() as u64 / 64),
-        _ => 1,
-    }
-}
-
-/// Follows field names from `value`; `None` when a step is absent or not a map.
-pub fn select_path<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
-    let mut current = value;
-    for field in path {
-        match current {
-            Value::Map(map) => current = map.map.get(&Key::String(Arc::new(field.clone())))?,
-            _ => return None,
-        }
-    }
-    Some(current)
-}
-
-/// Length of a list, map or string value (0 for scalars).
-pub fn length_of(value: &Value) -> u64 {
-    match value {
-        Value::List(items) => items.len() as u64,
-        Value::Map(map) => map.map.len() as u64,
-        Value::String(s) => s.len() as u64,
-        Value::Bytes(b) => b.len() as u64,
-        _ => 0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,29 +194,6 @@ mod tests {
     fn decoding_rejects_malformed_json() {
         assert!(decode_json("{\"a\":").is_err());
         assert!(decode_json("{} trailing").is_err());
-    }
-
-    #[test]
-    fn shape_of_json_text_matches_shape_of_values() {
-        let json = serde_json::json!({"a": [1, 2, 3, {"b": "x".repeat(130)}], "c": {"d": null}});
-        let from_text = Shape::of_json(&json.to_string()).unwrap();
-        assert_eq!(from_text, Shape::of(&json_to_cel(&json)));
-        assert_eq!(from_text.length, 2);
-        assert_eq!(from_text.widest, 4);
-        assert_eq!(from_text.widest_below, 4);
-    }
-
-    #[test]
-    fn widest_below_leaves_out_the_value_itself() {
-        // 5 elements, each a map of 2 whose widest member is a list of 3.
-        let json = serde_json::json!([
-            {"a": [1, 2, 3], "b": 1}, {"a": [], "b": 2}, {"a": [1], "b": 3}, {"b": 4}, {"b": 5}
-        ]);
-        let shape = Shape::of_json(&json.to_string()).unwrap();
-        assert_eq!(shape, Shape::of(&json_to_cel(&json)));
-        assert_eq!((shape.length, shape.widest, shape.widest_below), (5, 5, 3));
-        let scalar = Shape::of_json("\"text\"").unwrap();
-        assert_eq!((scalar.widest, scalar.widest_below), (0, 0));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use super::model::{MapBindingDocument, MapDocument, MutationDocument};
 use super::{MutatingPolicy, Mutation, PatchType};
-use crate::policy::compile::{CompileError, Origin, RangeDesc, Scope, compile_lowered};
+use crate::policy::compile::{CompileError, Origin, Scope, compile_lowered};
 use crate::policy::documents::Document;
 use crate::policy::load::{LoadError, LoadNote};
 use crate::policy::matching::Matcher;
@@ -324,7 +324,6 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
     let early = Scope {
         variables: &no_names,
         variable_origins: &no_origins,
-        variable_ranges: &[],
         lookups: &[],
         allow_variables: false,
         params: false,
@@ -334,7 +333,6 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
 
     let mut names: Vec<String> = Vec::new();
     let mut origins: Vec<Vec<Origin>> = Vec::new();
-    let mut ranges: Vec<Option<RangeDesc>> = Vec::new();
     let mut variables = Vec::new();
     for (i, v) in spec.variables.iter().enumerate() {
         let line = v.expression.referenced.line();
@@ -356,7 +354,6 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
         let scope = Scope {
             variables: &names,
             variable_origins: &origins,
-            variable_ranges: &ranges,
             lookups: &[],
             allow_variables: true,
             params: false,
@@ -383,7 +380,6 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
                 .map(|c| c.origins.clone())
                 .unwrap_or_default(),
         );
-        ranges.push(compiled.as_ref().and_then(|c| c.range.clone()));
         names.push(v.name.clone());
         if let Some(c) = compiled {
             variables.push(Named {
@@ -395,7 +391,6 @@ fn compile_policy(doc: &Document, policy: &MapDocument) -> Result<Parts, Vec<Loa
     let scope = Scope {
         variables: &names,
         variable_origins: &origins,
-        variable_ranges: &ranges,
         lookups: &[],
         allow_variables: true,
         params: false,
