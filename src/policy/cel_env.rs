@@ -43,6 +43,13 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("format", guarded(super::format_values::format));
     ctx.add_function(overloads::ADD, guarded(overloads::add_function));
     ctx.add_function("dyn", guarded(semantics::dyn_function));
+    ctx.add_function("type", guarded(super::type_values::type_function));
+    ctx.add_function("bool", guarded(super::type_values::bool_function));
+    ctx.add_function("optional.unwrap", guarded(overloads::unwrap_optionals));
+    ctx.add_function("unwrapOpt", guarded(overloads::unwrap_optionals));
+    for name in super::type_values::NAMES {
+        ctx.add_variable_from_value(*name, super::type_values::named(name));
+    }
     ctx.add_function(semantics::EQ, guarded(semantics::eq_function));
     ctx.add_function(semantics::NE, guarded(semantics::ne_function));
     ctx.add_function(semantics::IN, guarded(semantics::in_function));

@@ -347,6 +347,8 @@ impl Analysis<'_> {
                 return Vec::new();
             }
             "params" if self.scope.params => DataRoot::Params,
+            // A type used as a value (`type(x) == int`).
+            n if super::type_values::NAMES.contains(&n) => return Vec::new(),
             // Not data: checks answered by the authorizer (authz.rs).
             "authorizer" if self.scope.authorizer => {
                 self.reads.authorizer = true;

@@ -193,6 +193,8 @@ pub const FUNCTIONS: &[Declared] = declared![
     "int" Global BASE, "the standard library";
     "uint" Global BASE, "the standard library";
     "dyn" Global BASE, "the standard library";
+    "type" Global BASE, "the standard library";
+    "bool" Global BASE, "the standard library";
     "duration" Global BASE, "the standard library";
     "timestamp" Global BASE, "the standard library";
     "getFullYear" Member BASE, "the standard library";
@@ -213,6 +215,8 @@ pub const FUNCTIONS: &[Declared] = declared![
     "hasValue" Member BASE, "optional types";
     "or" Member BASE, "optional types";
     "orValue" Member BASE, "optional types";
+    "optional.unwrap" Global BASE, "optional types";
+    "unwrapOpt" Member BASE, "optional types";
     // cel-go strings extension (v2)
     "charAt" Member BASE, "the strings extension";
     "format" Member BASE, "the strings extension";

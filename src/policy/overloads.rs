@@ -32,7 +32,7 @@ fn no_such_overload(function: &str, this: &Value) -> ExecutionError {
 }
 
 /// cel-go's type names, for messages.
-fn type_name(v: &Value) -> &'static str {
+pub(super) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::List(_) => "list",
         Value::Map(_) => "map",
@@ -407,6 +407,32 @@ pub(super) fn kube_library_call_with<const N: usize>(
 /// `string(x)`: the library's own conversion (for values the overrides leave
 /// to it: ip(), cidr(), timestamps, durations).
 pub(super) static STRING_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("string(x)"));
+
+/// `optional.unwrap(list)` / `list.unwrapOpt()` (cel-go's optional library):
+/// the values of the present optionals, in order; an element that is not an
+/// optional is an error.
+pub fn unwrap_optionals(ftx: &FunctionContext) -> ResolveResult {
+    use kube_cel::cel::objects::OptionalValue;
+    let list = match (&ftx.this, ftx.args.first()) {
+        (Some(this), None) => this.clone(),
+        (None, Some(arg)) => Value::resolve(arg, ftx.ptx)?,
+        _ => return Err(ftx.error("unwrap takes one list")),
+    };
+    let Value::List(items) = &list else {
+        return Err(no_such_overload("unwrap", &list));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        match item {
+            Value::Opaque(o) => match o.downcast_ref::<OptionalValue>() {
+                Some(opt) => out.extend(opt.value().cloned()),
+                None => return Err(no_such_overload("unwrap", item)),
+            },
+            other => return Err(no_such_overload("unwrap", other)),
+        }
+    }
+    Ok(Value::List(Arc::new(out)))
+}
 
 #[cfg(test)]
 mod tests {

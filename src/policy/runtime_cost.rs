@@ -432,6 +432,8 @@ fn walk(expr: &mut Expression) -> u64 {
     }
     match &mut expr.expr {
         Expr::Literal(_) | Expr::Unspecified => 0,
+        // A type name is a constant in cel-go.
+        Expr::Ident(name) if super::type_values::NAMES.contains(&name.as_str()) => 0,
         Expr::Ident(_) => 1,
         // `has(x.f)` is free in Kubernetes (PresenceTestHasCost(false)).
         Expr::Select(s) => walk(&mut s.operand) + u64::from(!s.test),

@@ -195,6 +195,12 @@ pub fn judge(result: Result<Value, String>, expected: &Expected) -> Outcome {
         (Err(e), Expected::Value(want)) => {
             Outcome::Failed(format!("expected {want:?}, got error: {e}"))
         }
+        (Ok(Value::Opaque(o)), Expected::Type(t))
+            if o.downcast_ref::<safety_gate::policy::type_values::TypeValue>()
+                .is_some_and(|got| got.0 == *t) =>
+        {
+            Outcome::Passed
+        }
         (Ok(v), Expected::Type(t)) => Outcome::Failed(format!("expected type {t}, got {v:?}")),
         (Err(e), Expected::Type(t)) => {
             Outcome::Failed(format!("expected type {t}, got error: {e}"))
