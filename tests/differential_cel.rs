@@ -283,6 +283,9 @@ fn gate_cel_passes_what_kubernetes_passes_on_the_cel_spec_suite() {
     let mut listed_by_reason: BTreeMap<&str, usize> = BTreeMap::new();
     let mut stale = Vec::new();
     let mut oracle_errors = Vec::new();
+    // (kube-apiserver refuses to compile and the gate's check refuses too, or not).
+    let mut type_check = (0usize, 0usize);
+    let mut wrongly_refused = Vec::new();
     for ((id, run), (answer, outcome)) in ids.iter().zip(&runnable).zip(answers.iter().zip(&gate)) {
         if answer.get("stage").and_then(Json::as_str) == Some("input") {
             oracle_errors.push(format!("{id}: {answer}"));
@@ -294,6 +297,30 @@ fn gate_cel_passes_what_kubernetes_passes_on_the_cel_spec_suite() {
             Outcome::Failed(d) => Some(d.replace('\n', " ")),
             Outcome::Skipped(why) => Some(why.to_string()),
         };
+        // The load-time type check against kube-apiserver's: it may refuse
+        // only what kube-apiserver refuses to compile.
+        let kube_refuses = answer.get("stage").and_then(Json::as_str) == Some("compile");
+        // On a large stack: the parser recurses deeply on the suite's nesting tests.
+        let expr = run.expr.clone();
+        let (parses, refused) = std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                (
+                    safety_gate::policy::cel_env::parse(&expr).is_ok(),
+                    safety_gate::policy::cel_env::check_types(&expr).is_err(),
+                )
+            })
+            .expect("thread")
+            .join()
+            .expect("checks");
+        match (kube_refuses, refused) {
+            (true, true) => type_check.0 += 1,
+            (true, false) => type_check.1 += 1,
+            (false, true) if parses => {
+                wrongly_refused.push(format!("{id}: {}", run.expr.replace('\n', " ")))
+            }
+            _ => {}
+        }
         let class = match (&kube, &gate_detail) {
             (Ok(()), None) => Class::Agree,
             (Ok(()), Some(_)) => Class::GateFails,
@@ -362,6 +389,17 @@ fn gate_cel_passes_what_kubernetes_passes_on_the_cel_spec_suite() {
             println!("  {s}");
         }
     }
+    println!(
+        "  type check at load: kube-apiserver refuses {} expressions to compile; the gate refuses {} of them, and nothing kube-apiserver compiles ({} refused wrongly)",
+        type_check.0 + type_check.1,
+        type_check.0,
+        wrongly_refused.len()
+    );
+    assert!(
+        wrongly_refused.is_empty(),
+        "the gate's type check refuses what kube-apiserver compiles:\n{}",
+        wrongly_refused.join("\n")
+    );
     assert!(
         oracle_errors.is_empty(),
         "the oracle could not run {} cases:\n{}",

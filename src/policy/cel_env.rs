@@ -251,6 +251,15 @@ pub fn evaluate(
     evaluate_with_cost(source, bindings).0
 }
 
+/// What kube-apiserver's type check refuses in `source`, as the loader checks
+/// a policy expression (see `type_check.rs`); a syntax error is an error too.
+pub fn check_types(source: &str) -> Result<(), String> {
+    let mut ast = parse(source)?;
+    semantics::expand_two_variable_macros(&mut ast);
+    super::macros::expand(&mut ast);
+    super::type_check::check(&ast)
+}
+
 /// [`evaluate`], with the runtime cost in Kubernetes' units (see
 /// `runtime_cost.rs`); past the per-expression limit the result is its error.
 pub fn evaluate_with_cost(

@@ -168,6 +168,12 @@ pub fn compile_lowered(
     })?;
     super::semantics::expand_two_variable_macros(&mut ast);
     super::macros::expand(&mut ast);
+    // What kube-apiserver's type check refuses when the policy is created.
+    super::type_check::check(&ast).map_err(|message| CompileError {
+        message,
+        line: 1,
+        column: 1,
+    })?;
     let mut analysis = Analysis {
         scope,
         reads: Reads::default(),

@@ -27,6 +27,7 @@ mod quantifiers;
 mod request;
 pub mod runtime_cost;
 mod semantics;
+mod type_check;
 pub mod type_values;
 mod validation;
 pub mod values;
