@@ -39,6 +39,9 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("isSorted", guarded(overloads::is_sorted));
     ctx.add_function("int", guarded(overloads::int));
     ctx.add_function("uint", guarded(overloads::uint));
+    ctx.add_function("bytes", guarded(overloads::bytes));
+    ctx.add_function("duration", guarded(overloads::duration));
+    ctx.add_function("timestamp", guarded(overloads::timestamp));
     ctx.add_function("split", guarded(overloads::split));
     ctx.add_function("format", guarded(super::format_values::format));
     ctx.add_function(overloads::ADD, guarded(overloads::add_function));

@@ -408,6 +408,41 @@ pub(super) fn kube_library_call_with<const N: usize>(
 /// to it: ip(), cidr(), timestamps, durations).
 pub(super) static STRING_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("string(x)"));
 
+static BYTES_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("bytes(x)"));
+static DURATION_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("duration(x)"));
+static TIMESTAMP_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("timestamp(x)"));
+
+/// `bytes(x)`, `duration(x)`, `timestamp(x)` with cel-go's identity overloads
+/// (`bytes(b'a')`, `duration(d)`, `timestamp(t)`) and `timestamp(int)` (Unix
+/// seconds), which the library lacks; the rest is the library's own.
+pub fn bytes(This(this): This<Value>) -> ResolveResult {
+    match this {
+        b @ Value::Bytes(_) => Ok(b),
+        other => kube_library_call(&BYTES_OF_X, other),
+    }
+}
+
+pub fn duration(This(this): This<Value>) -> ResolveResult {
+    match this {
+        d @ Value::Duration(_) => Ok(d),
+        other => kube_library_call(&DURATION_OF_X, other),
+    }
+}
+
+pub fn timestamp(This(this): This<Value>) -> ResolveResult {
+    match this {
+        t @ Value::Timestamp(_) => Ok(t),
+        // CEL's range: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z.
+        Value::Int(seconds) => (-62_135_596_800..=253_402_300_799)
+            .contains(&seconds)
+            .then(|| chrono::DateTime::from_timestamp(seconds, 0))
+            .flatten()
+            .map(|t| Value::Timestamp(t.fixed_offset()))
+            .ok_or_else(|| ExecutionError::function_error("timestamp", "timestamp out of range")),
+        other => kube_library_call(&TIMESTAMP_OF_X, other),
+    }
+}
+
 /// `optional.unwrap(list)` / `list.unwrapOpt()` (cel-go's optional library):
 /// the values of the present optionals, in order; an element that is not an
 /// optional is an error.
@@ -437,6 +472,24 @@ pub fn unwrap_optionals(ftx: &FunctionContext) -> ResolveResult {
 #[cfg(test)]
 mod tests {
     use super::go_format_double;
+    use crate::policy::cel_env::evaluate;
+    use kube_cel::cel::Value;
+
+    fn is_true(source: &str) {
+        assert_eq!(
+            evaluate(source, Vec::new()),
+            Ok(Value::Bool(true)),
+            "{source}"
+        );
+    }
+
+    #[test]
+    fn conversions_take_their_own_type_and_unix_seconds() {
+        is_true("bytes(b'abc') == b'abc' && bytes('abc') == b'abc'");
+        is_true("duration(duration('100s')) == duration('100s')");
+        is_true("timestamp(1000000000) == timestamp('2001-09-09T01:46:40Z')");
+        is_true("timestamp(timestamp('2001-09-09T01:46:40Z')) == timestamp(1000000000)");
+    }
 
     /// Expected values are what cel-go's string(double) gives in kube-apiserver
     /// 1.37.2's environment (e2e/oracle, CEL mode).
