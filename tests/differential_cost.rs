@@ -81,6 +81,7 @@ const CASES: &[&str] = &[
     "'%s-%d'.format([s, n])",
     "quantity('1Gi').isGreaterThan(quantity('1Mi'))",
     "isQuantity(s)",
+    "quantity('12k').asInteger() > 0 && quantity('0.5Gi').isInteger() == false",
     "url('https://example.com/a').getHost()",
     "!true",
     "-n",

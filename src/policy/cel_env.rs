@@ -85,6 +85,10 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     );
     ctx.add_function(OPTIONAL_SELECT, guarded(optional_select));
     ctx.add_function(
+        super::quantity::QUANTITY_INTEGER,
+        guarded(super::quantity::quantity_integer_function),
+    );
+    ctx.add_function(
         super::collect::COLLECT,
         guarded(super::collect::collect_function),
     );

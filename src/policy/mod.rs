@@ -24,6 +24,7 @@ mod overloads;
 mod params;
 mod paths;
 mod quantifiers;
+mod quantity;
 mod request;
 pub mod runtime_cost;
 mod semantics;

@@ -619,6 +619,10 @@ pub fn rewrite(expr: &mut Expression) {
         rewrite(child);
     }
     let id = expr.id;
+    if let Some(q) = super::quantity::rewrite(id, expr) {
+        *expr = q;
+        return;
+    }
     match &mut expr.expr {
         Expr::Call(c) if c.target.is_none() && c.args.len() == 2 => {
             let key_is_string_literal =
