@@ -64,7 +64,7 @@ def read_csv(path):
 def title(summary):
     if not summary:
         return "safety-gate soak"
-    return ("safety-gate soak %s: %d s, %s requests (%s abandoned), %d failed, %d wrong; "
+    return ("safety-gate soak %s: %d s, %s requests (%s abandoned), %d failed, %d wrong\n"
             "%s" % (summary.get("date", "?"), summary["seconds"], format(summary["requests"], ","),
                     format(summary["abandoned"], ","), summary["failures"], summary.get("wrong", 0),
                     summary.get("machine", "")))
@@ -110,7 +110,7 @@ def draw(columns, summary, out):
             ax.axhline(summary[idle_key], color="0.4", linewidth=0.8, linestyle="--",
                        label="idle before the load (%d); after it: %d" % (
                            summary[idle_key], summary[idle_key.replace("idle", "end")]))
-            ax.legend(loc="upper right", fontsize=8)
+            ax.legend(loc="lower right", fontsize=8)
         ax.set_ylim(bottom=0)
     axes[-1].set_xlabel("seconds since the load started")
     for ax in axes:
