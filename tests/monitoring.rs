@@ -156,6 +156,7 @@ async fn dashboard_and_alerts_read_only_metrics_the_gate_exports() {
         .filter(|n| {
             !n.starts_with("safety_gate_policy_set_generation")
                 && !n.contains("tls_cert_reload")
+                && !n.contains("tls_client_ca_reload")
                 && !n.contains("connection")
         })
         .cloned()

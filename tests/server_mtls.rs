@@ -1,5 +1,6 @@
 //! `--client-ca-file`: only a client certificate signed by that CA gets a TLS
-//! session (and so reviews answered); anyone else fails in the handshake.
+//! session (and so reviews answered); anyone else fails in the handshake. A
+//! rotated CA file applies without a restart; a broken one keeps the last.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -129,6 +130,99 @@ async fn only_clients_with_a_certificate_from_the_client_ca_are_answered() {
         ) >= 2.0,
         "{metrics}"
     );
+    server.stop().await;
+}
+
+/// Posts one review with `identity`; `Ok(status)` or the transport error.
+async fn review_with(server: &TestServer, identity: (&str, &str)) -> Result<u16, reqwest::Error> {
+    let body = configmap_create("mtls", "fine", json!({}))
+        .to_string()
+        .into_bytes();
+    post_review(
+        &client(server, Some(identity)),
+        &server.url("/validate"),
+        body,
+    )
+    .await
+    .map(|r| r.status().as_u16())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_client_ca_file_applies_without_a_restart_and_a_broken_one_keeps_the_last() {
+    let (old_ca, old_cert, old_key) = client_pki("kube-apiserver");
+    let (new_ca, new_cert, new_key) = client_pki("kube-apiserver");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, &old_ca).unwrap();
+    let policies = test_policies();
+    let server = TestServer::start(&as_refs(&policies), |c| {
+        c.client_ca = Some(ca_file.clone());
+        c.admin_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let admin = client_with(
+        &[&server.certs.ca_pem],
+        Http::One,
+        server.admin.unwrap(),
+        true,
+    );
+    let admin_metrics = || async {
+        admin
+            .get(format!("http://{}/metrics", server.admin.unwrap()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        review_with(&server, (&old_cert, &old_key)).await.unwrap(),
+        200
+    );
+    assert!(review_with(&server, (&new_cert, &new_key)).await.is_err());
+
+    // The CA is rotated as a Secret update would: the new bundle replaces the file.
+    std::fs::write(&ca_file, &new_ca).unwrap();
+    let waited = std::time::Instant::now();
+    while review_with(&server, (&new_cert, &new_key)).await.is_err() {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "the rotated client CA was never taken: {}",
+            admin_metrics().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        review_with(&server, (&old_cert, &old_key)).await.is_err(),
+        "the replaced CA's clients are refused"
+    );
+    let metrics = admin_metrics().await;
+    assert_eq!(
+        metric(&metrics, "safety_gate_tls_client_ca_reloads_total"),
+        1.0,
+        "{metrics}"
+    );
+
+    // A broken bundle is reported and the last good CA keeps being required.
+    std::fs::write(&ca_file, "not a certificate").unwrap();
+    let waited = std::time::Instant::now();
+    loop {
+        let metrics = admin_metrics().await;
+        if metric(&metrics, "safety_gate_tls_client_ca_reload_failures_total") >= 1.0 {
+            break;
+        }
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(10),
+            "the broken client CA was never reported: {metrics}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        review_with(&server, (&new_cert, &new_key)).await.unwrap(),
+        200
+    );
+    assert!(review_with(&server, (&old_cert, &old_key)).await.is_err());
     server.stop().await;
 }
 

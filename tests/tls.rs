@@ -248,3 +248,84 @@ async fn a_broken_certificate_update_keeps_the_old_certificate() {
     );
     server.stop().await;
 }
+
+/// Handshakes with a rustls client that offers only `version`; the negotiated version.
+async fn handshake_offering(
+    server: &TestServer,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Option<rustls::ProtocolVersion> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(server.certs.ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[version])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(
+            rustls::pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
+        .await
+        .ok()?;
+    tls.get_ref().1.protocol_version()
+}
+
+/// A TLS 1.1 ClientHello (legacy_version 3.2, no supported_versions
+/// extension, one TLS 1.1 cipher suite), as an old client would send.
+fn tls11_client_hello() -> Vec<u8> {
+    let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
+    hello.extend_from_slice(&[0x5a; 32]); // random
+    hello.push(0); // no session id
+    hello.extend_from_slice(&[0x00, 0x02, 0xc0, 0x13]); // TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA
+    hello.extend_from_slice(&[0x01, 0x00]); // null compression
+    let mut handshake = vec![0x01, 0x00];
+    handshake.extend_from_slice(&u16::try_from(hello.len()).unwrap().to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&u16::try_from(handshake.len()).unwrap().to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_1_2_is_the_minimum_and_1_3_is_preferred() {
+    let policies = test_policies();
+    let server = TestServer::start(&as_refs(&policies), |_| {}).await;
+    assert_eq!(
+        handshake_offering(&server, &rustls::version::TLS12).await,
+        Some(rustls::ProtocolVersion::TLSv1_2),
+        "a TLS 1.2 client (an older kube-apiserver) gets a session"
+    );
+    assert_eq!(
+        handshake_offering(&server, &rustls::version::TLS13).await,
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+
+    // TLS 1.1 and older: an alert, then the connection closes; no session.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    write_all(&mut tcp, &tls11_client_hello()).await;
+    let (bytes, closed) = read_to_end_within(&mut tcp, Duration::from_secs(5)).await;
+    assert!(closed, "the server closes the connection");
+    assert_eq!(
+        bytes.first(),
+        Some(&0x15),
+        "an alert record, not a ServerHello: {bytes:02x?}"
+    );
+    assert!(bytes.len() <= 7, "only the alert: {bytes:02x?}");
+    let metrics = server.metrics().await;
+    assert!(
+        metric(
+            &metrics,
+            "safety_gate_connection_errors_total{reason=\"handshake_failed\"}"
+        ) >= 1.0,
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -43,7 +43,8 @@ pub struct ServeArgs {
 
     /// PEM CA bundle: only clients presenting a certificate signed by it get a
     /// TLS session (mutual TLS; kube-apiserver presents one through an
-    /// AdmissionConfiguration kubeConfigFile, see the README). Read at startup.
+    /// AdmissionConfiguration kubeConfigFile, see the README). Re-read when it
+    /// changes (polled every --reload-interval), like the serving certificate.
     #[arg(long, env = "SAFETY_GATE_CLIENT_CA_FILE")]
     pub client_ca_file: Option<PathBuf>,
 

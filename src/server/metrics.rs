@@ -78,8 +78,12 @@ pub struct Metrics {
     pub tls_not_after: Gauge<f64, AtomicU64>,
     pub tls_reloads: Counter,
     pub tls_reload_failures: Counter,
+    pub tls_client_ca_reloads: Counter,
+    pub tls_client_ca_reload_failures: Counter,
     pub connection_errors: Family<ConnectionErrorLabels, Counter>,
     pub connections: Counter,
+    /// Tasks alive on the tokio runtime; set by [`Metrics::observe_runtime`].
+    pub runtime_alive_tasks: Gauge,
     pub cluster_sync_age: Family<KindLabels, Gauge<f64, AtomicU64>>,
     pub cluster_objects: Family<KindLabels, Gauge>,
     pub cluster_watch_errors: Family<KindLabels, Gauge>,
@@ -104,8 +108,11 @@ impl Metrics {
             tls_not_after: Gauge::default(),
             tls_reloads: Counter::default(),
             tls_reload_failures: Counter::default(),
+            tls_client_ca_reloads: Counter::default(),
+            tls_client_ca_reload_failures: Counter::default(),
             connection_errors: Family::default(),
             connections: Counter::default(),
+            runtime_alive_tasks: Gauge::default(),
             cluster_sync_age: Family::default(),
             cluster_objects: Family::default(),
             cluster_watch_errors: Family::default(),
@@ -203,6 +210,16 @@ impl Metrics {
             metrics.tls_reload_failures.clone(),
         );
         registry.register(
+            "tls_client_ca_reloads",
+            "--client-ca-file replaced after the file changed (applies to new handshakes)",
+            metrics.tls_client_ca_reloads.clone(),
+        );
+        registry.register(
+            "tls_client_ca_reload_failures",
+            "Changed --client-ca-file contents that could not be loaded; the previous client CAs kept being required",
+            metrics.tls_client_ca_reload_failures.clone(),
+        );
+        registry.register(
             "connection_errors",
             "Connections closed before HTTP (TLS handshake failures, plain HTTP, wrong ALPN), by reason",
             metrics.connection_errors.clone(),
@@ -212,7 +229,24 @@ impl Metrics {
             "TCP connections accepted on the webhook port",
             metrics.connections.clone(),
         );
+        registry.register(
+            "runtime_alive_tasks",
+            "Tasks alive on the server's tokio runtime (one per open connection and per request being read or awaiting its evaluation, plus the pollers), read at each scrape; it returns to its idle value when the load stops unless something leaks",
+            metrics.runtime_alive_tasks.clone(),
+        );
         (metrics, registry)
+    }
+
+    /// Reads the current tokio runtime's task count into `runtime_alive_tasks`
+    /// (tokio's stable `RuntimeMetrics::num_alive_tasks`: tasks spawned with
+    /// `tokio::spawn` that have not finished; blocking-pool work is not a task).
+    /// Outside a runtime it leaves the gauge as it is.
+    pub fn observe_runtime(&self) {
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let alive = handle.metrics().num_alive_tasks();
+            self.runtime_alive_tasks
+                .set(i64::try_from(alive).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -229,4 +263,51 @@ pub fn encode(registry: &Registry) -> String {
         tracing::error!(error = %e, "cannot encode metrics");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alive_tasks(registry: &Registry) -> Option<String> {
+        encode(registry)
+            .lines()
+            .find(|l| l.starts_with("safety_gate_runtime_alive_tasks "))
+            .map(str::to_string)
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_task_gauge_follows_spawned_tasks_up_and_back_down() {
+        let (metrics, registry) = Metrics::new();
+        metrics.observe_runtime();
+        // The test body runs in block_on, which is not a spawned task.
+        assert_eq!(
+            alive_tasks(&registry).as_deref(),
+            Some("safety_gate_runtime_alive_tasks 0")
+        );
+        let (release, _) = tokio::sync::broadcast::channel::<()>(1);
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                let mut wait = release.subscribe();
+                tokio::spawn(async move {
+                    let _ = wait.recv().await;
+                })
+            })
+            .collect();
+        metrics.observe_runtime();
+        assert_eq!(
+            alive_tasks(&registry).as_deref(),
+            Some("safety_gate_runtime_alive_tasks 3")
+        );
+        let _ = release.send(());
+        for handle in handles {
+            handle.await.expect("task finished");
+        }
+        metrics.observe_runtime();
+        assert_eq!(
+            alive_tasks(&registry).as_deref(),
+            Some("safety_gate_runtime_alive_tasks 0"),
+            "finished tasks are no longer counted"
+        );
+    }
 }

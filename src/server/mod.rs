@@ -19,6 +19,7 @@ pub mod tls;
 
 use crate::cluster::{ClusterState, NoCluster};
 use crate::policy::{LoadErrors, Mode};
+use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
@@ -31,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
-use tls::{CertResolver, CertSource, Poll};
+use tls::{CertResolver, CertSource, ClientCaPoll, ClientCaSource, Poll};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
@@ -46,7 +47,8 @@ pub struct ServerConfig {
     pub admin_listen: Option<SocketAddr>,
     pub tls: TlsSource,
     /// `--client-ca-file`: when set, only clients with a certificate signed by
-    /// one of these CAs complete the handshake (read once at startup).
+    /// one of these CAs complete the handshake. Polled like the serving
+    /// certificate; a changed bundle applies to the next handshake.
     pub client_ca: Option<PathBuf>,
     pub policies_dir: PathBuf,
     pub mode: Mode,
@@ -153,7 +155,10 @@ pub struct Server {
     state: Arc<AppState>,
     resolver: Arc<CertResolver>,
     cert_source: CertSource,
-    acceptor: tokio_rustls::TlsAcceptor,
+    client_ca: Option<ClientCaSource>,
+    /// The webhook port's TLS configuration; replaced whole when the client
+    /// CA changes (the serving certificate changes inside its resolver).
+    tls_config: Arc<ArcSwap<rustls::ServerConfig>>,
 }
 
 impl std::fmt::Debug for Server {
@@ -181,12 +186,13 @@ impl Server {
         let mut cert_source = CertSource::new(config.tls.clone());
         let cert = cert_source.load_initial()?;
         let resolver = Arc::new(CertResolver::new(Arc::clone(&cert.key)));
-        let client_roots = match &config.client_ca {
-            Some(path) => Some(tls::client_roots(path)?),
+        let mut client_ca = config.client_ca.clone().map(ClientCaSource::new);
+        let client_roots = match &mut client_ca {
+            Some(source) => Some(source.load_initial()?),
             None => None,
         };
         let tls_config = tls::server_config(Arc::clone(&resolver), client_roots)?;
-        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config));
+        let tls_config = Arc::new(ArcSwap::from_pointee(tls_config));
 
         let (metrics, registry) = Metrics::new();
         let serving = store.current();
@@ -238,7 +244,8 @@ impl Server {
             state,
             resolver,
             cert_source,
-            acceptor,
+            client_ca,
+            tls_config,
         })
     }
 
@@ -263,7 +270,8 @@ impl Server {
             state,
             resolver,
             cert_source,
-            acceptor,
+            client_ca,
+            tls_config,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut background = JoinSet::new();
@@ -272,6 +280,16 @@ impl Server {
             config.reload_interval,
             stop_rx.clone(),
         ));
+        if let Some(client_ca) = client_ca {
+            background.spawn(poll_client_ca(
+                Arc::clone(&state),
+                Arc::clone(&resolver),
+                client_ca,
+                Arc::clone(&tls_config),
+                config.reload_interval,
+                stop_rx.clone(),
+            ));
+        }
         if cert_source.is_files() {
             background.spawn(poll_certificate(
                 Arc::clone(&state),
@@ -311,7 +329,7 @@ impl Server {
                         connections.spawn(serve_tls_connection(
                             stream,
                             peer,
-                            acceptor.clone(),
+                            tokio_rustls::TlsAcceptor::from(tls_config.load_full()),
                             builder.clone(),
                             webhook.clone(),
                             graceful.watcher(),
@@ -582,6 +600,67 @@ async fn poll_certificate(
                 }
             }
             Err(e) => tracing::error!(error = %e, "certificate reload task failed"),
+        }
+    }
+}
+
+/// Polls `--client-ca-file`; a changed bundle replaces the TLS configuration
+/// for the next handshakes (open connections keep the session they have), a
+/// bundle that does not load keeps the previous CAs.
+async fn poll_client_ca(
+    state: Arc<AppState>,
+    resolver: Arc<CertResolver>,
+    source: ClientCaSource,
+    tls_config: Arc<ArcSwap<rustls::ServerConfig>>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let source = Arc::new(Mutex::new(source));
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticker.tick().await;
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let polling = Arc::clone(&source);
+        let polled = tokio::task::spawn_blocking(move || match polling.lock() {
+            Ok(mut s) => (s.path().to_path_buf(), s.poll()),
+            Err(poisoned) => {
+                let mut s = poisoned.into_inner();
+                (s.path().to_path_buf(), s.poll())
+            }
+        })
+        .await;
+        let failure = match polled {
+            Ok((_, ClientCaPoll::Unchanged)) => None,
+            Ok((path, ClientCaPoll::Changed(roots))) => {
+                match tls::server_config(Arc::clone(&resolver), Some(roots)) {
+                    Ok(config) => {
+                        tls_config.store(Arc::new(config));
+                        state.metrics.tls_client_ca_reloads.inc();
+                        last_error = None;
+                        tracing::info!(file = %path.display(), "client CA reloaded");
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+            Ok((_, ClientCaPoll::Failed(e))) => Some(e.to_string()),
+            Err(e) => {
+                tracing::error!(error = %e, "client CA reload task failed");
+                None
+            }
+        };
+        // Report each distinct problem once, not on every poll.
+        if let Some(message) = failure
+            && last_error.as_deref() != Some(message.as_str())
+        {
+            state.metrics.tls_client_ca_reload_failures.inc();
+            tracing::error!(error = %message, "client CA reload failed; the previous client CAs keep being required");
+            last_error = Some(message);
         }
     }
 }

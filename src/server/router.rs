@@ -772,6 +772,7 @@ async fn metrics(State(state): State<Arc<AppState>>) -> Response {
                 .set(i64::from(k.usable));
         }
     }
+    state.metrics.observe_runtime();
     let text = super::metrics::encode(&state.registry);
     let mut response = (StatusCode::OK, text).into_response();
     response.headers_mut().insert(

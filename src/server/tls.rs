@@ -193,7 +193,12 @@ pub fn client_roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
         path: path.to_path_buf(),
         source,
     })?;
-    let certs = CertificateDer::pem_slice_iter(&pem)
+    client_roots_from_pem(&pem, path)
+}
+
+/// Parses a PEM CA bundle; `path` only names the file in errors.
+fn client_roots_from_pem(pem: &[u8], path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let certs = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| TlsError::NoCertificate {
             path: path.to_path_buf(),
@@ -341,6 +346,66 @@ impl CertSource {
                 Poll::Changed(cert)
             }
             Err(e) => Poll::Failed(e),
+        }
+    }
+}
+
+/// `--client-ca-file`, re-read on every poll and reloaded when its bytes
+/// change, as the serving certificate is: a rotated kube-apiserver client CA
+/// takes effect on the next handshake without a restart.
+#[derive(Debug)]
+pub struct ClientCaSource {
+    path: PathBuf,
+    last: Option<Vec<u8>>,
+}
+
+/// The outcome of one poll of the client CA file.
+pub enum ClientCaPoll {
+    Unchanged,
+    Changed(rustls::RootCertStore),
+    Failed(TlsError),
+}
+
+impl ClientCaSource {
+    pub fn new(path: PathBuf) -> ClientCaSource {
+        ClientCaSource { path, last: None }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Loads the bundle for startup; errors here stop the server.
+    pub fn load_initial(&mut self) -> Result<rustls::RootCertStore, TlsError> {
+        match self.poll() {
+            ClientCaPoll::Changed(roots) => Ok(roots),
+            ClientCaPoll::Failed(e) => Err(e),
+            // `last` starts empty, so the first poll always reports a change.
+            ClientCaPoll::Unchanged => Err(TlsError::Config("no client CA loaded".to_string())),
+        }
+    }
+
+    /// Reads the file and parses it if its bytes differ from the last
+    /// successful load; a failed load keeps nothing and is retried next poll.
+    pub fn poll(&mut self) -> ClientCaPoll {
+        let pem = match std::fs::read(&self.path) {
+            Ok(pem) => pem,
+            Err(source) => {
+                return ClientCaPoll::Failed(TlsError::Read {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+        };
+        if self.last.as_deref() == Some(pem.as_slice()) {
+            return ClientCaPoll::Unchanged;
+        }
+        match client_roots_from_pem(&pem, &self.path) {
+            Ok(roots) => {
+                self.last = Some(pem);
+                ClientCaPoll::Changed(roots)
+            }
+            Err(e) => ClientCaPoll::Failed(e),
         }
     }
 }
