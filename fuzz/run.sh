@@ -44,9 +44,9 @@ export CARGO_TARGET_DIR=$target_dir
 bin_dir=$target_dir/x86_64-unknown-linux-gnu/release
 
 # -s none: the crate forbids unsafe code, so AddressSanitizer would mostly
-# instrument dependencies' audited unsafe; without it the targets build in
-# half the time and run about twice as fast, and panics, timeouts and memory
-# growth (-rss_limit_mb) are caught by libFuzzer itself. -malloc_limit_mb
+# watch the dependencies' unsafe, at a cost in build and run time the CI
+# budget cannot spare; panics, timeouts and memory growth (-rss_limit_mb)
+# are caught by libFuzzer itself. -malloc_limit_mb
 # needs a sanitizer's malloc hooks: FUZZ_SANITIZER=address turns them on.
 sanitizer=${FUZZ_SANITIZER:-none}
 t0=$SECONDS

@@ -50,3 +50,52 @@ fn cel_env_evaluate_refuses_message_construction_by_name() {
         );
     }
 }
+
+/// cel_expression, site 2 (a matchCondition), found in the long run: a
+/// malformed expression of 1,407 characters with some 25 unclosed calls and
+/// runs of unary minus. The `cel` crate's ANTLR parser takes 1.3–2.2 s on it
+/// in a release build (8–9 s in a debug build; half of it: 52 ms), growing
+/// about twofold per unclosed parenthesis; a few hundred characters more
+/// would stall policy loading, `check` and reloads for minutes. cel-go bounds
+/// the same grammar's error recovery (ErrorRecoveryLimit,
+/// ErrorRecoveryLookaheadTokenLimit); the `cel` crate has no such bound.
+/// Open: not fixed yet (a bound on unclosed nesting before parsing is the
+/// likely fix); ignored so that `cargo test` stays green, and run with
+/// `cargo test --test fuzz_regressions -- --ignored`.
+#[test]
+#[ignore = "open fuzz finding: the cel parser is exponential on unclosed parentheses"]
+fn a_malformed_expression_is_refused_within_a_second() {
+    let source = concat!(
+        "object.kind != 'Pod' || (!has(object.spec.volumes)) || object.spec.volumes.all(vol, !(has(",
+        "\u{7}\u{3}object.i1-nt ---.compareTo(--------1-----------------1-nt ---.compareTo(--------",
+        "1-----------------------cont-----------------.c(oberences----------tolerati-----------cont",
+        "ains(--------*-----s--!!int ---.compareTo(--------1---------$----ompareTo(-----6--1-------",
+        "vol.hostPat-------\u{2}object.kind != 'Pod' || (!has(object.spec.volumes)) || object.spec.",
+        "volumes.all(vol, !(has(\u{7}\u{3}object.i1-nt ---.compareTo(--------1-----------------1-nt",
+        " ---.compareTo(--------1-----------------------cont-----------------.compareTo(-----6--1--",
+        "-----vol.hostPat--------.spec.volumes)) || object.spec.volumes.all(vol, !(has(\u{7}\u{3}ob",
+        "ject.i1-nt ---.compareTo(--------1-----------------1-nt ---.compareTo(--------1-----------",
+        "------------cont-----------------.compareTo(-----6--1-------vol.hostPat-------\u{2}object.",
+        "kind != 'Pod' || (!has(object.spec.volumes)) || object.spec.volumes.all(vol, !(has(\u{7}\u{3}",
+        "object.i1-nt ---.compareTo(--------1-----------------1-nt ---.compareTo(--------1---------",
+        "--------------cont-----------------.compareTo(-----6--1-------vol.hostPat-----------------",
+        "tolerati-----------contains(--------*-----s--!!int ---.compareTo(--------1---------$------",
+        "-------cont-----------------.compareTo(--------1------------cont-----------------.compareT",
+        "o(--------1------------------------priority---------h))--co-9223372036854775808ntains(----",
+        "---_",
+    );
+    // The debug test thread's 2 MB stack overflows in this parse.
+    let parse = std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || {
+            let started = std::time::Instant::now();
+            (cel_env::parse(source).is_err(), started.elapsed())
+        })
+        .unwrap();
+    let (refused, elapsed) = parse.join().unwrap();
+    assert!(refused, "the expression is malformed");
+    assert!(
+        elapsed < std::time::Duration::from_secs(1),
+        "parsing took {elapsed:?}"
+    );
+}

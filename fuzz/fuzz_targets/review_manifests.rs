@@ -45,7 +45,7 @@ fuzz_target!(|data: &[u8]| {
         user: "fuzz".to_string(),
         groups: vec!["system:authenticated".to_string()],
         namespace: "default".to_string(),
-        show_passing: hash / 24 % 2 == 0,
+        show_passing: (hash / 24).is_multiple_of(2),
     };
     run_with_policies(&args, shipped_policies());
 });
