@@ -106,10 +106,18 @@ pub struct ReviewArgs {
 }
 
 pub fn run(args: &ReviewArgs) -> u8 {
-    let format = Format::from(args.format);
     let Some(policies) = load_policies(&args.policies) else {
         return EXIT_USAGE;
     };
+    run_with_policies(args, &policies)
+}
+
+/// `review` with the policies already loaded (`args.policies` is not read):
+/// reads the manifests and the live state, reviews each object, prints the
+/// report and returns the exit code. The fuzz target of the manifest reader
+/// drives this with the shipped policies loaded once.
+pub fn run_with_policies(args: &ReviewArgs, policies: &PolicySet) -> u8 {
+    let format = Format::from(args.format);
     let live = match (&args.live, args.cluster) {
         (Some(dir), _) => match Snapshot::load_dir(dir) {
             Ok(s) => LiveSource::Snapshot(s),
@@ -196,7 +204,7 @@ pub fn run(args: &ReviewArgs) -> u8 {
     };
     let mut results = Vec::with_capacity(manifests.len());
     for (index, manifest) in manifests.iter().enumerate() {
-        match review_one(index, manifest, args, &live, &state, &policies, &user) {
+        match review_one(index, manifest, args, &live, &state, policies, &user) {
             Ok(r) => results.push(r),
             Err(e) => {
                 eprintln!("error: {}: {e}", manifest.location());
@@ -220,7 +228,7 @@ pub fn run(args: &ReviewArgs) -> u8 {
         }
         Format::Json => report::json(&results),
         Format::Yaml => report::yaml(&results),
-        Format::Sarif => report::sarif(&results, &policies),
+        Format::Sarif => report::sarif(&results, policies),
         Format::Junit => report::junit(&results, "safety-gate review"),
         // Not a value of `review -o`.
         Format::Policyreport => String::new(),

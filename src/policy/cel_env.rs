@@ -281,6 +281,9 @@ pub fn evaluate_with_cost(
     super::macros::expand(&mut ast);
     super::compile::rewrite_optional_selects(&mut ast);
     semantics::rewrite(&mut ast);
+    if let Some(problem) = unsupported(&ast) {
+        return (Err(problem.to_string()), 0);
+    }
     super::runtime_cost::annotate(&mut ast);
     let mut scope = root().new_inner_scope();
     for (name, value) in bindings {
@@ -300,6 +303,40 @@ pub fn evaluate_with_cost(
         }
     };
     (result, measured.cost)
+}
+
+/// The first construct in `expr` that the `cel` crate cannot evaluate and
+/// panics on (`todo!("Support structs!")`, "Can't evaluate Unspecified
+/// Expr"), named with the words the policy compiler refuses it with. Found by
+/// the `cel_expression` fuzz target.
+fn unsupported(expr: &Expression) -> Option<&'static str> {
+    use kube_cel::cel::common::ast::{EntryExpr, Expr};
+    const MESSAGE_CONSTRUCTION: &str = "message construction ('Type{field: ...}') is not supported";
+    match &expr.expr {
+        Expr::Struct(_) => Some(MESSAGE_CONSTRUCTION),
+        Expr::Unspecified => Some("incomplete expression"),
+        Expr::Literal(_) | Expr::Ident(_) => None,
+        Expr::Select(select) => unsupported(&select.operand),
+        Expr::Call(call) => call
+            .target
+            .as_deref()
+            .and_then(unsupported)
+            .or_else(|| call.args.iter().find_map(unsupported)),
+        Expr::List(list) => list.elements.iter().find_map(unsupported),
+        Expr::Map(map) => map.entries.iter().find_map(|entry| match &entry.expr {
+            EntryExpr::StructField(_) => Some(MESSAGE_CONSTRUCTION),
+            EntryExpr::MapEntry(e) => unsupported(&e.key).or_else(|| unsupported(&e.value)),
+        }),
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .find_map(unsupported),
+    }
 }
 
 // Function names that can be called (as the parser names them: `lists.range`

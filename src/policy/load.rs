@@ -124,8 +124,26 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
             Err(e) => errors.extend(io_error(file, &e).0),
         }
     }
+    load_documents(&documents, errors)
+}
+
+/// Loads policy documents from `(file name, text)` pairs already in memory,
+/// exactly as [`load_files`] loads files (the names only label errors). For
+/// the fuzz targets, which must not touch the disk for every input.
+pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<PolicySet, LoadErrors> {
+    let documents: Vec<_> = sources
+        .iter()
+        .flat_map(|(file, text)| split_documents(file, text))
+        .collect();
+    load_documents(&documents, Vec::new())
+}
+
+fn load_documents(
+    documents: &[super::documents::Document],
+    mut errors: Vec<LoadError>,
+) -> Result<PolicySet, LoadErrors> {
     let mut loader = Loader::default();
-    for doc in &documents {
+    for doc in documents {
         if let Err(e) = loader.add_document(doc) {
             errors.extend(e);
         }

@@ -270,6 +270,12 @@ impl PolicySet {
         load::load_files(files)
     }
 
+    /// Loads `(file name, text)` pairs as [`PolicySet::load_files`] loads
+    /// files; the names only label errors. All or nothing.
+    pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<Self, LoadErrors> {
+        load::load_texts(sources)
+    }
+
     /// Evaluation units: GatePolicies, (VAP, binding) and (MAP, binding) pairs.
     pub fn len(&self) -> usize {
         self.policies.len() + self.mutating.len()
