@@ -562,6 +562,25 @@ fn templates() -> Vec<Template> {
             },
         },
         Template {
+            // Runs of unary operators: an even run is no operator at all to
+            // cel-go; the `cel` crate negated once (`!!has(x)` was `!has(x)`).
+            name: "unary-runs",
+            make: |g| {
+                let o = g.obj();
+                let f = g.field();
+                pred(match g.below(4) {
+                    0 => format!("!!has({o}.spec.{f})"),
+                    1 => format!(
+                        "!!!({o}.?spec.?{f}.orValue({}) == {})",
+                        g.num_lit(),
+                        g.num_lit()
+                    ),
+                    2 => format!("1 - - -{} < {}", g.num_lit(), g.num_lit()),
+                    _ => format!("--({o}.?metadata.?generation.orValue(0)) >= 0"),
+                })
+            },
+        },
+        Template {
             name: "optional-field-orValue",
             make: |g| {
                 let o = g.obj();

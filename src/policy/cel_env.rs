@@ -245,7 +245,7 @@ pub fn root() -> &'static Context<'static> {
 pub fn parse(source: &str) -> Result<kube_cel::cel::parser::Expression, String> {
     kube_cel::cel::parser::Parser::new()
         .enable_optional_syntax(true)
-        .parse(source)
+        .parse(&super::unary_runs::normalize(source))
         .map_err(|e| e.to_string())
 }
 

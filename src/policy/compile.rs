@@ -146,7 +146,7 @@ pub fn compile_lowered(
     }
     let ast = Parser::new()
         .enable_optional_syntax(true)
-        .parse(source)
+        .parse(&super::unary_runs::normalize(source))
         .map_err(|errors| {
             let first = errors.errors.first();
             CompileError {

@@ -30,6 +30,7 @@ pub mod runtime_cost;
 mod semantics;
 mod type_check;
 pub mod type_values;
+mod unary_runs;
 mod validation;
 pub mod values;
 mod variables;
