@@ -581,6 +581,26 @@ fn templates() -> Vec<Template> {
             },
         },
         Template {
+            // RE2's ASCII Perl classes on Unicode names and labels ("grüße",
+            // "ä"); the `regex` crate's classes are Unicode.
+            name: "regex-classes",
+            make: |g| {
+                let o = g.obj();
+                let k = g.label_key();
+                Expr {
+                    pred: match g.below(4) {
+                        0 => format!(r"{o}.metadata.name.matches('^[\\w.-]+$')"),
+                        1 => format!(
+                            r"{o}.metadata.?labels[?{k}].orValue('').findAll('\\w+').size() > 0"
+                        ),
+                        2 => format!(r"{o}.metadata.name.find('\\W') == ''"),
+                        _ => format!(r"{o}.metadata.name.matches('\\b[\\w]+\\d')"),
+                    },
+                    text: Some(format!(r"{o}.metadata.name.findAll('[\\w]+').join('|')")),
+                }
+            },
+        },
+        Template {
             name: "optional-field-orValue",
             make: |g| {
                 let o = g.obj();

@@ -1,17 +1,15 @@
 //! The one CEL environment every expression runs in: the standard library of
-//! the `cel` crate, the Kubernetes libraries of `kube-cel`, and a regex cache.
+//! the `cel` crate and the Kubernetes libraries of `kube-cel`.
 //! Functions are registered once per process; evaluations bind their variables
 //! in child scopes of this root. Every function is a cancellation check point
 //! (see `cancel.rs`).
 
 use super::{cancel, overloads, semantics};
 use kube_cel::KubeCelExt;
-use kube_cel::cel::extractors::{IntoFunction, This};
+use kube_cel::cel::extractors::IntoFunction;
 use kube_cel::cel::parser::Expression;
-use kube_cel::cel::{Context, ExecutionError, FunctionContext, ResolveResult, Value};
-use regex::Regex;
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, OnceLock, RwLock};
+use kube_cel::cel::{Context, FunctionContext, ResolveResult, Value};
+use std::sync::{Arc, LazyLock, OnceLock};
 
 static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     let mut ctx = Context::default();
@@ -22,9 +20,10 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     for d in super::kubernetes_version::FUNCTIONS {
         ctx.add_function(d.name, delegated(d.name));
     }
-    // The crate's `matches` compiles its pattern on every call (15–25 µs); policies
-    // use a handful of constant patterns, so compile each once.
-    ctx.add_function("matches", guarded(cached_matches));
+    // RE2's meaning, each pattern compiled once (see re2.rs).
+    ctx.add_function("matches", guarded(super::re2::matches));
+    ctx.add_function("find", guarded(super::re2::find));
+    ctx.add_function("findAll", guarded(super::re2::find_all));
     // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs,
     // overloads.rs, format_values.rs).
     ctx.add_function("size", guarded(semantics::size));
@@ -367,46 +366,10 @@ pub fn is_namespace(name: &str) -> bool {
     NAMESPACES.contains(&name)
 }
 
-const REGEX_CACHE_LIMIT: usize = 512;
-static REGEX_CACHE: LazyLock<RwLock<HashMap<String, Arc<Regex>>>> = LazyLock::new(Default::default);
-
-fn compiled_regex(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
-    if let Ok(cache) = REGEX_CACHE.read()
-        && let Some(re) = cache.get(pattern)
-    {
-        return Ok(re.clone());
-    }
-    let re = Arc::new(Regex::new(pattern)?);
-    if let Ok(mut cache) = REGEX_CACHE.write() {
-        // Patterns built from request data could grow the cache without end.
-        if cache.len() >= REGEX_CACHE_LIMIT {
-            cache.clear();
-        }
-        cache.insert(pattern.to_string(), re.clone());
-    }
-    Ok(re)
-}
-
-fn cached_matches(
-    ftx: &FunctionContext,
-    This(this): This<Arc<String>>,
-    pattern: Arc<String>,
-) -> Result<bool, ExecutionError> {
-    super::runtime_cost::charge_call(
-        "matches",
-        Some(&Value::String(this.clone())),
-        &[Value::String(pattern.clone())],
-        None,
-    )
-    .map_err(|e| ftx.error(e))?;
-    compiled_regex(&pattern)
-        .map(|re| re.is_match(&this))
-        .map_err(|e| ftx.error(format!("'{pattern}' is not a valid regex: {e}")))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kube_cel::cel::ExecutionError;
     use kube_cel::cel::Value;
     use kube_cel::cel::parser::Parser;
 

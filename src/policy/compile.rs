@@ -493,7 +493,7 @@ impl Analysis<'_> {
         if matches!(name, "matches" | "find" | "findAll")
             && let Some(pattern) = call.args.first()
             && let Expr::Literal(LiteralValue::String(p)) = &pattern.expr
-            && let Err(e) = regex::Regex::new(p.inner())
+            && let Err(e) = super::re2::compiled(p.inner())
         {
             self.errors
                 .push(format!("invalid regular expression '{}': {e}", p.inner()));

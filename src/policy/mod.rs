@@ -25,6 +25,7 @@ mod params;
 mod paths;
 mod quantifiers;
 mod quantity;
+mod re2;
 mod request;
 pub mod runtime_cost;
 mod semantics;
