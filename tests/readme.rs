@@ -42,6 +42,12 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "not run: no container runtime or registry on the test machine",
     ),
     ("(cd deploy/base", "", "the folder of the next command"),
+    ("bash fuzz/run.sh short", ".ci/run", "bash fuzz/run.sh short"),
+    (
+        "bash fuzz/run.sh long",
+        "",
+        "not run by the tests: about an hour per target on this machine; CI runs the short form",
+    ),
     (
         "kustomize edit set image",
         "",
