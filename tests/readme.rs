@@ -42,7 +42,11 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "not run: no container runtime or registry on the test machine",
     ),
     ("(cd deploy/base", "", "the folder of the next command"),
-    ("bash fuzz/run.sh short", ".ci/run", "bash fuzz/run.sh short"),
+    (
+        "bash fuzz/run.sh short",
+        ".ci/run",
+        "bash fuzz/run.sh short",
+    ),
     (
         "bash fuzz/run.sh long",
         "",

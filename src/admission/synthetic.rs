@@ -5,7 +5,7 @@
 use crate::policy::Request;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
-use kube::core::{GroupVersionKind, GroupVersionResource};
+use kube::core::{GroupVersion, GroupVersionKind, GroupVersionResource};
 use serde_json::value::RawValue;
 
 #[derive(Debug, Clone, Default)]
@@ -25,39 +25,11 @@ pub struct RequestSpec {
     pub options: Option<serde_json::Value>,
 }
 
-/// Plural resource names of the built-in kinds whose plural is not `<kind>s` lower-cased.
-const IRREGULAR: &[(&str, &str)] = &[
-    ("Endpoints", "endpoints"),
-    ("Ingress", "ingresses"),
-    ("IngressClass", "ingressclasses"),
-    ("NetworkPolicy", "networkpolicies"),
-    ("PodSecurityPolicy", "podsecuritypolicies"),
-    ("PriorityClass", "priorityclasses"),
-    ("StorageClass", "storageclasses"),
-    ("RuntimeClass", "runtimeclasses"),
-    ("PodDisruptionBudget", "poddisruptionbudgets"),
-];
-
-/// The resource (plural) for a kind, the way kube-apiserver names built-in ones.
+/// The resource (plural, lower case) kube-apiserver serves `kind` under, by
+/// kube-core's pluralization of the built-in kinds (`NetworkPolicy` →
+/// `networkpolicies`, `Endpoints` → `endpoints`).
 pub fn resource_for_kind(kind: &str) -> String {
-    if let Some((_, plural)) = IRREGULAR.iter().find(|(k, _)| *k == kind) {
-        return plural.to_string();
-    }
-    let lower = kind.to_lowercase();
-    if lower.ends_with('s')
-        || lower.ends_with("ch")
-        || lower.ends_with("sh")
-        || lower.ends_with('x')
-    {
-        format!("{lower}es")
-    } else if let Some(stem) = lower
-        .strip_suffix('y')
-        .filter(|s| !s.ends_with(['a', 'e', 'i', 'o', 'u']))
-    {
-        format!("{stem}ies")
-    } else {
-        format!("{lower}s")
-    }
+    kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk("", "", kind)).plural
 }
 
 pub fn split_api_version(api_version: &str) -> (String, String) {
@@ -92,8 +64,10 @@ pub fn build_request(spec: RequestSpec) -> Result<Request, String> {
                 .get("kind")
                 .and_then(|v| v.as_str())
                 .ok_or("the object has no kind")?;
-            let (group, version) = split_api_version(api_version);
-            GroupVersionKind::gvk(&group, &version, kind)
+            api_version
+                .parse::<GroupVersion>()
+                .map_err(|e| e.to_string())?
+                .with_kind(kind)
         }
         (None, None) => return Err("kind is required when there is no object".to_string()),
     };

@@ -30,13 +30,11 @@ mod tests;
 pub use cache::KindStats;
 
 use super::{ClusterState, LookupError, NamespaceInfo};
-use crate::admission::synthetic::split_api_version;
 use crate::policy::{ClusterNeeds, ParamScope, ParamSource};
 use arc_swap::ArcSwap;
 use cache::{Failure, KindCache, KindWriter, describe_status};
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
-use kube::core::GroupVersionKind;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, DefaultBackoff};
 use kube::{Client, Config};
@@ -469,8 +467,14 @@ async fn resolve(
     api_version: &str,
     kind: &str,
 ) -> Result<(ApiResource, crate::policy::ParamScope), Failure> {
-    let (group, version) = split_api_version(api_version);
-    let gvk = GroupVersionKind::gvk(&group, &version, kind);
+    let gvk = api_version
+        .parse::<kube::core::GroupVersion>()
+        .map_err(|e| Failure {
+            message: e.to_string(),
+            forbidden: false,
+            not_served: true,
+        })?
+        .with_kind(kind);
     match kube::discovery::pinned_kind(client, &gvk).await {
         Ok((resource, capabilities)) => Ok((
             resource,

@@ -3,11 +3,10 @@
 //! Lookups during evaluation still come from [`LiveCluster`](super::LiveCluster).
 
 use super::live::{ClientError, client_from};
-use crate::admission::synthetic::split_api_version;
 use crate::policy::model::ResourceRule;
 use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::core::{ApiResource, GroupVersionKind, TypeMeta};
+use kube::core::{ApiResource, GroupVersion, TypeMeta};
 use kube::discovery::{Discovery, Scope, verbs};
 use std::path::Path;
 
@@ -44,8 +43,10 @@ impl ClusterReader {
         namespace: Option<&str>,
         name: &str,
     ) -> Result<Option<serde_json::Value>, String> {
-        let (group, version) = split_api_version(api_version);
-        let gvk = GroupVersionKind::gvk(&group, &version, kind);
+        let gvk = api_version
+            .parse::<GroupVersion>()
+            .map_err(|e| e.to_string())?
+            .with_kind(kind);
         let (resource, caps) = match kube::discovery::pinned_kind(&self.client, &gvk).await {
             Ok(found) => found,
             Err(kube::Error::Api(status)) if status.is_not_found() => return Ok(None),
@@ -145,11 +146,13 @@ mod tests {
             ..Default::default()
         };
         let deployments = ApiResource::from_gvk_with_plural(
-            &GroupVersionKind::gvk("apps", "v1", "Deployment"),
+            &kube::core::GroupVersionKind::gvk("apps", "v1", "Deployment"),
             "deployments",
         );
-        let pods =
-            ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("", "v1", "Pod"), "pods");
+        let pods = ApiResource::from_gvk_with_plural(
+            &kube::core::GroupVersionKind::gvk("", "v1", "Pod"),
+            "pods",
+        );
         assert!(rule_matches_create(&rule, &deployments));
         assert!(!rule_matches_create(&rule, &pods));
         let delete_only = ResourceRule {

@@ -9,7 +9,6 @@
 use super::Policy;
 use super::matching::Selector;
 use super::model::ParamKind;
-use crate::admission::synthetic::split_api_version;
 use crate::cluster::LookupError;
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
@@ -93,8 +92,10 @@ pub enum ParamError {
 
 /// kube-apiserver's `%v` of a GroupVersionKind: `group/version, Kind=kind`.
 fn gvk_string(p: &ParamKind) -> String {
-    let (group, version) = split_api_version(&p.api_version);
-    format!("{group}/{version}, Kind={}", p.kind)
+    match p.api_version.parse::<kube::core::GroupVersion>() {
+        Ok(gv) => format!("{}/{}, Kind={}", gv.group, gv.version, p.kind),
+        Err(_) => format!("{}, Kind={}", p.api_version, p.kind),
+    }
 }
 
 /// The param objects one evaluation each, for `policy` on a request in
