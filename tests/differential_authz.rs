@@ -17,10 +17,11 @@
 )]
 
 use safety_gate::admission::synthetic::{RequestSpec, build_request};
-use safety_gate::cluster::{ClusterState, LookupError, NamespaceInfo, Snapshot};
+use safety_gate::cluster::Snapshot;
 use safety_gate::policy::authz::{
     Authorizer, AuthzAttributes, AuthzDecision, AuthzTarget, AuthzVerdict,
 };
+use safety_gate::policy::{ClusterState, LookupError, NamespaceInfo};
 use safety_gate::policy::{EvalOptions, ParamScope, ParamSource, PolicySet, Request};
 use serde_json::{Value as Json, json};
 use std::sync::{Arc, Mutex};

@@ -6,7 +6,7 @@
 
 use super::Endpoint;
 use super::request::{ReviewError, decode_review};
-use crate::cluster::ClusterState;
+use crate::policy::ClusterState;
 use crate::policy::{
     Decision, EvalOptions, Mode, PolicyOutcome, PolicySet, Request, Stage, Verdict,
 };

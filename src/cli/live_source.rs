@@ -1,8 +1,9 @@
 //! Where `review` and `audit` read the cluster: a snapshot of files, or the
 //! live cluster (read-only) through a kube client.
 
-use crate::cluster::{ClusterReader, ClusterState, LiveCluster, Snapshot};
+use crate::cluster::{ClusterReader, LiveCluster, Snapshot};
 use crate::policy::ClusterNeeds;
+use crate::policy::ClusterState;
 use std::path::Path;
 use std::time::Duration;
 

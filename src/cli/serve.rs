@@ -1,7 +1,8 @@
 //! `safety-gate serve`: the HTTPS admission webhook.
 
-use crate::cluster::{ClusterState, LiveCluster, NoCluster, Snapshot, client_from};
+use crate::cluster::{LiveCluster, Snapshot, client_from};
 use crate::policy::Mode;
+use crate::policy::{ClusterState, NoCluster};
 use crate::server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BODY_BYTES, Server, ServerConfig, TlsSource,
     router,

@@ -29,8 +29,8 @@ mod tests;
 
 pub use cache::KindStats;
 
-use super::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::{ClusterNeeds, ParamScope, ParamSource};
+use crate::policy::{ClusterState, LookupError, NamespaceInfo};
 use arc_swap::ArcSwap;
 use cache::{Failure, KindCache, KindWriter, describe_status};
 use futures::StreamExt;

@@ -1,9 +1,9 @@
 //! Cluster state from YAML/JSON files: single objects, several documents per
 //! file, and `kind: List` as `kubectl get -A -o yaml` prints it.
 
-use super::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::documents::{Located, files_in, split_documents};
 use crate::policy::values::json_to_cel;
+use crate::policy::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::{ParamScope, ParamSource, guess_scope};
 use kube_cel::cel::Value;
 use std::collections::{BTreeMap, HashMap};

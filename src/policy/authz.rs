@@ -5,7 +5,7 @@
 //! `reason`, `errored`, `error`, `serviceAccount` — over an engine-defined
 //! [`Authorizer`].
 //!
-//! Who answers: the cluster state's authorizer ([`crate::cluster::ClusterState::
+//! Who answers: the cluster state's authorizer ([`crate::policy::ClusterState::
 //! authorizer`]): SubjectAccessReviews through the API server in `serve` and
 //! `--cluster`. Without one (offline `review`, `audit --snapshot`, PolicyTest)
 //! `check()` is an evaluation error that the policy's failurePolicy handles,

@@ -10,7 +10,7 @@ use super::paths::{DATA_BINDING, DataRoots};
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{Mode, Policy, PolicySet, Request};
 use super::{cel_env, runtime_cost};
-use crate::cluster::{ClusterState, LookupError};
+use super::{ClusterState, LookupError};
 use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{Context, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -62,7 +62,7 @@ impl std::error::Error for InputError {}
 /// The input one request binds: decoded lazily, shared with the CEL scope.
 struct Bound {
     data: Arc<DataRoots>,
-    namespace: Option<Result<Option<crate::cluster::NamespaceInfo>, LookupError>>,
+    namespace: Option<Result<Option<super::NamespaceInfo>, LookupError>>,
 }
 
 impl Bound {

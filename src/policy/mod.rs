@@ -6,6 +6,7 @@
 pub mod authz;
 pub mod cancel;
 pub mod cel_env;
+mod cluster_state;
 mod collect;
 mod compile;
 mod decision;
@@ -41,6 +42,7 @@ mod tests;
 #[cfg(test)]
 mod vap_tests;
 
+pub use cluster_state::{ClusterState, LookupError, NO_AUTHORIZER, NamespaceInfo, NoCluster};
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
 pub use evaluate::{EvalOptions, InputError, Stage, effective_name};

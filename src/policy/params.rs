@@ -9,7 +9,7 @@
 use super::Policy;
 use super::matching::Selector;
 use super::model::ParamKind;
-use crate::cluster::LookupError;
+use crate::policy::LookupError;
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
 use std::collections::{BTreeMap, HashMap};
@@ -268,8 +268,8 @@ mod tests {
         }
     }
 
-    impl crate::cluster::ClusterState for NothingServed {
-        fn namespace(&self, _: &str) -> Result<Option<crate::cluster::NamespaceInfo>, LookupError> {
+    impl crate::policy::ClusterState for NothingServed {
+        fn namespace(&self, _: &str) -> Result<Option<crate::policy::NamespaceInfo>, LookupError> {
             Ok(None)
         }
         fn list(&self, _: &str, _: &str, _: Option<&str>) -> Result<Value, LookupError> {
@@ -338,7 +338,7 @@ mod tests {
         let d = set
             .evaluate(
                 &request(),
-                &crate::cluster::NoCluster,
+                &crate::policy::NoCluster,
                 &EvalOptions::default(),
             )
             .expect("evaluates");
@@ -378,7 +378,7 @@ mod tests {
         let d = set("Fail")
             .evaluate(
                 &request(),
-                &crate::cluster::NoCluster,
+                &crate::policy::NoCluster,
                 &EvalOptions::default(),
             )
             .expect("evaluates");

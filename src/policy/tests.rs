@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::admission::synthetic::{RequestSpec, build_request};
-use crate::cluster::{NoCluster, Snapshot};
+use crate::cluster::Snapshot;
+use crate::policy::NoCluster;
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use serde_json::json;
@@ -498,8 +499,8 @@ fn a_selector_on_the_namespace_name_label_needs_no_cluster_state() {
         .expect("req")
     };
     for state in [
-        &Snapshot::empty() as &dyn crate::cluster::ClusterState,
-        &crate::cluster::NoCluster,
+        &Snapshot::empty() as &dyn crate::policy::ClusterState,
+        &crate::policy::NoCluster,
     ] {
         let set = load(&policy("byname", by_name)).expect("loads");
         let run = |r: &Request| {

@@ -17,7 +17,7 @@ pub mod reload;
 pub mod router;
 pub mod tls;
 
-use crate::cluster::{ClusterState, NoCluster};
+use crate::policy::{ClusterState, NoCluster};
 use crate::policy::{LoadErrors, Mode};
 use arc_swap::ArcSwap;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};

@@ -10,7 +10,7 @@ use super::metrics::{
 use super::reload::{PolicyStore, ServingPolicies};
 use super::tls::LoadedCert;
 use crate::admission::{self, Endpoint, ReviewError, ReviewOutcome};
-use crate::cluster::ClusterState;
+use crate::policy::ClusterState;
 use crate::policy::Mode;
 use crate::policy::cancel::{CancelReason, CancelToken};
 use axum::Router;
@@ -791,7 +791,7 @@ mod tests {
         let (metrics, registry) = Metrics::new();
         Arc::new(AppState {
             policies: Arc::new(PolicyStore::load(dir).expect("policies load")),
-            cluster: Arc::new(crate::cluster::NoCluster),
+            cluster: Arc::new(crate::policy::NoCluster),
             live: None,
             cluster_description: String::new(),
             mode: Mode::Enforce,

@@ -7,7 +7,7 @@
 //! of each object. The store's key type is `()`-typed because a store holds a
 //! single kind, which keeps every key small and cheap to hash.
 
-use crate::cluster::LookupError;
+use crate::policy::LookupError;
 use crate::policy::values::json_to_cel;
 use kube::api::DynamicObject;
 use kube::runtime::reflector::store::{Store, Writer};

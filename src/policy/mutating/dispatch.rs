@@ -5,7 +5,7 @@
 use super::cel::{PatchStruct, check_type_names, to_json};
 use super::jsonpatch::{self, Operation, PatchError};
 use super::{MutatingPolicy, PatchType};
-use crate::cluster::ClusterState;
+use crate::policy::ClusterState;
 use crate::policy::cel_env;
 use crate::policy::compile::CompiledExpression;
 use crate::policy::decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
@@ -550,7 +550,7 @@ fn selectors_match(
     attrs: &Attributes,
     object: &serde_json::Value,
     old_object: Option<&serde_json::Value>,
-    namespace: &Option<Result<Option<crate::cluster::NamespaceInfo>, crate::cluster::LookupError>>,
+    namespace: &Option<Result<Option<crate::policy::NamespaceInfo>, crate::policy::LookupError>>,
 ) -> Result<bool, String> {
     let matches = |s: &Selector, labels: &Option<BTreeMap<String, String>>| {
         labels.as_ref().is_some_and(|l| s.matches(l))
