@@ -657,7 +657,7 @@ fn assert_safe(docs: &[Value], variant: Variant) {
         })
         .unwrap_or_default();
     let mode = if variant == Variant::Audit {
-        "audit"
+        "dry-run"
     } else {
         "enforce"
     };

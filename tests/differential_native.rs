@@ -8,17 +8,17 @@
 //! GatePolicy's file alone, in-process as `safety-gate test` runs it, at the
 //! validating stage: the native policy runs where `/validate` does) and through
 //! the oracle with the rendered native documents for the case's mode (`mode:
-//! Audit` → rendered with `--mode audit`). Compared:
+//! Audit` → rendered with `--mode dry-run`). Compared:
 //! - `decision`: allowed;
 //! - `code`: the HTTP code of a denial;
 //! - `message`: the policy's text (the gate's after `<policy>: `,
 //!   kube-apiserver's after `denied request: `; the framing differs by design);
-//! - `warnings`: the policy's texts (`[audit] <policy>: ` and
+//! - `warnings`: the policy's texts (`[dry-run] <policy>: ` and
 //!   `Validation failed for ValidatingAdmissionPolicy '…' with binding '…': `
 //!   removed; kube-apiserver warns once per failed validation, the gate once per
 //!   policy with the messages joined by `; `);
 //! - `audit`: the `validation_failure` messages of bindings with `Audit`
-//!   (the gate's Audit-action failures, or Deny in audit mode), the
+//!   (the gate's Audit-action failures, or Deny in dry-run mode), the
 //!   `break_glass` record (the gate's JSON vs the break-glass companion's
 //!   `validation_failure` entries), the break-glass audit annotation of the
 //!   native policy whenever the gate records a break-glass, and the policy's
@@ -109,7 +109,7 @@ fn gate_view(policy: &str, d: &Decision) -> View {
             v.warnings.push(w.clone());
         } else {
             v.warnings
-                .push(strip(w.strip_prefix("[audit] ").unwrap_or(w)));
+                .push(strip(w.strip_prefix("[dry-run] ").unwrap_or(w)));
         }
     }
     for (key, value) in &d.audit_annotations {
@@ -118,7 +118,7 @@ fn gate_view(policy: &str, d: &Decision) -> View {
                 let entries: Vec<Json> = serde_json::from_str(value).unwrap_or_default();
                 for e in entries {
                     // A Deny failure is recorded only where the binding audits
-                    // (audit mode: Deny becomes Warn + Audit).
+                    // (dry-run mode: Deny becomes Warn + Audit).
                     if e["action"] == "Audit" || d.allowed {
                         v.audit_failures
                             .push(e["message"].as_str().unwrap_or_default().to_string());
@@ -259,7 +259,7 @@ fn native_policies_decide_as_the_gate() {
     let root = manifest_dir();
     let set = PolicySet::load_dir(&root.join("policies")).expect("the shipped policies load");
     let enforce = render_native(&set, Mode::Enforce);
-    let audit = render_native(&set, Mode::Audit);
+    let audit = render_native(&set, Mode::DryRun);
     for n in &enforce.not_rendered {
         println!("differential-native: not compared: {n}");
     }
@@ -380,7 +380,7 @@ fn native_policies_decide_as_the_gate() {
                         &cluster,
                         &EvalOptions {
                             mode: if audit_mode {
-                                Mode::Audit
+                                Mode::DryRun
                             } else {
                                 Mode::Enforce
                             },

@@ -63,9 +63,9 @@ pub struct ManifestsArgs {
     pub native: bool,
 
     /// With --native: the gate's global mode the native policies reproduce
-    /// (audit: a denial becomes a warning and an audit record).
+    /// (dry-run, alias audit: a denial becomes a warning and an audit record).
     #[arg(long, value_enum, default_value = "enforce", requires = "native")]
-    pub mode: crate::policy::Mode,
+    pub mode: super::mode::ModeArg,
 
     /// With --native: exit 1 when some policy cannot be rendered.
     #[arg(long, requires = "native")]
@@ -157,7 +157,7 @@ pub fn run(args: &ManifestsArgs) -> u8 {
 }
 
 fn native(args: &ManifestsArgs, set: &PolicySet) -> u8 {
-    let render = deploy::native::render_native(set, args.mode);
+    let render = deploy::native::render_native(set, args.mode.into());
     for n in &render.not_rendered {
         eprintln!("{n}");
     }

@@ -6,6 +6,7 @@ pub mod check;
 pub mod live_source;
 pub mod manifests;
 pub mod manifests_cmd;
+pub mod mode;
 pub mod report;
 pub mod review;
 pub mod serve;

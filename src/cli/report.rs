@@ -111,7 +111,7 @@ impl ObjectResult {
         }
     }
 
-    /// Denied, or would be denied (audit mode).
+    /// Denied, or would be denied (dry-run mode).
     pub fn is_violation(&self) -> bool {
         !self.denied_by.is_empty()
     }

@@ -1,7 +1,6 @@
 //! `safety-gate serve`: the HTTPS admission webhook.
 
 use crate::cluster::{LiveCluster, Snapshot, client_from};
-use crate::policy::Mode;
 use crate::policy::{ClusterState, NoCluster};
 use crate::server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BODY_BYTES, Server, ServerConfig, TlsSource,
@@ -53,9 +52,10 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"])]
     pub dev_cert: bool,
 
-    /// enforce: deny what policies deny; audit: deny nothing, report would-be denials as warnings.
+    /// enforce: deny what policies deny; dry-run (alias: audit): deny nothing, report
+    /// would-be denials as warnings.
     #[arg(long, env = "SAFETY_GATE_MODE", value_enum, default_value = "enforce")]
-    pub mode: Mode,
+    pub mode: super::mode::ModeArg,
 
     /// Directory of YAML/JSON objects that lookups and namespace labels read.
     #[arg(long, env = "SAFETY_GATE_CLUSTER_STATE", conflicts_with = "kubeconfig")]
@@ -149,7 +149,7 @@ pub fn config(args: &ServeArgs) -> anyhow::Result<ServerConfig> {
     let mut config = ServerConfig::new(args.listen, tls, args.policies.clone());
     config.admin_listen = args.admin_listen;
     config.client_ca = args.client_ca_file.clone();
-    config.mode = args.mode;
+    config.mode = args.mode.into();
     config.max_body_bytes = args.max_body_bytes;
     if args.max_inflight_body_bytes < args.max_body_bytes {
         bail!(

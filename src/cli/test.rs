@@ -389,7 +389,7 @@ fn run_case(
         }
     };
     let mode = match case.mode.or(suite_mode) {
-        Some(TestMode::Audit) => Mode::Audit,
+        Some(TestMode::Audit) => Mode::DryRun,
         _ => Mode::Enforce,
     };
     let mut unavailable = Vec::new();

@@ -375,8 +375,8 @@ fn render_policy(p: &Policy, mode: Mode) -> Result<NativePolicy, Vec<String>> {
         p.name,
         p.file.display(),
         actions.join(", "),
-        if mode == Mode::Audit {
-            " (--mode audit)"
+        if mode == Mode::DryRun {
+            " (--mode dry-run)"
         } else {
             ""
         },
@@ -411,10 +411,10 @@ fn validation_actions(p: &Policy, mode: Mode) -> Vec<&'static str> {
     if a.deny && mode == Mode::Enforce {
         out.push("Deny");
     }
-    if a.warn || (a.deny && mode == Mode::Audit) {
+    if a.warn || (a.deny && mode == Mode::DryRun) {
         out.push("Warn");
     }
-    if a.audit || (a.deny && mode == Mode::Audit) {
+    if a.audit || (a.deny && mode == Mode::DryRun) {
         out.push("Audit");
     }
     out

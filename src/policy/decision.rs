@@ -1,8 +1,8 @@
 //! Combining per-policy results into one admission decision (design.md §4).
 
-use super::evaluate::{EvalOptions, Stage};
 use super::model::Reason;
 use super::mutate;
+use super::options::{EvalOptions, Stage};
 use super::{Mode, Policy, PolicyKind, Request};
 use json_patch::{Patch, PatchOperation};
 use serde_json::value::RawValue;
@@ -243,7 +243,7 @@ pub struct PolicyVerdict {
     pub messages: Vec<String>,
     pub exempted_by: Option<String>,
     pub errors: Vec<String>,
-    /// This policy denied the request (or would have, in audit mode).
+    /// This policy denied the request (or would have, in dry-run mode).
     pub denies: bool,
     /// It denied only because cluster state it needs was unknown.
     pub undecided: bool,
@@ -325,7 +325,7 @@ impl Decision {
                         validation_failures: &mut validation_failures,
                     },
                 );
-                would_deny |= options.mode == Mode::Audit && e.deny;
+                would_deny |= options.mode == Mode::DryRun && e.deny;
                 warned |= e.warn;
                 continue;
             }
@@ -340,8 +340,8 @@ impl Decision {
                     validation_failures.push(failure_entry(&e.policy, f, "Deny"));
                 }
                 match options.mode {
-                    Mode::Audit => {
-                        warnings.push(format!("[audit] {}: {message}", e.policy));
+                    Mode::DryRun => {
+                        warnings.push(format!("[dry-run] {}: {message}", e.policy));
                         would_deny = true;
                     }
                     Mode::Enforce => denials.push(Denial {
@@ -446,7 +446,7 @@ impl Decision {
         decision
     }
 
-    /// Names of the policies that denied (or would deny in audit mode).
+    /// Names of the policies that denied (or would deny in dry-run mode).
     pub fn denied_by(&self) -> Vec<String> {
         self.policies
             .iter()
@@ -481,7 +481,7 @@ fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
     if let Some(first) = denying {
         let message = format!("{label} denied request: {}", first.message);
         match mode {
-            Mode::Audit => sinks.warnings.push(format!("[audit] {message}")),
+            Mode::DryRun => sinks.warnings.push(format!("[dry-run] {message}")),
             Mode::Enforce => sinks.denials.push(Denial {
                 reason: first.reason,
                 message,

@@ -6,11 +6,12 @@ use super::lazy::LazyValue;
 use super::matching::{Attributes, RequestedResource};
 use super::model::FailurePolicy;
 use super::mutate;
+use super::options::{EvalOptions, Stage};
 use super::paths::{DATA_BINDING, DataRoots};
 use super::variables::{TABLE_BINDING, VariableTable};
-use super::{Mode, Policy, PolicySet, Request};
-use super::{cel_env, runtime_cost};
 use super::{ClusterState, LookupError};
+use super::{Policy, PolicySet, Request};
+use super::{cel_env, runtime_cost};
 use kube_cel::cel::objects::{Key, Map};
 use kube_cel::cel::{Context, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -20,32 +21,6 @@ use std::time::Instant;
 
 /// Kubernetes caps an evaluated messageExpression at 5 KiB.
 const MAX_MESSAGE_BYTES: usize = 5 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stage {
-    /// Validations and audit annotations (`/validate`, review, audit, test).
-    Validate,
-    /// `annotate` and `mutations` (`/mutate`).
-    Mutate,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub struct EvalOptions {
-    pub mode: Mode,
-    pub stage: Stage,
-    /// Past this instant every remaining evaluation is an error for failurePolicy.
-    pub deadline: Option<Instant>,
-}
-
-impl Default for EvalOptions {
-    fn default() -> Self {
-        EvalOptions {
-            mode: Mode::Enforce,
-            stage: Stage::Validate,
-            deadline: None,
-        }
-    }
-}
 
 /// The request itself is unusable (kube-apiserver never sends such a thing).
 #[derive(Debug, Clone, PartialEq)]

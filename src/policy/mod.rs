@@ -21,6 +21,7 @@ mod matching;
 pub mod model;
 mod mutate;
 pub mod mutating;
+mod options;
 mod overloads;
 mod params;
 mod paths;
@@ -45,9 +46,10 @@ mod vap_tests;
 pub use cluster_state::{ClusterState, LookupError, NO_AUTHORIZER, NamespaceInfo, NoCluster};
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
-pub use evaluate::{EvalOptions, InputError, Stage, effective_name};
+pub use evaluate::{InputError, effective_name};
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
 pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
+pub use options::{EvalOptions, Mode, Stage};
 pub use params::{ParamScope, ParamSource, guess_scope};
 pub use request::Request;
 pub use validation::is_cel_identifier;
@@ -56,24 +58,6 @@ use compile::Reads;
 use matching::{Attributes, Matcher, request_index_keys};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-
-/// Global mode: enforce denials, or only report them (dry-run audit).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Mode {
-    #[default]
-    Enforce,
-    Audit,
-}
-
-impl Mode {
-    /// The flag value: `enforce` or `audit`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Enforce => "enforce",
-            Mode::Audit => "audit",
-        }
-    }
-}
 
 /// What a failing validation of a policy does (VAP `validationActions`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -167,7 +167,7 @@ fn audit_mode_turns_denials_into_prefixed_warnings() {
             &req,
             &NoCluster,
             &EvalOptions {
-                mode: Mode::Audit,
+                mode: Mode::DryRun,
                 ..Default::default()
             },
         )
@@ -176,7 +176,7 @@ fn audit_mode_turns_denials_into_prefixed_warnings() {
     assert_eq!(d.verdict, Verdict::WouldDeny);
     assert_eq!(
         d.warnings,
-        vec!["[audit] no-forbidden: no forbidden configmaps".to_string()]
+        vec!["[dry-run] no-forbidden: no forbidden configmaps".to_string()]
     );
     assert!(d.audit_annotations["validation_failure"].contains("\"action\":\"Deny\""));
     assert_eq!(d.denied_by(), vec!["no-forbidden".to_string()]);
@@ -647,10 +647,11 @@ fn cost_guard_stops_pathological_expressions_quickly() {
     let started = Instant::now();
     let d = eval(&load(&with("Fail")).expect("loads"), &req);
     // It runs until its runtime cost passes Kubernetes' 1,000,000 (about 600
-    // passes of the inner loop, each reading the 100,000-element list): seconds
-    // in a debug build, not the hours the full loop would take.
+    // passes of the inner loop, each reading the 100,000-element list): 10-40 s
+    // in a debug build on a loaded 2-core machine, not the hours the full loop
+    // would take. The bound only tells "stopped" from "ran to the end".
     assert!(
-        started.elapsed() < Duration::from_secs(30),
+        started.elapsed() < Duration::from_secs(180),
         "took {:?}",
         started.elapsed()
     );

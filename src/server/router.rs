@@ -708,7 +708,7 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
     let body = json!({
         "ready": ready,
         "draining": draining,
-        "mode": match state.mode { Mode::Enforce => "enforce", Mode::Audit => "audit" },
+        "mode": state.mode.as_str(),
         "policies": {
             "dir": state.policies.dir().display().to_string(),
             "generation": serving.generation,

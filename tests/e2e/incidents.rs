@@ -536,7 +536,7 @@ fn incident4_kubefed(env: &Env) {
 }
 
 fn audit_mode(env: &Env) {
-    env.gate().restart("audit");
+    env.gate().restart("dry-run");
     let restore = Restore(env);
     let out = env.admin.run(&[
         "delete",
@@ -548,7 +548,7 @@ fn audit_mode(env: &Env) {
     assert!(
         out.warnings()
             .iter()
-            .any(|w| w.starts_with("Warning: [audit] protect-rbac-defaults:")),
+            .any(|w| w.starts_with("Warning: [dry-run] protect-rbac-defaults:")),
         "{out:#?}"
     );
     assert!(out.stdout.contains("(server dry run)"), "{out:#?}");
@@ -558,7 +558,7 @@ fn audit_mode(env: &Env) {
             .is_some()
     );
 
-    // In audit mode nothing is denied: a protected namespace's label can be
+    // In dry-run mode nothing is denied: a protected namespace's label can be
     // lifted... but not with a dry run, which changes nothing.
     env.admin
         .run(&["create", "namespace", "audit-probe"])
@@ -574,11 +574,11 @@ fn audit_mode(env: &Env) {
     let out = env
         .admin
         .run(&["delete", "namespace", "audit-probe", "--wait=false"]);
-    out.expect_ok("audit mode lets the delete through");
+    out.expect_ok("dry-run mode lets the delete through");
     assert!(
         out.warnings()
             .iter()
-            .any(|w| w.contains("[audit] protect-namespaces")),
+            .any(|w| w.contains("[dry-run] protect-namespaces")),
         "{out:#?}"
     );
     drop(restore);

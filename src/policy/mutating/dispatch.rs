@@ -231,13 +231,13 @@ impl PolicySet {
                         message: message.clone(),
                     });
                 }
-                Mode::Audit => {
-                    decision.warnings.push(format!("[audit] {message}"));
+                Mode::DryRun => {
+                    decision.warnings.push(format!("[dry-run] {message}"));
                     decision.verdict = Verdict::WouldDeny;
                 }
             }
         }
-        if !deny || options.mode == Mode::Audit {
+        if !deny || options.mode == Mode::DryRun {
             let patch = json_patch::diff(&original, &current);
             decision.patch = (!patch.0.is_empty()).then_some(patch);
         }
