@@ -1164,3 +1164,29 @@ fn review_reads_params_from_the_live_snapshot() {
     assert_eq!(code, 1, "{out}{err}");
     assert!(out.contains("no params found for policy binding"), "{out}");
 }
+
+/// The dry-run mode's name is `dry-run`; `audit`, its name before, still
+/// selects it (for a release), and `manifests --native` renders the same
+/// documents under both: a Deny becomes `[Warn, Audit]`.
+#[test]
+fn mode_dry_run_and_its_old_name_audit_render_the_same() {
+    let render = |mode: &str| {
+        let (code, out, err) = run(&[
+            "manifests",
+            "--native",
+            "--policies",
+            "policies",
+            "--mode",
+            mode,
+        ]);
+        assert_eq!(code, 0, "--mode {mode}: {err}");
+        out
+    };
+    let dry_run = render("dry-run");
+    assert!(dry_run.contains("- Warn"), "{dry_run}");
+    assert_eq!(render("audit"), dry_run);
+    assert_ne!(render("enforce"), dry_run);
+    let (code, _, err) = run(&["manifests", "--native", "--mode", "monitor"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("dry-run"), "{err}");
+}
