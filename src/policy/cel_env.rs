@@ -4,6 +4,7 @@
 //! in child scopes of this root. Every function is a cancellation check point
 //! (see `cancel.rs`).
 
+use super::rewrite::OPTIONAL_SELECT;
 use super::{cancel, overloads, semantics};
 use kube_cel::KubeCelExt;
 use kube_cel::cel::extractors::IntoFunction;
@@ -198,11 +199,6 @@ fn call_expression(name: &str, method: bool, arity: usize) -> Option<Expression>
     kube_cel::cel::parser::Parser::new().parse(&source).ok()
 }
 
-/// What `x.?field` is rewritten to at compile time: `cel` 0.13 errors on
-/// `map.?absent` instead of returning `optional.none()`, and policies guard
-/// absent fields with exactly that.
-pub const OPTIONAL_SELECT: &str = "@gate_optional_select";
-
 fn optional_select(ftx: &FunctionContext) -> ResolveResult {
     use kube_cel::cel::objects::{Key, OptionalValue};
     let (Some(target), Some(field)) = (ftx.args.first(), ftx.args.get(1)) else {
@@ -278,7 +274,7 @@ pub fn evaluate_with_cost(
     };
     semantics::expand_two_variable_macros(&mut ast);
     super::macros::expand(&mut ast);
-    super::compile::rewrite_optional_selects(&mut ast);
+    super::rewrite::rewrite_optional_selects(&mut ast);
     semantics::rewrite(&mut ast);
     if let Some(problem) = unsupported(&ast) {
         return (Err(problem.to_string()), 0);
@@ -414,7 +410,7 @@ mod tests {
     fn optional_field_selection_returns_none_for_absent_fields() {
         let eval_compiled = |src: &str| {
             let mut ast = parse(src).expect("parses");
-            super::super::compile::rewrite_optional_selects(&mut ast);
+            super::super::rewrite::rewrite_optional_selects(&mut ast);
             Value::resolve(&ast, &root().new_inner_scope())
         };
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Loading a directory of policy files into a [`PolicySet`]: all or nothing.
 
-use super::compile::{CompileError, CompiledExpression, Origin, Scope, compile};
+use super::analysis::{Origin, Scope};
+use super::compile::{CompileError, CompiledExpression, compile};
 use super::documents::{Document, Located, files_in, split_documents};
 use super::matching::Matcher;
 use super::model::{

@@ -15,7 +15,7 @@
 //!   `@sortByAssociatedKeys` requires.
 
 use super::semantics::{ACCU, call, ident, ident_name, lit_bool, lit_str, node};
-use crate::policy::compile::children_mut;
+use crate::policy::rewrite::children_mut;
 use kube_cel::cel::common::ast::{ComprehensionExpr, Expr, ListExpr, operators};
 use kube_cel::cel::objects::{OptionalValue, Value};
 use kube_cel::cel::parser::Expression;

@@ -3,6 +3,7 @@
 //! Pure: no HTTP, no Kubernetes client. The server and every CLI command use
 //! the same [`PolicySet`] and get the same [`Decision`] for the same request.
 
+mod analysis;
 pub mod authz;
 pub mod cancel;
 pub mod cel_env;
@@ -29,6 +30,7 @@ mod quantifiers;
 mod quantity;
 mod re2;
 mod request;
+mod rewrite;
 pub mod runtime_cost;
 mod semantics;
 mod type_check;
@@ -54,7 +56,7 @@ pub use params::{ParamScope, ParamSource, guess_scope};
 pub use request::Request;
 pub use validation::is_cel_identifier;
 
-use compile::Reads;
+use analysis::Reads;
 use matching::{Attributes, Matcher, request_index_keys};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

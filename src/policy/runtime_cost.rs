@@ -375,7 +375,7 @@ fn region(expr: &mut Expression, loop_step: bool) -> u64 {
 /// Whether cel-go plans `expr` as an attribute (a variable and a chain of
 /// selections and indexes on it): a branch of `?:` that is one costs nothing.
 fn is_attribute(expr: &Expression) -> bool {
-    use super::{cel_env, paths, semantics, variables};
+    use super::{paths, semantics, variables};
     match &expr.expr {
         Expr::Ident(_) => true,
         Expr::Select(s) => !s.test && is_attribute(&s.operand),
@@ -385,7 +385,7 @@ fn is_attribute(expr: &Expression) -> bool {
             | semantics::OPT_INDEX
             | operators::INDEX
             | operators::OPT_INDEX
-            | cel_env::OPTIONAL_SELECT => c.args.first().is_some_and(is_attribute),
+            | super::rewrite::OPTIONAL_SELECT => c.args.first().is_some_and(is_attribute),
             operators::CONDITIONAL => c.args.iter().skip(1).all(is_attribute),
             _ => false,
         },
@@ -395,7 +395,7 @@ fn is_attribute(expr: &Expression) -> bool {
 
 /// The selections and indexes of an attribute (see [`is_attribute`]), without its variable.
 fn qualifiers(expr: &Expression) -> u64 {
-    use super::{cel_env, paths, semantics, variables};
+    use super::{paths, semantics, variables};
     match &expr.expr {
         Expr::Select(s) => 1 + qualifiers(&s.operand),
         Expr::Call(c) => match c.func_name.as_str() {
@@ -405,7 +405,7 @@ fn qualifiers(expr: &Expression) -> u64 {
             | semantics::OPT_INDEX
             | operators::INDEX
             | operators::OPT_INDEX
-            | cel_env::OPTIONAL_SELECT => 1 + c.args.first().map(qualifiers).unwrap_or(0),
+            | super::rewrite::OPTIONAL_SELECT => 1 + c.args.first().map(qualifiers).unwrap_or(0),
             _ => 0,
         },
         _ => 0,
@@ -498,7 +498,7 @@ fn walk(expr: &mut Expression) -> u64 {
                 | semantics::OPT_INDEX
                 | operators::INDEX
                 | operators::OPT_INDEX
-                | cel_env::OPTIONAL_SELECT => {
+                | super::rewrite::OPTIONAL_SELECT => {
                     // On a computed value (`f(x).a`) cel-go builds an attribute
                     // first, which costs one more.
                     let mut n = if call.args.first().is_some_and(is_attribute) {

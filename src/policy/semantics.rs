@@ -17,7 +17,7 @@
 //! The functions work on the interpreter's own values (`resolve_val`), so a
 //! comparison copies nothing.
 
-use super::compile::children_mut;
+use super::rewrite::children_mut;
 use kube_cel::cel::common::ast::{
     CallExpr, ComprehensionExpr, Expr, ListExpr, LiteralValue, MapExpr, operators,
 };
@@ -688,7 +688,7 @@ pub fn rewrite(expr: &mut Expression) {
 fn in_optional_chain(e: &Expression) -> bool {
     match &e.expr {
         Expr::Call(c) => match c.func_name.as_str() {
-            super::cel_env::OPTIONAL_SELECT | OPT_INDEX | operators::OPT_INDEX => true,
+            super::rewrite::OPTIONAL_SELECT | OPT_INDEX | operators::OPT_INDEX => true,
             INDEX | operators::INDEX => c.args.first().is_some_and(in_optional_chain),
             _ => false,
         },

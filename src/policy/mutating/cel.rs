@@ -63,7 +63,7 @@ pub fn lower(expr: &mut Expression) -> Result<(), String> {
         call.func_name = ESCAPE_KEY_FUNCTION.to_string();
         call.target = None;
     }
-    for child in crate::policy::compile::children_mut(expr) {
+    for child in crate::policy::rewrite::children_mut(expr) {
         lower(child)?;
     }
     Ok(())
