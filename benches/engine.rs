@@ -20,9 +20,9 @@
 use criterion::{BenchmarkId, Criterion};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
-use safety_gate::admission::{self, Endpoint};
+use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet};
+use safety_gate::policy::{Mode, PolicySet, Stage};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -81,7 +81,7 @@ fn review(
         policies,
         cluster,
         Mode::Enforce,
-        Endpoint::Validate,
+        Stage::Validate,
         body,
         None,
     )

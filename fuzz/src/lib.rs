@@ -7,9 +7,9 @@
 
 pub mod shape;
 
-use safety_gate::admission::{self, Endpoint};
+use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet};
+use safety_gate::policy::{Mode, PolicySet, Stage};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -49,7 +49,7 @@ pub fn cluster_state() -> &'static Snapshot {
 /// deadline fallback. A body the decoder refuses is a 400 there; here it just
 /// ends the input. Whatever the engine answers must be a JSON AdmissionReview.
 pub fn review_body(policies: &PolicySet, body: &[u8], mode: Mode) {
-    for endpoint in [Endpoint::Validate, Endpoint::Mutate] {
+    for endpoint in [Stage::Validate, Stage::Mutate] {
         let Ok(outcome) = admission::review(policies, cluster_state(), mode, endpoint, body, None)
         else {
             return;
@@ -57,7 +57,7 @@ pub fn review_body(policies: &PolicySet, body: &[u8], mode: Mode) {
         check_response(&outcome.response);
     }
     if let Ok(outcome) =
-        admission::deadline_exceeded_response(body, policies, mode, Endpoint::Validate)
+        admission::deadline_exceeded_response(body, policies, mode, Stage::Validate)
     {
         check_response(&outcome.response);
     }

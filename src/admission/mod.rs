@@ -15,12 +15,3 @@ pub use response::{
     DecisionSummary, PolicyVerdictSummary, ReviewOutcome, deadline_exceeded_response,
     encode_response, review, summarize,
 };
-
-/// Which webhook path the request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `POST /validate`: validations only; a patch is never returned.
-    Validate,
-    /// `POST /mutate`: `annotate` and `mutations`; validations only where a policy asks.
-    Mutate,
-}

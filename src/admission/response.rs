@@ -4,7 +4,6 @@
 //! (kube-rs#1781); the wire format is a base64 string. The envelope is ours for
 //! that reason only; `Status` is kube's.
 
-use super::Endpoint;
 use super::request::{ReviewError, decode_review};
 use crate::policy::ClusterState;
 use crate::policy::{
@@ -102,15 +101,11 @@ pub fn review(
     policies: &PolicySet,
     cluster: &dyn ClusterState,
     mode: Mode,
-    endpoint: Endpoint,
+    stage: Stage,
     body: &[u8],
     deadline: Option<Instant>,
 ) -> Result<ReviewOutcome, ReviewError> {
     let request = decode_review(body)?;
-    let stage = match endpoint {
-        Endpoint::Validate => Stage::Validate,
-        Endpoint::Mutate => Stage::Mutate,
-    };
     let decision = policies
         .evaluate(
             &request,
@@ -135,13 +130,9 @@ pub fn deadline_exceeded_response(
     body: &[u8],
     policies: &PolicySet,
     mode: Mode,
-    endpoint: Endpoint,
+    stage: Stage,
 ) -> Result<ReviewOutcome, ReviewError> {
     let request = decode_review(body)?;
-    let stage = match endpoint {
-        Endpoint::Validate => Stage::Validate,
-        Endpoint::Mutate => Stage::Mutate,
-    };
     let decision = policies.deadline_decision(
         &request,
         &EvalOptions {

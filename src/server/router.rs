@@ -9,9 +9,10 @@ use super::metrics::{
 };
 use super::reload::{PolicyStore, ServingPolicies};
 use super::tls::LoadedCert;
-use crate::admission::{self, Endpoint, ReviewError, ReviewOutcome};
+use crate::admission::{self, ReviewError, ReviewOutcome};
 use crate::policy::ClusterState;
 use crate::policy::Mode;
+use crate::policy::Stage;
 use crate::policy::cancel::{CancelReason, CancelToken};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -135,17 +136,17 @@ fn admin_router_inner() -> Router<Arc<AppState>> {
 }
 
 async fn validate(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    admit(state, Endpoint::Validate, request).await
+    admit(state, Stage::Validate, request).await
 }
 
 async fn mutate(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    admit(state, Endpoint::Mutate, request).await
+    admit(state, Stage::Mutate, request).await
 }
 
-fn endpoint_label(endpoint: Endpoint) -> &'static str {
-    match endpoint {
-        Endpoint::Validate => "validate",
-        Endpoint::Mutate => "mutate",
+fn endpoint_label(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Validate => "validate",
+        Stage::Mutate => "mutate",
     }
 }
 
@@ -166,7 +167,7 @@ impl Drop for InFlight {
     }
 }
 
-async fn admit(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Response {
+async fn admit(state: Arc<AppState>, endpoint: Stage, request: Request) -> Response {
     let started = Instant::now();
     let label = endpoint_label(endpoint);
     let _in_flight = InFlight::new(&state.metrics);
@@ -267,7 +268,7 @@ impl Drop for CancelOnDrop<'_> {
 async fn evaluate(
     state: &Arc<AppState>,
     serving: &Arc<ServingPolicies>,
-    endpoint: Endpoint,
+    endpoint: Stage,
     body: Bytes,
     answer_by: Instant,
     span: tracing::Span,
@@ -842,7 +843,7 @@ mod tests {
             .body(Body::from(configmap_review("late")))
             .expect("request");
         let started = Instant::now();
-        let response = admit(Arc::clone(&state), Endpoint::Validate, request).await;
+        let response = admit(Arc::clone(&state), Stage::Validate, request).await;
         let elapsed = started.elapsed();
         assert_eq!(response.status(), StatusCode::OK);
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
