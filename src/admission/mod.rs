@@ -10,7 +10,7 @@ mod request;
 mod response;
 pub mod synthetic;
 
-pub use request::{AdmissionInput, ReviewError, decode_review};
+pub use request::{ReviewError, decode_review};
 pub use response::{
     DecisionSummary, PolicyVerdictSummary, ReviewOutcome, deadline_exceeded_response,
     encode_response, review, summarize,

@@ -53,9 +53,6 @@ struct Envelope<'a> {
     request: Option<&'a serde_json::value::RawValue>,
 }
 
-/// The decoded request: what the engine evaluates.
-pub type AdmissionInput = Request;
-
 /// Decodes the envelope, checks kind and version, and decodes the request
 /// fields; `object` and `oldObject` stay raw until policies ask for them.
 pub fn decode_review(body: &[u8]) -> Result<Request, ReviewError> {

@@ -32,7 +32,7 @@ pub use cache::KindStats;
 use crate::policy::{ClusterNeeds, ParamScope, ParamSource};
 use crate::policy::{ClusterState, LookupError, NamespaceInfo};
 use arc_swap::ArcSwap;
-use cache::{Failure, KindCache, KindWriter, describe_status};
+use cache::{KindCache, KindWriter, WatchFailure, describe_status};
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject};
 use kube::runtime::WatchStreamExt;
@@ -415,11 +415,11 @@ async fn run(client: Client, mut writer: KindWriter) {
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => writer.apply(event),
-            Err(e) => writer.record(Failure::from_watcher(&e)),
+            Err(e) => writer.record(WatchFailure::from_watcher(&e)),
         }
     }
     // DefaultBackoff never gives up, so the stream only ends if kube-runtime changes that.
-    writer.record(Failure {
+    writer.record(WatchFailure {
         message: "the watch stream ended; lookups serve the last state".to_string(),
         forbidden: false,
         not_served: false,
@@ -466,10 +466,10 @@ async fn resolve(
     client: &Client,
     api_version: &str,
     kind: &str,
-) -> Result<(ApiResource, crate::policy::ParamScope), Failure> {
+) -> Result<(ApiResource, crate::policy::ParamScope), WatchFailure> {
     let gvk = api_version
         .parse::<kube::core::GroupVersion>()
-        .map_err(|e| Failure {
+        .map_err(|e| WatchFailure {
             message: e.to_string(),
             forbidden: false,
             not_served: true,
@@ -488,7 +488,7 @@ async fn resolve(
         // kube-core's `is_not_found` looks only at the reason, so check the
         // code as well.
         Err(kube::Error::Api(status)) if status.is_not_found() || status.code == 404 => {
-            Err(Failure {
+            Err(WatchFailure {
                 message: format!(
                     "the API server does not serve {api_version} (is its CRD installed?): {}",
                     describe_status(&status)
@@ -497,17 +497,19 @@ async fn resolve(
                 not_served: true,
             })
         }
-        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => Err(Failure {
-            message: format!("the API server serves {api_version} but no kind {kind} in it"),
-            forbidden: false,
-            not_served: true,
-        }),
-        Err(kube::Error::Api(status)) => Err(Failure {
+        Err(kube::Error::Discovery(kube::error::DiscoveryError::MissingKind(_))) => {
+            Err(WatchFailure {
+                message: format!("the API server serves {api_version} but no kind {kind} in it"),
+                forbidden: false,
+                not_served: true,
+            })
+        }
+        Err(kube::Error::Api(status)) => Err(WatchFailure {
             message: format!("discovery of {api_version}: {}", describe_status(&status)),
             forbidden: status.is_forbidden(),
             not_served: false,
         }),
-        Err(e) => Err(Failure {
+        Err(e) => Err(WatchFailure {
             message: format!("discovery of {api_version}: {e}"),
             forbidden: false,
             not_served: false,

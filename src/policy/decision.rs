@@ -64,9 +64,10 @@ impl Verdict {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct Failure {
-    /// Index of the validation (or mutation); `usize::MAX` for other fields.
-    pub index: usize,
+pub struct ValidationFailure {
+    /// Index of the validation (or mutation); `None` for the policy's other
+    /// fields (matchConditions, params, audit annotations, the policy as a whole).
+    pub index: Option<usize>,
     pub message: String,
     pub reason: Reason,
     /// An evaluation error enforced under `failurePolicy: Fail`.
@@ -90,7 +91,7 @@ pub struct PolicyEvaluation {
     pub warn: bool,
     pub audit: bool,
     pub outcome: PolicyOutcome,
-    pub failures: Vec<Failure>,
+    pub failures: Vec<ValidationFailure>,
     pub exempted_by: Option<String>,
     pub audit_annotations: Vec<(String, String)>,
     pub ignored_errors: Vec<String>,
@@ -152,8 +153,8 @@ impl PolicyEvaluation {
         e.cluster_state_unknown = unknown;
         e.outcome = PolicyOutcome::Errored;
         match policy.failure_policy {
-            super::FailurePolicy::Fail => e.failures.push(Failure {
-                index: usize::MAX,
+            super::FailurePolicy::Fail => e.failures.push(ValidationFailure {
+                index: None,
                 message,
                 reason: error_reason(policy.kind),
                 error: true,
@@ -169,8 +170,8 @@ impl PolicyEvaluation {
         let mut e = PolicyEvaluation::new(policy);
         match policy.failure_policy {
             super::FailurePolicy::Fail => {
-                e.failures.push(Failure {
-                    index: usize::MAX,
+                e.failures.push(ValidationFailure {
+                    index: None,
                     message: format!("policy could not be evaluated: {message}"),
                     reason: error_reason(policy.kind),
                     error: true,
@@ -239,7 +240,7 @@ pub struct DenyStatus {
 pub struct PolicyVerdict {
     pub policy: String,
     pub outcome: PolicyOutcome,
-    /// Failure messages (also of exempted or audited failures).
+    /// ValidationFailure messages (also of exempted or audited failures).
     pub messages: Vec<String>,
     pub exempted_by: Option<String>,
     pub errors: Vec<String>,
@@ -502,7 +503,7 @@ fn combine_vap(e: &PolicyEvaluation, mode: Mode, sinks: &mut VapSinks) {
                 binding: e.binding.as_deref().unwrap_or_default(),
                 // Errors that are not one validation's are reported at index 0 by
                 // kube-apiserver (its only decision for the unit).
-                expression_index: if f.index == usize::MAX { 0 } else { f.index },
+                expression_index: f.index.unwrap_or(0),
                 validation_actions: &e.validation_actions,
             };
             // Strings and numbers always serialise.
@@ -534,12 +535,10 @@ struct ValidationFailureValue<'a> {
     validation_actions: &'a [String],
 }
 
-fn failure_entry(policy: &str, f: &Failure, action: &str) -> Box<RawValue> {
-    let index = if f.index == usize::MAX {
-        serde_json::Value::Null
-    } else {
-        serde_json::Value::from(f.index)
-    };
+fn failure_entry(policy: &str, f: &ValidationFailure, action: &str) -> Box<RawValue> {
+    let index = f
+        .index
+        .map_or(serde_json::Value::Null, serde_json::Value::from);
     let value = serde_json::json!({"policy": policy, "message": f.message, "expressionIndex": index, "action": action});
     // A JSON value always serialises.
     serde_json::value::to_raw_value(&value).unwrap_or_else(|_| RawValue::NULL.to_owned())

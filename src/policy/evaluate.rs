@@ -1,7 +1,7 @@
 //! Evaluating one request against the loaded policies.
 
 use super::compile::CompiledExpression;
-use super::decision::{Decision, Failure, PolicyEvaluation, PolicyOutcome};
+use super::decision::{Decision, PolicyEvaluation, PolicyOutcome, ValidationFailure};
 use super::lazy::LazyValue;
 use super::matching::{Attributes, RequestedResource};
 use super::model::FailurePolicy;
@@ -467,14 +467,14 @@ impl Evaluator<'_, '_> {
                 Err(e) if e == runtime_cost::OUT_OF_BUDGET => {
                     result.failures.clear();
                     result.ignored_errors.clear();
-                    self.error(result, usize::MAX, e);
+                    self.error(result, None, e);
                     return;
                 }
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
                     let message = self.message(validation);
-                    result.failures.push(Failure {
-                        index,
+                    result.failures.push(ValidationFailure {
+                        index: Some(index),
                         message,
                         reason: validation.reason,
                         error: false,
@@ -483,7 +483,7 @@ impl Evaluator<'_, '_> {
                 }
                 Ok(other) => self.error(
                     result,
-                    index,
+                    Some(index),
                     format!(
                         "expression '{}' must return a bool, got {:?}",
                         validation.expression.source,
@@ -492,7 +492,7 @@ impl Evaluator<'_, '_> {
                 ),
                 Err(e) => self.error(
                     result,
-                    index,
+                    Some(index),
                     format!(
                         "expression '{}' resulted in error: {e}",
                         validation.expression.source
@@ -515,12 +515,12 @@ impl Evaluator<'_, '_> {
                 // kube-apiserver trims the value; blank means "no annotation".
                 Ok(Value::String(s)) if !s.trim().is_empty() => result
                     .audit_annotations
-                    .push((annotation.name.clone(), truncate_chars(s.trim(), 10 * 1024))),
+                    .push((annotation.name.clone(), truncate_at_char_boundary(s.trim(), 10 * 1024))),
                 Ok(Value::String(_)) | Ok(Value::Null) => {}
                 // kube-apiserver denies on a value of the wrong type whatever the
                 // failurePolicy and the binding's actions.
-                Ok(other) if vap => result.failures.push(Failure {
-                    index: usize::MAX,
+                Ok(other) if vap => result.failures.push(ValidationFailure {
+                    index: None,
                     message: format!(
                         "valueExpression '{}' resulted in unsupported return type: {:?}. Return type must be either string or null.",
                         annotation.expression.source,
@@ -532,7 +532,7 @@ impl Evaluator<'_, '_> {
                 }),
                 Ok(other) => self.error(
                     result,
-                    usize::MAX,
+                    None,
                     format!(
                         "auditAnnotations '{}' must return a string or null, got {:?}",
                         annotation.name,
@@ -543,7 +543,7 @@ impl Evaluator<'_, '_> {
                     let before = result.failures.len();
                     self.error(
                         result,
-                        usize::MAX,
+                        None,
                         format!(
                             "auditAnnotations '{}' resulted in error: {e}",
                             annotation.name
@@ -581,7 +581,7 @@ impl Evaluator<'_, '_> {
             };
             match value {
                 Ok(v) => annotations.push((key.clone(), v)),
-                Err(e) => self.error(result, usize::MAX, e),
+                Err(e) => self.error(result, None, e),
             }
         }
         result.annotations = annotations;
@@ -592,13 +592,13 @@ impl Evaluator<'_, '_> {
                 .and_then(|v| mutate::operations_from(&v))
             {
                 Ok(ops) => result.patch_operations.extend(ops),
-                Err(e) => self.error(result, index, format!("mutations[{index}]: {e}")),
+                Err(e) => self.error(result, Some(index), format!("mutations[{index}]: {e}")),
             }
         }
     }
 
     /// An evaluation error: enforced like a failure under Fail, ignored under Ignore.
-    fn error(&self, result: &mut PolicyEvaluation, index: usize, message: String) {
+    fn error(&self, result: &mut PolicyEvaluation, index: Option<usize>, message: String) {
         let message = match &self.unavailable {
             Some(u) if message.contains(u.as_str()) => {
                 result.cluster_state_unknown = true;
@@ -607,7 +607,7 @@ impl Evaluator<'_, '_> {
             _ => message,
         };
         match self.policy.failure_policy {
-            FailurePolicy::Fail => result.failures.push(Failure {
+            FailurePolicy::Fail => result.failures.push(ValidationFailure {
                 index,
                 message,
                 reason: super::decision::error_reason(self.policy.kind),
@@ -744,7 +744,7 @@ impl Evaluator<'_, '_> {
     }
 }
 
-fn truncate_chars(s: &str, max_bytes: usize) -> String {
+fn truncate_at_char_boundary(s: &str, max_bytes: usize) -> String {
     if s.len() <= max_bytes {
         return s.to_string();
     }

@@ -5,8 +5,8 @@ use super::compile::{CompileError, CompiledExpression, compile};
 use super::documents::{Document, Located, files_in, split_documents};
 use super::matching::Matcher;
 use super::model::{
-    Action, DocumentHeader, FailurePolicy, GatePolicyDocument, NamedExpression, PolicySpec, Reason,
-    VapBindingDocument,
+    Action, DocumentHeader, FailurePolicy, NamedExpression, PolicySpec, Reason,
+    ValidatingPolicyDocument, VapBindingDocument,
 };
 use super::validation;
 use super::{Actions, CompiledValidation, Named, Policy, PolicySet};
@@ -181,7 +181,7 @@ fn is_list(api_version: &str, kind: &str) -> bool {
 struct Loader {
     policies: Vec<Policy>,
     /// VAPs wait for their bindings: one evaluation unit per binding, as in Kubernetes.
-    vaps: Vec<(Document, GatePolicyDocument)>,
+    vaps: Vec<(Document, ValidatingPolicyDocument)>,
     bindings: Vec<(Document, VapBindingDocument)>,
     notes: Vec<LoadNote>,
     /// MutatingAdmissionPolicies and their bindings (see `mutating/load.rs`).
@@ -208,14 +208,14 @@ impl Loader {
         }
         match (api_version.as_str(), kind.as_str()) {
             (GATE_API_VERSION, "GatePolicy") => {
-                let parsed: GatePolicyDocument =
+                let parsed: ValidatingPolicyDocument =
                     doc.decode().map_err(|e| vec![LoadError::from(e)])?;
                 let policy = build_policy(doc, parsed, Unit::Gate)?;
                 self.policies.push(policy);
                 Ok(())
             }
             (VAP_API_VERSION, "ValidatingAdmissionPolicy") => {
-                let parsed: GatePolicyDocument =
+                let parsed: ValidatingPolicyDocument =
                     doc.decode().map_err(|e| vec![LoadError::from(e)])?;
                 self.vaps.push((doc.clone(), parsed));
                 Ok(())
@@ -376,7 +376,7 @@ fn check_binding(doc: &Document, b: &VapBindingDocument) -> Vec<LoadError> {
         .collect()
 }
 
-fn reparse_vap(doc: &Document) -> Result<GatePolicyDocument, Vec<LoadError>> {
+fn reparse_vap(doc: &Document) -> Result<ValidatingPolicyDocument, Vec<LoadError>> {
     doc.decode().map_err(|e| vec![LoadError::from(e)])
 }
 
@@ -454,7 +454,7 @@ enum Unit<'a> {
 
 fn build_policy(
     doc: &Document,
-    parsed: GatePolicyDocument,
+    parsed: ValidatingPolicyDocument,
     unit: Unit,
 ) -> Result<Policy, Vec<LoadError>> {
     let name = parsed.metadata.name.value.clone();

@@ -106,7 +106,7 @@ pub struct ObjectMeta {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub struct GatePolicyDocument {
+pub struct ValidatingPolicyDocument {
     pub api_version: String,
     pub kind: String,
     pub metadata: ObjectMeta,

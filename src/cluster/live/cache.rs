@@ -303,21 +303,21 @@ impl KindCache {
 
 /// What went wrong talking to the API server, as the cache reports it.
 #[derive(Debug, Clone)]
-pub(crate) struct Failure {
+pub(crate) struct WatchFailure {
     pub(crate) message: String,
     pub(crate) forbidden: bool,
     /// Discovery says the API server does not serve the kind at all.
     pub(crate) not_served: bool,
 }
 
-impl Failure {
+impl WatchFailure {
     pub(crate) fn from_watcher(err: &watcher::Error) -> Self {
         let (stage, client) = match err {
             watcher::Error::InitialListFailed(e) => ("list", Some(e)),
             watcher::Error::WatchStartFailed(e) => ("watch", Some(e)),
             watcher::Error::WatchFailed(e) => ("watch stream", Some(e)),
             watcher::Error::WatchError(status) => {
-                return Failure {
+                return WatchFailure {
                     message: format!("watch: {}", describe_status(status)),
                     forbidden: status.is_forbidden(),
                     not_served: false,
@@ -326,17 +326,17 @@ impl Failure {
             watcher::Error::NoResourceVersion => ("list", None),
         };
         match client {
-            Some(kube::Error::Api(status)) => Failure {
+            Some(kube::Error::Api(status)) => WatchFailure {
                 message: format!("{stage}: {}", describe_status(status)),
                 forbidden: status.is_forbidden(),
                 not_served: false,
             },
-            Some(e) => Failure {
+            Some(e) => WatchFailure {
                 message: format!("{stage}: {e}"),
                 forbidden: false,
                 not_served: false,
             },
-            None => Failure {
+            None => WatchFailure {
                 message: format!("{stage}: {err}"),
                 forbidden: false,
                 not_served: false,
@@ -454,7 +454,7 @@ impl KindWriter {
     /// error — a cluster without KubeFed must not fail every fail-closed
     /// policy that looks KubeFed up. Discovery keeps retrying; once the kind is
     /// served, the watch lists it and replaces this empty state.
-    pub(crate) fn not_served(&mut self, failure: Failure) {
+    pub(crate) fn not_served(&mut self, failure: WatchFailure) {
         if !lock(&self.cache.status).synced {
             self.apply(watcher::Event::Init);
             self.apply(watcher::Event::InitDone);
@@ -470,7 +470,7 @@ impl KindWriter {
     /// Counts and logs a failure. The store keeps its last state; only an RBAC
     /// denial makes lookups fail, because serving objects the gate may no
     /// longer read would decide on data nobody can refresh.
-    pub(crate) fn record(&mut self, failure: Failure) {
+    pub(crate) fn record(&mut self, failure: WatchFailure) {
         let mut status = lock(&self.cache.status);
         status.watch_errors += 1;
         status.failing = true;

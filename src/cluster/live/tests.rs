@@ -1,7 +1,7 @@
 //! The cache layer, fed with the `watcher::Event`s kube-runtime produces,
 //! through the same `KindWriter::apply` the watch task calls.
 
-use super::cache::{Failure, KindWriter, LAST_APPLIED};
+use super::cache::{KindWriter, LAST_APPLIED, WatchFailure};
 use super::*;
 use crate::policy::values::cel_to_json;
 use kube::core::Status;
@@ -51,8 +51,8 @@ fn sync(writer: &mut KindWriter, objects: Vec<DynamicObject>) {
     writer.apply(Event::InitDone);
 }
 
-fn forbidden() -> Failure {
-    Failure::from_watcher(&watcher::Error::InitialListFailed(kube::Error::Api(
+fn forbidden() -> WatchFailure {
+    WatchFailure::from_watcher(&watcher::Error::InitialListFailed(kube::Error::Api(
         Box::new(Status {
             code: 403,
             reason: "Forbidden".into(),
@@ -192,7 +192,7 @@ async fn lost_watch_keeps_serving_and_is_counted() {
     let cluster = offline_cluster();
     let mut w = cluster.attach(FED, FED_KIND);
     sync(&mut w, vec![fed("a", "fed", "https://a")]);
-    w.record(Failure::from_watcher(&watcher::Error::WatchFailed(
+    w.record(WatchFailure::from_watcher(&watcher::Error::WatchFailed(
         kube::Error::LinesCodecMaxLineLengthExceeded,
     )));
     assert_eq!(names(cluster.list(FED, FED_KIND, None)), ["a"]);
@@ -255,7 +255,7 @@ async fn rbac_forbidden_is_an_error_naming_the_grant() {
             .contains("RBAC")
     );
     // A network error afterwards does not lift the denial; a new list does.
-    w.record(Failure::from_watcher(&watcher::Error::WatchFailed(
+    w.record(WatchFailure::from_watcher(&watcher::Error::WatchFailed(
         kube::Error::LinesCodecMaxLineLengthExceeded,
     )));
     assert!(cluster.list(FED, FED_KIND, None).is_err());
@@ -412,7 +412,7 @@ async fn conversion_matches_json_to_cel() {
 fn failures_are_classified() {
     assert!(forbidden().forbidden);
     assert!(forbidden().message.starts_with("list: "));
-    let gone = Failure::from_watcher(&watcher::Error::WatchError(Box::new(Status {
+    let gone = WatchFailure::from_watcher(&watcher::Error::WatchError(Box::new(Status {
         code: 410,
         reason: "Expired".into(),
         message: "too old resource version".into(),
@@ -593,7 +593,7 @@ async fn param_scope_follows_discovery_and_waits_for_the_sync() {
     // policy's paramKind is reported as kube-apiserver reports it.
     let cluster = offline_cluster();
     let mut gone_writer = cluster.attach("gone.example.dev/v1", "Gone");
-    gone_writer.not_served(Failure {
+    gone_writer.not_served(WatchFailure {
         message: "the API server does not serve gone.example.dev/v1".into(),
         forbidden: false,
         not_served: true,
