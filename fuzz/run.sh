@@ -105,17 +105,19 @@ else
   budget=(-runs="${FUZZ_RUNS:-1000000}")
 fi
 
-# -timeout=3: an input still running after 3 s fails at once. The bar is 1 s,
-# but libFuzzer's timer is wall-clock and this 2-core machine is shared, so a
-# 1 s limit would flake on inputs that take 0.4 s alone; inputs over 1 s are
-# written as slow-unit-* (-report_slow_units=1) and re-run alone below, where
-# more than 1 s is a finding.
+# -timeout=3 (FUZZ_TIMEOUT): an input still running after 3 s fails at once.
+# The bar is 1 s, but libFuzzer's timer is wall-clock and this 2-core machine
+# is shared, so a 1 s limit would flake on inputs that take 0.4 s alone;
+# inputs over 1 s are written as slow-unit-* (-report_slow_units=1) and re-run
+# alone below, where more than 1 s in the fastest of three runs is a finding.
+# A long run beside other builds needs a larger FUZZ_TIMEOUT: at a load
+# average of 8 an input of 0.2 s alone took 3 s.
 # -rss_limit_mb=2048: the process's RSS (libFuzzer samples it every second);
 # the targets hold the shipped policies, the fixtures and the corpus in well
 # under 512 MB, so growth past 2 GB is an input that allocates without bound.
 # -close_fd_mask=3: the review and test commands print their reports; the
 # panic message of a crash is shown by re-running the input below.
-flags=(-timeout=3 -rss_limit_mb=2048 -report_slow_units=1 -close_fd_mask=3
+flags=(-timeout="${FUZZ_TIMEOUT:-3}" -rss_limit_mb=2048 -report_slow_units=1 -close_fd_mask=3
   -print_final_stats=1 -dict=fuzz/policies.dict)
 if [ "$sanitizer" != none ]; then flags+=(-malloc_limit_mb=1024); fi
 
@@ -141,10 +143,14 @@ for target in "${targets[@]}"; do
   # Slow inputs seen under load: a finding only if slow alone too.
   for slow in "$artifacts"/slow-unit-*; do
     [ -e "$slow" ] || continue
-    ms=$("$bin_dir/$target" -runs=1 -close_fd_mask=3 "$slow" 2>&1 |
-      sed -n 's/^Executed .* in \([0-9]*\) ms$/\1/p' | tail -1)
+    ms=
+    for _ in 1 2 3; do
+      run_ms=$("$bin_dir/$target" -runs=1 -close_fd_mask=3 "$slow" 2>&1 |
+        sed -n 's/^Executed .* in \([0-9]*\) ms$/\1/p' | tail -1)
+      if [ -z "$ms" ] || [ "${run_ms:-0}" -lt "$ms" ]; then ms=${run_ms:-0}; fi
+    done
     if [ "${ms:-0}" -gt 1000 ]; then
-      findings+=("$slow takes $ms ms alone")
+      findings+=("$slow takes $ms ms alone (fastest of 3)")
     else
       rm -f "$slow"
     fi
