@@ -362,6 +362,10 @@ struct Evaluator<'p, 'c> {
     /// The first lookup that could not be read; every expression needing it
     /// fails with this one message instead of one message per expression.
     unavailable: Option<String>,
+    /// The expression evaluated last failed because a lookup could not be
+    /// read (its error is then [`Self::unavailable`], and the decision says
+    /// the cluster state is unknown).
+    failed_on_lookup: bool,
     cluster: &'c dyn ClusterState,
     deadline: Option<Instant>,
 }
@@ -405,6 +409,7 @@ fn evaluate_policy(
         lookups: vec![Value::Null; policy.lookups.len()],
         fetched: vec![false; policy.lookups.len()],
         unavailable: None,
+        failed_on_lookup: false,
         cluster,
         deadline: options.deadline,
     };
@@ -598,9 +603,9 @@ impl Evaluator<'_, '_> {
     }
 
     /// An evaluation error: enforced like a failure under Fail, ignored under Ignore.
-    fn error(&self, result: &mut PolicyEvaluation, index: Option<usize>, message: String) {
+    fn error(&mut self, result: &mut PolicyEvaluation, index: Option<usize>, message: String) {
         let message = match &self.unavailable {
-            Some(u) if message.contains(u.as_str()) => {
+            Some(u) if std::mem::take(&mut self.failed_on_lookup) => {
                 result.cluster_state_unknown = true;
                 u.clone()
             }
@@ -646,6 +651,7 @@ impl Evaluator<'_, '_> {
     }
 
     fn eval(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
+        self.failed_on_lookup = false;
         if let Some(deadline) = self.deadline
             && Instant::now() >= deadline
         {
@@ -717,6 +723,7 @@ impl Evaluator<'_, '_> {
                         let message =
                             format!("cluster state unavailable: lookups.{}: {e}", spec.name);
                         self.unavailable.get_or_insert(message.clone());
+                        self.failed_on_lookup = true;
                         return Err(message);
                     }
                 };
