@@ -29,7 +29,7 @@ pub fn run(args: &CheckArgs) -> u8 {
         Ok(set) if args.print_rbac => {
             print!(
                 "{}",
-                crate::cluster::rbac_cluster_role_yaml(&set.cluster_needs(), "safety-gate")
+                crate::deploy::rbac::rbac_cluster_role_yaml(&set.cluster_needs(), "safety-gate")
             );
             EXIT_OK
         }

@@ -16,6 +16,7 @@
 
 pub mod native;
 pub mod native_static;
+pub mod rbac;
 pub mod rules;
 
 use crate::policy::{FailurePolicy, Policy, PolicySet};
@@ -593,7 +594,7 @@ pub fn render_cluster_role(set: &PolicySet) -> Result<String, RenderError> {
         api_version: "rbac.authorization.k8s.io/v1",
         kind: "ClusterRole",
         metadata: Metadata::new(OBJECT_NAME, None),
-        rules: crate::cluster::rbac_rules(&needs),
+        rules: rbac::rbac_rules(&needs),
     })?);
     Ok(out)
 }

@@ -3,7 +3,12 @@
 //! namespace labels, and `create` on SubjectAccessReviews when a policy uses
 //! `authorizer`. This is
 //! what `safety-gate check --print-rbac` prints, so whoever adds a policy
-//! knows what to grant.
+//! knows what to grant, and what `safety-gate manifests` commits as
+//! `clusterrole.yaml`.
+//!
+//! It lives in `deploy/`, not `cluster/`: it says what the gate must be
+//! granted (a manifest), and reads no cluster state; `cluster/` no longer
+//! needs anything from here.
 
 use crate::admission::synthetic::{resource_for_kind, split_api_version};
 use crate::policy::ClusterNeeds;
