@@ -11,21 +11,31 @@ pub enum RenderError {
          name the resources and operations, or set failurePolicy: Ignore"
     )]
     BroadFailClosed {
+        /// The policy's name.
         policy: String,
+        /// `file:line` of its definition.
         file: String,
+        /// The atom refused: `OPERATION group/version resource`.
         what: String,
+        /// Why such an atom must not fail closed.
         why: &'static str,
     },
     /// A policy file or directory that cannot be read.
     #[error("cannot read the policy files in {}: {source}", path.display())]
     PolicyFiles {
+        /// The file or directory.
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A policy file whose name cannot be a ConfigMap key.
     #[error("{}: {reason}", path.display())]
-    ConfigMapKey { path: PathBuf, reason: String },
+    ConfigMapKey {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong with its name.
+        reason: String,
+    },
     /// The policy files (keys and contents, in bytes) exceed a ConfigMap.
     #[error("the policy files add up to {0} bytes; a ConfigMap holds at most 1 MiB")]
     ConfigMapTooLarge(usize),

@@ -133,7 +133,9 @@ pub fn render_policies_configmap(dir: &Path, target: &Target) -> Result<String, 
 /// A file of `deploy/base` and its contents.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedFile {
+    /// File name under `--out DIR` ([`WEBHOOKS_FILE`], ...).
     pub name: &'static str,
+    /// The YAML stream, header comments included.
     pub contents: String,
 }
 

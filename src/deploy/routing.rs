@@ -57,7 +57,9 @@ pub const FAIL_CLOSED_FORBIDDEN_RESOURCES: [&str; 14] = [
 /// Which endpoint a webhook calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Endpoint {
+    /// `/validate`, in the ValidatingWebhookConfiguration.
     Validate,
+    /// `/mutate`, in the MutatingWebhookConfiguration.
     Mutate,
 }
 
@@ -114,7 +116,9 @@ pub fn failure_policy_name(fp: FailurePolicy) -> &'static str {
 /// policies. [`objects`](super::objects) turns it into an API object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
+    /// The gate path kube-apiserver calls.
     pub endpoint: Endpoint,
+    /// Shared by every policy routed here; decides the name and timeout.
     pub failure_policy: FailurePolicy,
     /// What kube-apiserver sends, in [`rules::compress`]'s canonical form.
     pub rules: Vec<Rule>,

@@ -13,8 +13,11 @@ pub const EXCLUDED_NAMESPACES: [&str; 1] = ["kube-system"];
 /// Where kube-apiserver reaches the gate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// Namespace of the gate's Service; never sent to any webhook.
     pub namespace: String,
+    /// Name of the gate's Service.
     pub service: String,
+    /// Service port kube-apiserver connects to.
     pub port: u16,
     /// base64 (standard alphabet, padded) of the PEM CA bundle; `None`
     /// leaves `caBundle` out, for cert-manager's CA injector or a kustomize
