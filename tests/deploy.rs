@@ -15,8 +15,8 @@
 
 use base64::Engine as _;
 use safety_gate::deploy::{self, Target};
-use safety_gate::policy::PolicySet;
 use safety_gate::policy::documents::split_documents;
+use safety_gate::policy::{FailurePolicy, PolicySet};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -396,12 +396,7 @@ fn a_fail_closed_policy_on_wildcard_or_control_plane_resources_is_refused() {
 
 #[test]
 fn no_request_is_sent_to_both_validating_webhooks() {
-    let hooks = deploy::webhooks(
-        &shipped_policies(),
-        deploy::Endpoint::Validate,
-        &Target::default(),
-    )
-    .unwrap();
+    let hooks = deploy::webhooks(&shipped_policies(), deploy::Endpoint::Validate).unwrap();
     let atoms = |w: &deploy::Webhook| {
         let rules: Vec<_> = w
             .rules
@@ -419,11 +414,11 @@ fn no_request_is_sent_to_both_validating_webhooks() {
     };
     let fail = hooks
         .iter()
-        .find(|w| w.failure_policy == "Fail")
+        .find(|w| w.failure_policy == FailurePolicy::Fail)
         .expect("a fail-closed webhook");
     let open = hooks
         .iter()
-        .find(|w| w.failure_policy == "Ignore")
+        .find(|w| w.failure_policy == FailurePolicy::Ignore)
         .expect("a fail-open webhook");
     let fail_atoms = atoms(fail);
     for a in atoms(open) {
@@ -1323,24 +1318,30 @@ fn the_native_overlay_holds_what_the_policies_render_and_builds() {
 fn mutating_admission_policy_rules_are_routed_to_mutate_under_their_failure_policy() {
     let set = PolicySet::load_files(&[repo().join("tests/policies/map/policies.yaml")])
         .unwrap_or_else(|e| panic!("{e}"));
-    let validate = deploy::webhooks(&set, deploy::Endpoint::Validate, &Target::default()).unwrap();
+    let validate = deploy::webhooks(&set, deploy::Endpoint::Validate).unwrap();
     assert!(validate.is_empty(), "MAPs never run on /validate");
-    let mutate = deploy::webhooks(&set, deploy::Endpoint::Mutate, &Target::default()).unwrap();
-    let by_policy = |fp: &str| -> Value {
+    let mutate = deploy::webhooks(&set, deploy::Endpoint::Mutate).unwrap();
+    let by_policy = |fp: FailurePolicy| -> Value {
         let hook = mutate
             .iter()
             .find(|h| h.failure_policy == fp)
-            .unwrap_or_else(|| panic!("a {fp} webhook"));
-        assert_eq!(
-            hook.client_config.service.as_ref().map(|s| s.path),
-            Some("/mutate")
-        );
+            .unwrap_or_else(|| panic!("a {fp:?} webhook"));
         serde_json::to_value(&hook.rules).unwrap()
     };
+    let config = deploy::objects::mutating_configuration(&mutate, &Target::default()).unwrap();
+    for hook in config.webhooks.iter().flatten() {
+        assert_eq!(
+            hook.client_config
+                .service
+                .as_ref()
+                .and_then(|s| s.path.as_deref()),
+            Some("/mutate")
+        );
+    }
     // default-team-label (CREATE) and replicas-must-be-a-number (UPDATE) fail closed;
     // owner-annotation (CREATE, UPDATE) fails open, and the fail-closed webhook
     // already takes its CREATE and UPDATE of deployments.
-    let fail = by_policy("Fail").to_string();
+    let fail = by_policy(FailurePolicy::Fail).to_string();
     assert!(
         fail.contains("deployments") && fail.contains("CREATE") && fail.contains("UPDATE"),
         "{fail}"

@@ -27,11 +27,16 @@ pub fn run(args: &CheckArgs) -> u8 {
     }
     match PolicySet::load_dir(policies) {
         Ok(set) if args.print_rbac => {
-            print!(
-                "{}",
-                crate::cluster::rbac_cluster_role_yaml(&set.cluster_needs(), "safety-gate")
-            );
-            EXIT_OK
+            match crate::deploy::rbac::cluster_role_yaml(&set.cluster_needs(), "safety-gate") {
+                Ok(yaml) => {
+                    print!("{yaml}");
+                    EXIT_OK
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    EXIT_USAGE
+                }
+            }
         }
         Ok(set) => {
             for note in set.notes() {

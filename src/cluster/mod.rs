@@ -3,13 +3,11 @@
 //! tests) and, in the cluster, watch caches.
 
 pub mod live;
-pub mod rbac;
 mod reader;
 pub mod sar;
 mod snapshot;
 
 pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};
-pub use rbac::{rbac_cluster_role_yaml, rbac_rules};
 pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
 
