@@ -7,10 +7,10 @@ pub mod live_source;
 pub mod manifests;
 pub mod manifests_cmd;
 pub mod mode;
+pub mod policytest;
 pub mod report;
 pub mod review;
 pub mod serve;
-pub mod test;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -71,7 +71,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run PolicyTest suites (default: tests/policies).
     #[command(after_help = EXITS_TEST)]
-    Test(test::TestArgs),
+    Test(policytest::TestArgs),
     /// Would these manifests be denied, and why? (before kubectl apply)
     #[command(after_help = EXITS_REVIEW)]
     Review(review::ReviewArgs),
@@ -107,7 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
         },
         Command::Check(args) => check::run(&args),
         Command::Manifests(args) => manifests_cmd::run(&args),
-        Command::Test(args) => test::run(&args),
+        Command::Test(args) => policytest::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Audit(args) => audit::run(&args),
     };
