@@ -4,7 +4,7 @@ pub mod audit;
 pub mod certs;
 pub mod check;
 pub mod live_source;
-pub mod manifests;
+pub mod manifest_reader;
 pub mod manifests_cmd;
 pub mod mode;
 pub mod policytest;

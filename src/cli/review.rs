@@ -5,7 +5,7 @@
 
 use super::live_source::LiveSource;
 use super::load_policies;
-use super::manifests::{Manifest, is_cluster_scoped, read_all};
+use super::manifest_reader::{Manifest, is_cluster_scoped, read_all};
 use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
 use crate::admission::apply::merge_over_live;
