@@ -3,9 +3,9 @@
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod deploy_manifests;
 pub mod live_source;
 pub mod manifest_reader;
-pub mod manifests_cmd;
 pub mod mode;
 pub mod policytest;
 pub mod report;
@@ -59,7 +59,7 @@ pub enum Command {
     #[command(
         after_help = "Exit codes: 0 success; 1 --check: the files in --out are stale; 2 usage or input error."
     )]
-    Manifests(manifests_cmd::ManifestsArgs),
+    Manifests(deploy_manifests::ManifestsArgs),
     /// Run the admission webhook over HTTPS.
     #[command(after_help = "Exit codes: 0 stopped cleanly (SIGTERM, Ctrl-C); 2 cannot start.")]
     Serve(serve::ServeArgs),
@@ -106,7 +106,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Check(args) => check::run(&args),
-        Command::Manifests(args) => manifests_cmd::run(&args),
+        Command::Manifests(args) => deploy_manifests::run(&args),
         Command::Test(args) => policytest::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Audit(args) => audit::run(&args),
