@@ -1,5 +1,6 @@
 //! The command line: one file per subcommand; `main` only parses and calls [`run`].
 
+mod apply_merge;
 pub mod audit;
 pub mod certs;
 pub mod check;
