@@ -1,4 +1,12 @@
-//! The command line: one file per subcommand; `main` only parses and calls [`run`].
+//! The command line: one module per subcommand; `main` only parses and calls [`run`].
+//!
+//! Commands: `serve` ([`serve`]), `certs` ([`certs`]), `check` ([`check`]),
+//! `manifests` ([`deploy_manifests`]), `test` ([`policytest`]), `review`
+//! ([`review`]), `audit` ([`audit`]). Shared by some of them: [`manifest_reader`]
+//! (the user's manifests, for review and audit), [`live_source`] (where live
+//! objects come from), [`report`] (the output formats of review and audit),
+//! [`mode`] (`--mode` of serve and manifests) and `apply_merge` (a manifest
+//! over its live object, for review).
 
 mod apply_merge;
 pub mod audit;
