@@ -11,7 +11,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use safety_gate::cli::test::{TestArgs, run};
+use safety_gate::cli::policytest::{TestArgs, run};
 use safety_gate::policy::documents::split_documents;
 use safety_gate_fuzz::write_input;
 use serde_json::Value;

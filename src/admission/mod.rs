@@ -5,7 +5,6 @@
 //! policy engine for a [`Decision`](crate::policy::Decision) and encodes the
 //! response exactly as kube-apiserver verifies it.
 
-pub mod apply;
 mod request;
 mod response;
 pub mod synthetic;

@@ -5,7 +5,7 @@
 
 use super::live_source::LiveSource;
 use super::load_policies;
-use super::manifests::parse_text;
+use super::manifest_reader::parse_text;
 use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
 use crate::admission::synthetic::{RequestSpec, build_request};

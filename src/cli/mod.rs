@@ -1,16 +1,25 @@
-//! The command line: one file per subcommand; `main` only parses and calls [`run`].
+//! The command line: one module per subcommand; `main` only parses and calls [`run`].
+//!
+//! Commands: `serve` ([`serve`]), `certs` ([`certs`]), `check` ([`check`]),
+//! `manifests` ([`deploy_manifests`]), `test` ([`policytest`]), `review`
+//! ([`review`]), `audit` ([`audit`]). Shared by some of them: [`manifest_reader`]
+//! (the user's manifests, for review and audit), [`live_source`] (where live
+//! objects come from), [`report`] (the output formats of review and audit),
+//! [`mode`] (`--mode` of serve and manifests) and `apply_merge` (a manifest
+//! over its live object, for review).
 
+mod apply_merge;
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod deploy_manifests;
 pub mod live_source;
-pub mod manifests;
-pub mod manifests_cmd;
+pub mod manifest_reader;
 pub mod mode;
+pub mod policytest;
 pub mod report;
 pub mod review;
 pub mod serve;
-pub mod test;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -59,7 +68,7 @@ pub enum Command {
     #[command(
         after_help = "Exit codes: 0 success; 1 --check: the files in --out are stale; 2 usage or input error."
     )]
-    Manifests(manifests_cmd::ManifestsArgs),
+    Manifests(deploy_manifests::ManifestsArgs),
     /// Run the admission webhook over HTTPS.
     #[command(after_help = "Exit codes: 0 stopped cleanly (SIGTERM, Ctrl-C); 2 cannot start.")]
     Serve(serve::ServeArgs),
@@ -71,7 +80,7 @@ pub enum Command {
     Check(check::CheckArgs),
     /// Run PolicyTest suites (default: tests/policies).
     #[command(after_help = EXITS_TEST)]
-    Test(test::TestArgs),
+    Test(policytest::TestArgs),
     /// Would these manifests be denied, and why? (before kubectl apply)
     #[command(after_help = EXITS_REVIEW)]
     Review(review::ReviewArgs),
@@ -106,8 +115,8 @@ pub fn run(cli: Cli) -> ExitCode {
             }
         },
         Command::Check(args) => check::run(&args),
-        Command::Manifests(args) => manifests_cmd::run(&args),
-        Command::Test(args) => test::run(&args),
+        Command::Manifests(args) => deploy_manifests::run(&args),
+        Command::Test(args) => policytest::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Audit(args) => audit::run(&args),
     };

@@ -3,12 +3,12 @@
 //! would send (CREATE, UPDATE over the live object, or DELETE) and goes through
 //! the same engine as the webhook.
 
+use super::apply_merge::merge_over_live;
 use super::live_source::LiveSource;
 use super::load_policies;
-use super::manifests::{Manifest, is_cluster_scoped, read_all};
+use super::manifest_reader::{Manifest, is_cluster_scoped, read_all};
 use super::report::{self, Format, ObjectResult};
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_UNDECIDED, EXIT_USAGE};
-use crate::admission::apply::merge_over_live;
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cluster::Snapshot;
 use crate::policy::{ClusterState, LookupError, NamespaceInfo};

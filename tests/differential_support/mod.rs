@@ -301,7 +301,7 @@ impl OracleProcess {
 }
 
 /// One PolicyTest case, as much of it as the differential tests need: the
-/// request fields `safety-gate test` reads (src/cli/test.rs), the expectation
+/// request fields `safety-gate test` reads (src/cli/policytest/spec.rs), the expectation
 /// and the mode.
 #[derive(Debug, serde::Deserialize, Default)]
 #[serde(rename_all = "camelCase")]
