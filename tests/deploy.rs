@@ -396,7 +396,8 @@ fn a_fail_closed_policy_on_wildcard_or_control_plane_resources_is_refused() {
 
 #[test]
 fn no_request_is_sent_to_both_validating_webhooks() {
-    let hooks = deploy::webhooks(&shipped_policies(), deploy::Endpoint::Validate).unwrap();
+    let hooks =
+        deploy::webhooks(&shipped_policies(), safety_gate::policy::Stage::Validate).unwrap();
     let atoms = |w: &deploy::Webhook| {
         let rules: Vec<_> = w
             .rules
@@ -1318,9 +1319,9 @@ fn the_native_overlay_holds_what_the_policies_render_and_builds() {
 fn mutating_admission_policy_rules_are_routed_to_mutate_under_their_failure_policy() {
     let set = PolicySet::load_files(&[repo().join("tests/policies/map/policies.yaml")])
         .unwrap_or_else(|e| panic!("{e}"));
-    let validate = deploy::webhooks(&set, deploy::Endpoint::Validate).unwrap();
+    let validate = deploy::webhooks(&set, safety_gate::policy::Stage::Validate).unwrap();
     assert!(validate.is_empty(), "MAPs never run on /validate");
-    let mutate = deploy::webhooks(&set, deploy::Endpoint::Mutate).unwrap();
+    let mutate = deploy::webhooks(&set, safety_gate::policy::Stage::Mutate).unwrap();
     let by_policy = |fp: FailurePolicy| -> Value {
         let hook = mutate
             .iter()

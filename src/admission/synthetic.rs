@@ -32,13 +32,6 @@ pub fn resource_for_kind(kind: &str) -> String {
     kube::core::ApiResource::from_gvk(&GroupVersionKind::gvk("", "", kind)).plural
 }
 
-pub fn split_api_version(api_version: &str) -> (String, String) {
-    match api_version.split_once('/') {
-        Some((g, v)) => (g.to_string(), v.to_string()),
-        None => (String::new(), api_version.to_string()),
-    }
-}
-
 fn meta<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }

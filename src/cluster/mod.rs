@@ -10,7 +10,3 @@ mod snapshot;
 pub use live::{ClientError, KindStats, LiveCluster, Readiness, client_from};
 pub use reader::ClusterReader;
 pub use snapshot::{Snapshot, SnapshotError};
-
-// The engine's port, implemented here; re-exported until every caller names
-// it by its home in `policy`.
-pub use crate::policy::{ClusterState, LookupError, NO_AUTHORIZER, NamespaceInfo, NoCluster};

@@ -13,9 +13,10 @@
 //!   sent, so neither the control plane nor the gate's own Pods can wait on
 //!   the gate.
 
-use super::routing::{Endpoint, Webhook, failure_policy_name};
+use super::routing::{Webhook, failure_policy_name};
 use super::rules::Rule;
 use super::{OBJECT_NAME, RenderError, Target};
+use crate::policy::Stage;
 use base64::Engine as _;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
@@ -61,7 +62,7 @@ pub fn validating_configuration(
                 admission_review_versions: review_versions(),
                 match_policy: Some(MATCH_POLICY.to_string()),
                 namespace_selector: Some(namespace_selector(target)),
-                client_config: client_config(w.endpoint, target)?,
+                client_config: client_config(w.stage, target)?,
                 rules: Some(w.rules.iter().map(rule_with_operations).collect()),
                 ..ValidatingWebhook::default()
             })
@@ -94,7 +95,7 @@ pub fn mutating_configuration(
                 match_policy: Some(MATCH_POLICY.to_string()),
                 reinvocation_policy: Some("IfNeeded".to_string()),
                 namespace_selector: Some(namespace_selector(target)),
-                client_config: client_config(w.endpoint, target)?,
+                client_config: client_config(w.stage, target)?,
                 rules: Some(w.rules.iter().map(rule_with_operations).collect()),
                 ..MutatingWebhook::default()
             })
@@ -127,7 +128,7 @@ fn namespace_selector(target: &Target) -> LabelSelector {
 
 /// The Service, or `target.url` + the endpoint's path when the gate runs
 /// outside the cluster; exactly one of the two is set.
-fn client_config(endpoint: Endpoint, target: &Target) -> Result<WebhookClientConfig, RenderError> {
+fn client_config(stage: Stage, target: &Target) -> Result<WebhookClientConfig, RenderError> {
     let ca_bundle = match &target.ca_bundle {
         Some(text) => Some(ByteString(
             base64::engine::general_purpose::STANDARD.decode(text)?,
@@ -138,13 +139,13 @@ fn client_config(endpoint: Endpoint, target: &Target) -> Result<WebhookClientCon
         service: target.url.is_none().then(|| ServiceReference {
             namespace: target.namespace.clone(),
             name: target.service.clone(),
-            path: Some(endpoint.path().to_string()),
+            path: Some(stage.path().to_string()),
             port: Some(i32::from(target.port)),
         }),
         url: target
             .url
             .as_ref()
-            .map(|base| format!("{}{}", base.trim_end_matches('/'), endpoint.path())),
+            .map(|base| format!("{}{}", base.trim_end_matches('/'), stage.path())),
         ca_bundle,
     })
 }

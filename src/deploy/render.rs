@@ -6,10 +6,11 @@
 use super::configmap::{policies_config_map, policy_files};
 use super::objects::{metadata, mutating_configuration, validating_configuration};
 use super::rbac::cluster_role;
-use super::routing::{Endpoint, Webhook, failure_policy_name, webhooks};
+use super::routing::{Webhook, failure_policy_name, webhooks};
 use super::yaml::to_yaml;
 use super::{OBJECT_NAME, RenderError, Target};
 use crate::policy::PolicySet;
+use crate::policy::Stage;
 use std::path::Path;
 
 /// File `safety-gate manifests --out DIR` writes the webhook configurations to.
@@ -32,8 +33,8 @@ const GENERATED: &str = "\
 /// [`RenderError::BroadFailClosed`] from [`webhooks`],
 /// [`RenderError::CaBundle`] when `target.ca_bundle` is not base64.
 pub fn render_webhooks(set: &PolicySet, target: &Target) -> Result<String, RenderError> {
-    let validate = webhooks(set, Endpoint::Validate)?;
-    let mutate = webhooks(set, Endpoint::Mutate)?;
+    let validate = webhooks(set, Stage::Validate)?;
+    let mutate = webhooks(set, Stage::Mutate)?;
     let validating = validating_configuration(&validate, target)?;
     let mutating = mutating_configuration(&mutate, target)?;
     let all: Vec<&Webhook> = validate.iter().chain(&mutate).collect();

@@ -10,7 +10,7 @@
 use super::RenderError;
 use super::rules::{self, Atom, Rule};
 use crate::policy::model::ResourceRule;
-use crate::policy::{FailurePolicy, Policy, PolicySet};
+use crate::policy::{FailurePolicy, Policy, PolicySet, Stage};
 use std::collections::BTreeSet;
 use std::path::Path;
 
@@ -54,52 +54,34 @@ pub const FAIL_CLOSED_FORBIDDEN_RESOURCES: [&str; 14] = [
     "serviceaccounts/token",
 ];
 
-/// Which endpoint a webhook calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    /// `/validate`, in the ValidatingWebhookConfiguration.
-    Validate,
-    /// `/mutate`, in the MutatingWebhookConfiguration.
-    Mutate,
+/// Whether the webhook of `stage` sends `p`'s requests to the gate.
+fn runs(stage: Stage, p: &Policy) -> bool {
+    match stage {
+        Stage::Validate => p.validates(),
+        Stage::Mutate => p.mutates(),
+    }
 }
 
-impl Endpoint {
-    /// The gate's path for this endpoint: `/validate` or `/mutate`.
-    pub fn path(self) -> &'static str {
-        match self {
-            Endpoint::Validate => "/validate",
-            Endpoint::Mutate => "/mutate",
-        }
-    }
+/// The name that appears in denials (`admission webhook "<name>" denied the
+/// request`) and prefixes audit annotations. Each stage's usual failurePolicy
+/// (validation fails closed, mutation fails open) gets the plain name; the
+/// other one is named for how it differs.
+pub fn webhook_name(stage: Stage, failure_policy: FailurePolicy) -> String {
+    let stem = match (stage, failure_policy) {
+        (Stage::Validate, FailurePolicy::Fail) => "validate",
+        (Stage::Validate, FailurePolicy::Ignore) => "validate-fail-open",
+        (Stage::Mutate, FailurePolicy::Ignore) => "mutate",
+        (Stage::Mutate, FailurePolicy::Fail) => "mutate-fail-closed",
+    };
+    format!("{stem}.safety-gate.dev")
+}
 
-    fn runs(self, p: &Policy) -> bool {
-        match self {
-            Endpoint::Validate => p.validates(),
-            Endpoint::Mutate => p.mutates(),
-        }
-    }
-
-    /// The name that appears in denials (`admission webhook "<name>" denied
-    /// the request`) and prefixes audit annotations. Each endpoint's usual
-    /// failurePolicy (validation fails closed, mutation fails open) gets the
-    /// plain name; the other one is named for how it differs.
-    pub fn webhook_name(self, failure_policy: FailurePolicy) -> String {
-        let stem = match (self, failure_policy) {
-            (Endpoint::Validate, FailurePolicy::Fail) => "validate",
-            (Endpoint::Validate, FailurePolicy::Ignore) => "validate-fail-open",
-            (Endpoint::Mutate, FailurePolicy::Ignore) => "mutate",
-            (Endpoint::Mutate, FailurePolicy::Fail) => "mutate-fail-closed",
-        };
-        format!("{stem}.safety-gate.dev")
-    }
-
-    /// `timeoutSeconds` of this endpoint's webhook under `failure_policy`.
-    pub fn timeout_seconds(self, failure_policy: FailurePolicy) -> u8 {
-        match (self, failure_policy) {
-            (Endpoint::Validate, FailurePolicy::Fail) => VALIDATE_FAIL_CLOSED_TIMEOUT_SECONDS,
-            (Endpoint::Validate, FailurePolicy::Ignore) => VALIDATE_FAIL_OPEN_TIMEOUT_SECONDS,
-            (Endpoint::Mutate, _) => MUTATE_TIMEOUT_SECONDS,
-        }
+/// `timeoutSeconds` of the webhook of `stage` under `failure_policy`.
+pub fn timeout_seconds(stage: Stage, failure_policy: FailurePolicy) -> u8 {
+    match (stage, failure_policy) {
+        (Stage::Validate, FailurePolicy::Fail) => VALIDATE_FAIL_CLOSED_TIMEOUT_SECONDS,
+        (Stage::Validate, FailurePolicy::Ignore) => VALIDATE_FAIL_OPEN_TIMEOUT_SECONDS,
+        (Stage::Mutate, _) => MUTATE_TIMEOUT_SECONDS,
     }
 }
 
@@ -111,13 +93,13 @@ pub fn failure_policy_name(fp: FailurePolicy) -> &'static str {
     }
 }
 
-/// One webhook as routing decided it: the endpoint it calls, its
+/// One webhook as routing decided it: the stage (path) it calls, its
 /// failurePolicy, what kube-apiserver sends through it and for which
 /// policies. [`objects`](super::objects) turns it into an API object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Webhook {
     /// The gate path kube-apiserver calls.
-    pub endpoint: Endpoint,
+    pub stage: Stage,
     /// Shared by every policy routed here; decides the name and timeout.
     pub failure_policy: FailurePolicy,
     /// What kube-apiserver sends, in [`rules::compress`]'s canonical form.
@@ -127,14 +109,14 @@ pub struct Webhook {
 }
 
 impl Webhook {
-    /// The webhook's `name` ([`Endpoint::webhook_name`]).
+    /// The webhook's `name` ([`webhook_name`]).
     pub fn name(&self) -> String {
-        self.endpoint.webhook_name(self.failure_policy)
+        webhook_name(self.stage, self.failure_policy)
     }
 
-    /// The webhook's `timeoutSeconds` ([`Endpoint::timeout_seconds`]).
+    /// The webhook's `timeoutSeconds` ([`timeout_seconds`]).
     pub fn timeout_seconds(&self) -> u8 {
-        self.endpoint.timeout_seconds(self.failure_policy)
+        timeout_seconds(self.stage, self.failure_policy)
     }
 }
 
@@ -211,13 +193,13 @@ impl Routed {
     }
 }
 
-/// The policies that run on `endpoint`: GatePolicies and VAP units, and on
+/// The policies that run on `stage`: GatePolicies and VAP units, and on
 /// `/mutate` also MutatingAdmissionPolicies, each under its own failurePolicy.
-fn running(set: &PolicySet, endpoint: Endpoint) -> Vec<Routed> {
+fn running(set: &PolicySet, stage: Stage) -> Vec<Routed> {
     let mut running: Vec<Routed> = set
         .policies()
         .iter()
-        .filter(|p| endpoint.runs(p))
+        .filter(|p| runs(stage, p))
         .map(|p| {
             Routed::new(
                 &p.name,
@@ -228,7 +210,7 @@ fn running(set: &PolicySet, endpoint: Endpoint) -> Vec<Routed> {
             )
         })
         .collect();
-    if endpoint == Endpoint::Mutate {
+    if stage == Stage::Mutate {
         running.extend(set.mutating_policies().iter().map(|p| {
             Routed::new(
                 &p.name,
@@ -258,7 +240,7 @@ fn group(running: &[Routed], fp: FailurePolicy) -> (BTreeSet<Atom>, Vec<String>)
     (rules::minimize(&atoms), names)
 }
 
-/// The webhooks of one endpoint: one per failurePolicy that some policy
+/// The webhooks of one stage: one per failurePolicy that some policy
 /// running there has, fail-closed first. A request both would match is
 /// routed only through the fail-closed one: the gate evaluates every
 /// matching policy on each call, and each policy's own failurePolicy still
@@ -268,8 +250,8 @@ fn group(running: &[Routed], fp: FailurePolicy) -> (BTreeSet<Atom>, Vec<String>)
 /// # Errors
 /// [`RenderError::BroadFailClosed`] when a fail-closed policy matches a
 /// wildcard, CONNECT or a resource the control plane needs to recover.
-pub fn webhooks(set: &PolicySet, endpoint: Endpoint) -> Result<Vec<Webhook>, RenderError> {
-    let running = running(set, endpoint);
+pub fn webhooks(set: &PolicySet, stage: Stage) -> Result<Vec<Webhook>, RenderError> {
+    let running = running(set, stage);
     for p in &running {
         p.check_narrow()?;
     }
@@ -286,7 +268,7 @@ pub fn webhooks(set: &PolicySet, endpoint: Endpoint) -> Result<Vec<Webhook>, Ren
             continue;
         }
         out.push(Webhook {
-            endpoint,
+            stage,
             failure_policy: fp,
             rules: rules::compress(&atoms),
             policies: names,

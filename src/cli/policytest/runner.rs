@@ -137,7 +137,7 @@ fn run_case(
         .map_err(|e| vec![format!("cannot build the request: {e}")])?;
     let stage = case_stage(case).map_err(|e| vec![e])?;
     let mode = match case.mode.or(suite_mode) {
-        Some(TestMode::Audit) => Mode::DryRun,
+        Some(TestMode::DryRun) => Mode::DryRun,
         _ => Mode::Enforce,
     };
     let degraded = Degraded {

@@ -48,7 +48,10 @@ pub(super) struct PolicyTestSpec {
 #[derive(Debug, Deserialize, Clone, Copy)]
 pub(super) enum TestMode {
     Enforce,
-    Audit,
+    /// The gate's dry-run mode (`--mode dry-run`); `Audit`, its name before,
+    /// is still read.
+    #[serde(alias = "Audit")]
+    DryRun,
 }
 
 #[derive(Debug, Deserialize)]
