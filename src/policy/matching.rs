@@ -89,46 +89,45 @@ enum RuleScope {
     Namespaced,
 }
 
-/// A compiled label selector (matchLabels AND matchExpressions).
+/// A compiled label selector (matchLabels AND matchExpressions): kube-core's
+/// [`kube::core::Selector`], after the checks kube-apiserver makes when it
+/// stores a selector (`In`/`NotIn` need values, `Exists`/`DoesNotExist` take
+/// none), with the keys it reads.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selector {
-    requirements: Vec<Requirement>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Requirement {
-    Equals(String, String),
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
+    selector: kube::core::Selector,
+    keys: Vec<String>,
 }
 
 impl Selector {
+    /// # Errors
+    /// What is wrong with a requirement, naming its key.
     pub fn new(selector: &LabelSelector) -> Result<Self, String> {
-        let mut requirements: Vec<Requirement> = selector
+        use kube::core::Expression;
+        let mut expressions: Vec<Expression> = selector
             .match_labels
             .iter()
-            .map(|(k, v)| Requirement::Equals(k.clone(), v.clone()))
+            .map(|(k, v)| Expression::Equal(k.clone(), v.clone()))
             .collect();
         for e in &selector.match_expressions {
-            let r = match e.operator.as_str() {
+            let values = || e.values.iter().cloned().collect();
+            let expression = match e.operator.as_str() {
                 "In" | "NotIn" if e.values.is_empty() => {
                     return Err(format!(
                         "selector on '{}': operator {} needs values",
                         e.key, e.operator
                     ));
                 }
-                "In" => Requirement::In(e.key.clone(), e.values.clone()),
-                "NotIn" => Requirement::NotIn(e.key.clone(), e.values.clone()),
+                "In" => Expression::In(e.key.clone(), values()),
+                "NotIn" => Expression::NotIn(e.key.clone(), values()),
                 "Exists" | "DoesNotExist" if !e.values.is_empty() => {
                     return Err(format!(
                         "selector on '{}': operator {} takes no values",
                         e.key, e.operator
                     ));
                 }
-                "Exists" => Requirement::Exists(e.key.clone()),
-                "DoesNotExist" => Requirement::DoesNotExist(e.key.clone()),
+                "Exists" => Expression::Exists(e.key.clone()),
+                "DoesNotExist" => Expression::DoesNotExist(e.key.clone()),
                 other => {
                     return Err(format!(
                         "selector on '{}': unknown operator '{other}' (In, NotIn, Exists, DoesNotExist)",
@@ -136,35 +135,33 @@ impl Selector {
                     ));
                 }
             };
-            requirements.push(r);
+            expressions.push(expression);
         }
-        Ok(Selector { requirements })
+        let keys = selector
+            .match_labels
+            .keys()
+            .chain(selector.match_expressions.iter().map(|e| &e.key))
+            .cloned()
+            .collect();
+        Ok(Selector {
+            selector: expressions.into_iter().collect(),
+            keys,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.requirements.is_empty()
+        self.keys.is_empty()
     }
 
     /// Whether every requirement reads only `key`: then the labels other than
     /// `key` cannot change the answer.
     pub fn reads_only(&self, key: &str) -> bool {
-        self.requirements.iter().all(|r| match r {
-            Requirement::Equals(k, _)
-            | Requirement::In(k, _)
-            | Requirement::NotIn(k, _)
-            | Requirement::Exists(k)
-            | Requirement::DoesNotExist(k) => k == key,
-        })
+        self.keys.iter().all(|k| k == key)
     }
 
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.requirements.iter().all(|r| match r {
-            Requirement::Equals(k, v) => labels.get(k) == Some(v),
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        })
+        use kube::core::SelectorExt;
+        self.selector.matches(labels)
     }
 }
 

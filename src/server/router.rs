@@ -607,35 +607,16 @@ pub fn timeout_param(query: Option<&str>) -> Option<Duration> {
     parse_go_duration(value).map(|d| d.min(MAX_TIMEOUT))
 }
 
-/// Go duration syntax (`10s`, `1m30s`, `500ms`), as kube-apiserver writes it.
+/// Go duration syntax (`10s`, `1m30s`, `500ms`), as kube-apiserver writes
+/// it, read by kube-core's [`kube::core::Duration`]; `None` when unreadable
+/// or negative.
 pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    let mut rest = text;
-    let mut total = Duration::ZERO;
-    if rest.is_empty() {
+    // Go refuses an empty duration; kube-core reads it as zero.
+    if text.is_empty() {
         return None;
     }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..digits].parse().ok()?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 0.001,
-            "us" | "µs" => 0.000_001,
-            "ns" => 0.000_000_001,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds).ok()?;
-    }
-    Some(total)
+    let parsed: kube::core::Duration = text.parse().ok()?;
+    (!parsed.is_negative()).then(|| parsed.into())
 }
 
 /// When to answer, given the caller's timeout. kube-apiserver rounds the time
