@@ -10,5 +10,6 @@ pub mod admission;
 pub mod cli;
 pub mod cluster;
 pub mod deploy;
+pub mod documents;
 pub mod policy;
 pub mod server;

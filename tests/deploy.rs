@@ -15,7 +15,7 @@
 
 use base64::Engine as _;
 use safety_gate::deploy::{self, Target};
-use safety_gate::policy::documents::split_documents;
+use safety_gate::documents::split_documents;
 use safety_gate::policy::{FailurePolicy, PolicySet};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -39,7 +39,7 @@
 )]
 
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::documents::files_in;
+use safety_gate::documents::files_in;
 use safety_gate::policy::{Decision, EvalOptions, PolicySet};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};

@@ -29,7 +29,7 @@ use differential_support::{
 };
 use safety_gate::admission::synthetic::{RequestSpec, build_request};
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::documents::files_in;
+use safety_gate::documents::files_in;
 use safety_gate::policy::{EvalOptions, Mode, PolicySet, Stage};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};

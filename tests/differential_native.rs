@@ -46,7 +46,7 @@ use safety_gate::cluster::Snapshot;
 use safety_gate::deploy::native::{
     NativePolicy, break_glass_key, break_glass_name, native_name, render_native,
 };
-use safety_gate::policy::documents::files_in;
+use safety_gate::documents::files_in;
 use safety_gate::policy::{Decision, EvalOptions, Mode, PolicySet, Stage};
 use serde::Deserialize;
 use serde_json::{Value as Json, json};

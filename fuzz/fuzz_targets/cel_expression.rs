@@ -41,7 +41,7 @@ fn fixtures() -> &'static [Value] {
                     Ok(text) => text,
                     Err(e) => panic!("{}: {e}", path.display()),
                 };
-                let docs = safety_gate::policy::documents::split_documents(&path, &text);
+                let docs = safety_gate::documents::split_documents(&path, &text);
                 match docs.first().map(|d| d.decode::<Value>()) {
                     Some(Ok(v)) => v,
                     _ => panic!("{}: not one object", path.display()),

@@ -12,7 +12,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use safety_gate::cli::policytest::{TestArgs, run};
-use safety_gate::policy::documents::split_documents;
+use safety_gate::documents::split_documents;
 use safety_gate_fuzz::write_input;
 use serde_json::Value;
 use std::path::{Component, Path};

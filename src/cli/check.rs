@@ -1,8 +1,8 @@
 //! `safety-gate check`: load and compile a policy directory, report every problem.
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE};
+use crate::documents::STDIN;
 use crate::policy::PolicySet;
-use crate::policy::documents::STDIN;
 use std::path::PathBuf;
 
 #[derive(Debug, clap::Args)]

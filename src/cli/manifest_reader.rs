@@ -2,7 +2,7 @@
 //! directories (recursively), `-` for stdin; multi-document YAML, JSON, and
 //! `kind: List`. Every object remembers its file and line.
 
-use crate::policy::documents::{Located, read_text, split_documents};
+use crate::documents::{Located, read_text, split_documents};
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ pub fn read_all(inputs: &[PathBuf]) -> Result<Vec<Manifest>, Located> {
     let mut out = Vec::new();
     for input in inputs {
         if input.is_dir() {
-            let files = crate::policy::documents::files_in(input).map_err(|e| Located {
+            let files = crate::documents::files_in(input).map_err(|e| Located {
                 file: input.clone(),
                 line: 0,
                 message: format!("cannot read: {e}"),

@@ -157,7 +157,7 @@ pub(crate) fn count(n: usize, singular: &str, plural: &str) -> String {
 
 /// Loads the policy set for `review` and `audit`, printing every problem.
 pub(crate) fn load_policies(dir: &std::path::Path) -> Option<crate::policy::PolicySet> {
-    if !dir.exists() && dir.as_os_str() != crate::policy::documents::STDIN {
+    if !dir.exists() && dir.as_os_str() != crate::documents::STDIN {
         eprintln!("error: {}", missing_policies(dir));
         return None;
     }

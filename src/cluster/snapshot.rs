@@ -1,7 +1,7 @@
 //! Cluster state from YAML/JSON files: single objects, several documents per
 //! file, and `kind: List` as `kubectl get -A -o yaml` prints it.
 
-use crate::policy::documents::{Located, files_in, split_documents};
+use crate::documents::{Located, files_in, split_documents};
 use crate::policy::values::json_to_cel;
 use crate::policy::{ClusterState, LookupError, NamespaceInfo};
 use crate::policy::{ParamScope, ParamSource, guess_scope};
@@ -58,7 +58,7 @@ impl Snapshot {
         let mut objects = Vec::new();
         let mut errors = Vec::new();
         for file in files {
-            match crate::policy::documents::read_text(file) {
+            match crate::documents::read_text(file) {
                 Err(e) => errors.push(Located {
                     file: file.clone(),
                     line: 0,
@@ -188,7 +188,7 @@ impl Snapshot {
 fn flatten(
     value: serde_json::Value,
     out: &mut Vec<serde_json::Value>,
-    doc: &crate::policy::documents::Document,
+    doc: &crate::documents::Document,
     errors: &mut Vec<Located>,
 ) {
     if value.is_null() {

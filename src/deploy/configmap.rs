@@ -22,7 +22,7 @@ pub fn policy_files(dir: &Path) -> Result<BTreeMap<String, String>, RenderError>
     let files = if dir.is_file() {
         vec![dir.to_path_buf()]
     } else {
-        crate::policy::documents::files_in(dir).map_err(|source| RenderError::PolicyFiles {
+        crate::documents::files_in(dir).map_err(|source| RenderError::PolicyFiles {
             path: dir.to_path_buf(),
             source,
         })?

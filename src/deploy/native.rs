@@ -18,7 +18,7 @@
 //! What kube-apiserver cannot carry is refused, by name and with the reason:
 //! `lookups` (cluster state), `annotate`/`mutations` (VAP only validates).
 
-use crate::policy::documents::split_documents;
+use crate::documents::split_documents;
 use crate::policy::{Mode, Policy, PolicyKind, PolicySet};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeSet;

@@ -2,7 +2,6 @@
 
 use super::analysis::{Origin, Scope};
 use super::compile::{CompileError, CompiledExpression, compile};
-use super::documents::{Document, Located, files_in, split_documents};
 use super::matching::Matcher;
 use super::model::{
     Action, DocumentHeader, FailurePolicy, NamedExpression, PolicySpec, Reason,
@@ -10,6 +9,7 @@ use super::model::{
 };
 use super::validation;
 use super::{Actions, CompiledValidation, Named, Policy, PolicySet};
+use crate::documents::{Document, Located, files_in, split_documents};
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
@@ -120,7 +120,7 @@ pub fn load_files(files: &[PathBuf]) -> Result<PolicySet, LoadErrors> {
     let mut errors = Vec::new();
     let mut documents = Vec::new();
     for file in files {
-        match super::documents::read_text(file) {
+        match crate::documents::read_text(file) {
             Ok(text) => documents.extend(split_documents(file, &text)),
             Err(e) => errors.extend(io_error(file, &e).0),
         }
@@ -140,7 +140,7 @@ pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<PolicySet, LoadErrors
 }
 
 fn load_documents(
-    documents: &[super::documents::Document],
+    documents: &[crate::documents::Document],
     mut errors: Vec<LoadError>,
 ) -> Result<PolicySet, LoadErrors> {
     let mut loader = Loader::default();

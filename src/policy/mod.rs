@@ -11,7 +11,6 @@ mod cluster_state;
 mod collect;
 mod compile;
 mod decision;
-pub mod documents;
 mod evaluate;
 mod format_values;
 pub mod kubernetes_version;

@@ -138,7 +138,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 fn fingerprint(path: &Path) -> u64 {
     let mut hasher = DefaultHasher::new();
     let files = if path.is_dir() {
-        crate::policy::documents::files_in(path)
+        crate::documents::files_in(path)
     } else {
         Ok(vec![path.to_path_buf()])
     };

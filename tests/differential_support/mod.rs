@@ -384,7 +384,7 @@ pub fn documents(path: &Path) -> Vec<Json> {
     let text = std::fs::read_to_string(path)
         .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));
     let mut out = Vec::new();
-    for doc in safety_gate::policy::documents::split_documents(path, &text) {
+    for doc in safety_gate::documents::split_documents(path, &text) {
         let value: Json = doc
             .decode()
             .unwrap_or_else(|e| panic!("differential: {}: {e}", path.display()));

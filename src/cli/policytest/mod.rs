@@ -11,7 +11,7 @@ mod runner;
 mod spec;
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, stdout_is_color_terminal};
-use crate::policy::documents::{STDIN, files_in, read_text, split_documents};
+use crate::documents::{STDIN, files_in, read_text, split_documents};
 use spec::PolicyTestDocument;
 use std::path::{Path, PathBuf};
 

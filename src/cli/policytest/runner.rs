@@ -7,7 +7,7 @@ use super::spec::{Case, ObjectSource, PolicyTestDocument, PolicyTestSpec, TestMo
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cli::paint;
 use crate::cluster::Snapshot;
-use crate::policy::documents::{Located, files_in, split_documents};
+use crate::documents::{Located, files_in, split_documents};
 use crate::policy::{EvalOptions, Mode, PolicySet, Request, Stage};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use std::path::{Path, PathBuf};

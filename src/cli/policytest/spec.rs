@@ -2,8 +2,8 @@
 //! the suite, its cases and each case's `expect`. Unknown fields are refused,
 //! so a misspelt expectation fails the suite instead of passing unchecked.
 
+use crate::documents::{Document, Located};
 use crate::policy::GATE_API_VERSION;
-use crate::policy::documents::{Document, Located};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};

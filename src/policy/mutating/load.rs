@@ -5,9 +5,9 @@
 
 use super::model::{MapBindingDocument, MapDocument, MutationDocument};
 use super::{MutatingPolicy, Mutation, PatchType};
+use crate::documents::Document;
 use crate::policy::analysis::{Origin, Scope};
 use crate::policy::compile::{CompileError, compile_lowered};
-use crate::policy::documents::Document;
 use crate::policy::load::{LoadError, LoadNote};
 use crate::policy::matching::Matcher;
 use crate::policy::model::{FailurePolicy, NamedExpression};
