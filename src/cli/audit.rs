@@ -3,7 +3,7 @@
 //! Objects stream through one at a time; only the state lookups need
 //! (namespaces, looked-up kinds) is held in memory.
 
-use super::live_source::LiveSource;
+use super::cluster_source::ClusterSource;
 use super::load_policies;
 use super::manifest_reader::parse_text;
 use super::report::{self, Format, ObjectResult};
@@ -211,7 +211,7 @@ fn audit_cluster(
     policies: &PolicySet,
     user: &UserInfo,
 ) -> Result<(Vec<ObjectResult>, usize), String> {
-    let source = LiveSource::connect(kubeconfig, context, &policies.cluster_needs())
+    let source = ClusterSource::connect(kubeconfig, context, &policies.cluster_needs())
         .map_err(|e| format!("--cluster: {e}"))?;
     let Some((runtime, reader)) = source.reader() else {
         return Err("--cluster: not connected".to_string());

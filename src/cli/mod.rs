@@ -3,7 +3,7 @@
 //! Commands: `serve` ([`serve`]), `certs` ([`certs`]), `check` ([`check`]),
 //! `manifests` ([`deploy_manifests`]), `test` ([`policytest`]), `review`
 //! ([`review`]), `audit` ([`audit`]). Shared by some of them: [`manifest_reader`]
-//! (the user's manifests, for review and audit), [`live_source`] (where live
+//! (the user's manifests, for review and audit), [`cluster_source`] (where live
 //! objects come from), [`report`] (the output formats of review and audit),
 //! [`mode`] (`--mode` of serve and manifests) and `apply_merge` (a manifest
 //! over its live object, for review).
@@ -12,8 +12,8 @@ mod apply_merge;
 pub mod audit;
 pub mod certs;
 pub mod check;
+pub mod cluster_source;
 pub mod deploy_manifests;
-pub mod live_source;
 pub mod manifest_reader;
 pub mod mode;
 pub mod policytest;

@@ -4,7 +4,7 @@
 //! the same engine as the webhook.
 
 use super::apply_merge::merge_over_live;
-use super::live_source::LiveSource;
+use super::cluster_source::ClusterSource;
 use super::load_policies;
 use super::manifest_reader::{Manifest, is_cluster_scoped, read_all};
 use super::report::{self, Format, ObjectResult};
@@ -121,7 +121,7 @@ pub fn run_with_policies(args: &ReviewArgs, policies: &PolicySet) -> u8 {
     let format = Format::from(args.format);
     let live = match (&args.live, args.cluster) {
         (Some(dir), _) => match Snapshot::load_dir(dir) {
-            Ok(s) => LiveSource::Snapshot(s),
+            Ok(s) => ClusterSource::Snapshot(s),
             Err(e) => {
                 eprintln!(
                     "{e}\nerror: the live snapshot {} cannot be read",
@@ -131,7 +131,7 @@ pub fn run_with_policies(args: &ReviewArgs, policies: &PolicySet) -> u8 {
             }
         },
         (None, true) => {
-            match LiveSource::connect(
+            match ClusterSource::connect(
                 args.kubeconfig.as_deref(),
                 args.context.as_deref(),
                 &policies.cluster_needs(),
@@ -143,7 +143,7 @@ pub fn run_with_policies(args: &ReviewArgs, policies: &PolicySet) -> u8 {
                 }
             }
         }
-        (None, false) => LiveSource::Snapshot(Snapshot::empty()),
+        (None, false) => ClusterSource::Snapshot(Snapshot::empty()),
     };
     let inputs: Vec<PathBuf> = args
         .manifests
@@ -253,7 +253,7 @@ fn review_one(
     index: usize,
     manifest: &Manifest,
     args: &ReviewArgs,
-    live: &LiveSource,
+    live: &ClusterSource,
     state: &dyn ClusterState,
     policies: &PolicySet,
     user: &UserInfo,

@@ -10,7 +10,9 @@ use std::time::Duration;
 /// How long `--cluster` waits for the lookup caches before giving up.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
 
-pub enum LiveSource {
+/// The cluster `review` and `audit` read: a snapshot of files, or the live
+/// cluster through a kube client.
+pub enum ClusterSource {
     Snapshot(Snapshot),
     Cluster(Connection),
 }
@@ -23,7 +25,7 @@ pub struct Connection {
     live: LiveCluster,
 }
 
-impl LiveSource {
+impl ClusterSource {
     /// Connects, starts the lookup caches the policies need and waits for them.
     pub fn connect(
         kubeconfig: Option<&Path>,
@@ -46,7 +48,7 @@ impl LiveSource {
             .map_err(|readiness| {
                 format!("the lookup caches did not sync within {SYNC_TIMEOUT:?}: {readiness}")
             })?;
-        Ok(LiveSource::Cluster(Connection {
+        Ok(ClusterSource::Cluster(Connection {
             runtime,
             reader,
             live,
@@ -55,8 +57,8 @@ impl LiveSource {
 
     pub fn state(&self) -> &dyn ClusterState {
         match self {
-            LiveSource::Snapshot(s) => s,
-            LiveSource::Cluster(c) => &c.live,
+            ClusterSource::Snapshot(s) => s,
+            ClusterSource::Cluster(c) => &c.live,
         }
     }
 
@@ -69,8 +71,8 @@ impl LiveSource {
         name: &str,
     ) -> Result<Option<serde_json::Value>, String> {
         match self {
-            LiveSource::Snapshot(s) => Ok(s.get(api_version, kind, namespace, name).cloned()),
-            LiveSource::Cluster(c) => {
+            ClusterSource::Snapshot(s) => Ok(s.get(api_version, kind, namespace, name).cloned()),
+            ClusterSource::Cluster(c) => {
                 let ns = (!namespace.is_empty()).then_some(namespace);
                 c.runtime
                     .block_on(c.reader.get(api_version, kind, ns, name))
@@ -80,8 +82,8 @@ impl LiveSource {
 
     pub fn reader(&self) -> Option<(&tokio::runtime::Runtime, &ClusterReader)> {
         match self {
-            LiveSource::Snapshot(_) => None,
-            LiveSource::Cluster(c) => Some((&c.runtime, &c.reader)),
+            ClusterSource::Snapshot(_) => None,
+            ClusterSource::Cluster(c) => Some((&c.runtime, &c.reader)),
         }
     }
 }
