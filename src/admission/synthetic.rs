@@ -36,14 +36,35 @@ fn meta<'a>(obj: &'a serde_json::Value, field: &str) -> Option<&'a str> {
     obj.get("metadata")?.get(field)?.as_str()
 }
 
+/// Why a request could not be built from a [`RequestSpec`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BuildRequestError {
+    #[error("a request needs an object or an oldObject")]
+    NoObject,
+    #[error("the object has no apiVersion")]
+    NoApiVersion,
+    #[error("the object has no kind")]
+    NoKind,
+    #[error("{0}")]
+    InvalidApiVersion(String),
+    #[error("kind is required when there is no object")]
+    KindRequired,
+    #[error("{0}")]
+    Encoding(String),
+}
+
 /// Builds the request; fields not given are derived from the objects.
-pub fn build_request(spec: RequestSpec) -> Result<Request, String> {
+///
+/// # Errors
+/// [`BuildRequestError`]: no object to derive the operation or kind from, or
+/// an object without `apiVersion`/`kind`.
+pub fn build_request(spec: RequestSpec) -> Result<Request, BuildRequestError> {
     let operation = match (&spec.operation, &spec.object, &spec.old_object) {
         (Some(op), _, _) => op.clone(),
         (None, Some(_), None) => Operation::Create,
         (None, Some(_), Some(_)) => Operation::Update,
         (None, None, Some(_)) => Operation::Delete,
-        (None, None, None) => return Err("a request needs an object or an oldObject".to_string()),
+        (None, None, None) => return Err(BuildRequestError::NoObject),
     };
     let reference = spec.object.as_ref().or(spec.old_object.as_ref());
     let kind = match (&spec.kind, reference) {
@@ -52,17 +73,17 @@ pub fn build_request(spec: RequestSpec) -> Result<Request, String> {
             let api_version = obj
                 .get("apiVersion")
                 .and_then(|v| v.as_str())
-                .ok_or("the object has no apiVersion")?;
+                .ok_or(BuildRequestError::NoApiVersion)?;
             let kind = obj
                 .get("kind")
                 .and_then(|v| v.as_str())
-                .ok_or("the object has no kind")?;
+                .ok_or(BuildRequestError::NoKind)?;
             api_version
                 .parse::<GroupVersion>()
-                .map_err(|e| e.to_string())?
+                .map_err(|e| BuildRequestError::InvalidApiVersion(e.to_string()))?
                 .with_kind(kind)
         }
-        (None, None) => return Err("kind is required when there is no object".to_string()),
+        (None, None) => return Err(BuildRequestError::KindRequired),
     };
     let resource = spec.resource.clone().unwrap_or_else(|| {
         GroupVersionResource::gvr(&kind.group, &kind.version, &resource_for_kind(&kind.kind))
@@ -86,9 +107,12 @@ pub fn build_request(spec: RequestSpec) -> Result<Request, String> {
             .unwrap_or_default()
             .to_string(),
     };
-    let raw = |v: &Option<serde_json::Value>| -> Result<Option<Box<RawValue>>, String> {
+    let raw = |v: &Option<serde_json::Value>| -> Result<Option<Box<RawValue>>, BuildRequestError> {
         v.as_ref()
-            .map(|v| serde_json::value::to_raw_value(v).map_err(|e| e.to_string()))
+            .map(|v| {
+                serde_json::value::to_raw_value(v)
+                    .map_err(|e| BuildRequestError::Encoding(e.to_string()))
+            })
             .transpose()
     };
     let object = if matches!(operation, Operation::Delete) {

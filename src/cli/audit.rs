@@ -273,7 +273,8 @@ fn audit_one(
         object: Some(object.clone()),
         user_info: user.clone(),
         ..Default::default()
-    })?;
+    })
+    .map_err(|e| e.to_string())?;
     let decision = policies
         .evaluate(&request, state, &EvalOptions::default())
         .map_err(|e| e.to_string())?;

@@ -37,7 +37,9 @@ impl ClusterSource {
             .enable_all()
             .build()
             .map_err(|e| format!("cannot start the async runtime: {e}"))?;
-        let reader = runtime.block_on(ClusterReader::connect(kubeconfig, context))?;
+        let reader = runtime
+            .block_on(ClusterReader::connect(kubeconfig, context))
+            .map_err(|e| e.to_string())?;
         let live = runtime.block_on(async {
             let live = LiveCluster::new(reader.client());
             live.reconcile(needs).await;

@@ -314,7 +314,8 @@ fn review_one(
         user_info: user.clone(),
         namespace: if namespaced { Some(namespace) } else { None },
         ..Default::default()
-    })?;
+    })
+    .map_err(|e| e.to_string())?;
     let location = Some((manifest.file.display().to_string(), manifest.line));
     let operation_name = request.operation_str();
     // kube-apiserver runs MutatingAdmissionPolicies before validation: the

@@ -87,6 +87,12 @@ pub enum ClientError {
         #[source]
         source: kube::Error,
     },
+    /// The client was built but the API server did not answer its version.
+    #[error("cannot reach the cluster's API server: {source}")]
+    Unreachable {
+        #[source]
+        source: kube::Error,
+    },
 }
 
 /// A client for `kubeconfig` when given; otherwise found as kubectl finds

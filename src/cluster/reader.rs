@@ -19,14 +19,18 @@ const PAGE: u32 = 500;
 
 impl ClusterReader {
     /// Builds the client and checks that the API server answers.
-    pub async fn connect(kubeconfig: Option<&Path>, context: Option<&str>) -> Result<Self, String> {
-        let client = client_from(kubeconfig, context)
-            .await
-            .map_err(|e: ClientError| e.to_string())?;
+    ///
+    /// # Errors
+    /// [`ClientError`]: no usable kubeconfig, or no answer from the API server.
+    pub async fn connect(
+        kubeconfig: Option<&Path>,
+        context: Option<&str>,
+    ) -> Result<Self, ClientError> {
+        let client = client_from(kubeconfig, context).await?;
         client
             .apiserver_version()
             .await
-            .map_err(|e| format!("cannot reach the cluster's API server: {e}"))?;
+            .map_err(|source| ClientError::Unreachable { source })?;
         Ok(ClusterReader { client })
     }
 

@@ -187,6 +187,7 @@ fn case_request(
         dry_run: case.dry_run,
         options: case.options.clone(),
     })
+    .map_err(|e| e.to_string())
 }
 
 /// `endpoint`: `validate` (the default) or `mutate`.
