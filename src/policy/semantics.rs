@@ -1,7 +1,7 @@
 //! Where the `cel` crate (0.13, through `kube-cel` 0.8) evaluates differently
 //! from cel-go as Kubernetes runs it, and the gate corrects it without forking
 //! the crate: functions registered in the root context (`cel_env.rs`), and AST
-//! rewrites applied after the load-time analysis (`compile.rs`), which send an
+//! rewrites applied after the load-time analysis (`analysis.rs`), which send an
 //! operator to one of those functions instead of the interpreter's built-in.
 //!
 //! - `size(string)` counts Unicode code points, not bytes;
