@@ -217,6 +217,18 @@ mod tests {
         assert!(!is(r"^[[:alpha:]\d]+$", "a٣"));
     }
 
+    /// The fuzzer's slow PolicyTest suites (a published Kubescape policy,
+    /// 1.0-1.1 s): `findAll(':[\\w][\\w.-]{0,127}(\\/)?')` compiled its
+    /// pattern on every call, 67 ms each. Compiled once now: the second call
+    /// gets the same compiled pattern.
+    #[test]
+    fn a_pattern_is_compiled_once() {
+        let pattern = r":[\w][\w.-]{0,127}(\/)?";
+        let first = compiled(pattern).expect("compiles");
+        let second = compiled(pattern).expect("compiles");
+        assert!(std::sync::Arc::ptr_eq(&first, &second));
+    }
+
     #[test]
     fn patterns_without_escapes_are_untouched() {
         assert!(matches!(
