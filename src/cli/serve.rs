@@ -4,7 +4,6 @@ use crate::cluster::{LiveCluster, Snapshot, client_from};
 use crate::policy::{ClusterState, NoCluster};
 use crate::server::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_INFLIGHT_BODY_BYTES, Server, ServerConfig, TlsSource,
-    router,
 };
 use anyhow::{Context, bail};
 use std::net::SocketAddr;
@@ -108,7 +107,7 @@ pub struct ServeArgs {
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
-    router::parse_go_duration(text)
+    crate::server::body::parse_go_duration(text)
         .ok_or_else(|| format!("'{text}' is not a duration like 5s, 500ms or 1m30s"))
 }
 

@@ -12,6 +12,9 @@
 //! in-flight requests finish for at most `shutdown_timeout`, then aborts the
 //! rest.
 
+mod admin;
+pub mod body;
+mod error;
 pub mod metrics;
 pub mod reload;
 pub mod router;

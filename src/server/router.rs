@@ -4,6 +4,9 @@
 //! bytes to [`crate::admission::review`] on the blocking pool, and answer
 //! with its bytes. Every refusal is a JSON `{"error": "..."}` body.
 
+use super::admin::{healthz, metrics, readyz, readyz_brief};
+use super::body::{answer_budget, read_body, timeout_param};
+use super::error::{WebhookError, json_response, not_found};
 use super::metrics::{
     CancelLabels, EndpointLabels, Metrics, PolicyLabels, RejectionLabels, RequestLabels,
 };
@@ -15,25 +18,21 @@ use crate::policy::Mode;
 use crate::policy::Stage;
 use crate::policy::cancel::{CancelReason, CancelToken};
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
-use serde_json::json;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 /// kube-apiserver's default `timeoutSeconds` in admissionregistration/v1; used
 /// when a request carries no `?timeout=`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// The largest `timeoutSeconds` Kubernetes accepts.
-const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time kept in hand to encode and send the answer; the engine itself stops a
 /// little earlier so that it, not the fallback, usually writes the answer.
 const ENGINE_HEADROOM: Duration = Duration::from_millis(20);
@@ -112,15 +111,6 @@ pub fn webhook_router(state: Arc<AppState>, operational: bool) -> Router {
             .route("/readyz", get(readyz_brief))
     };
     routes.fallback(not_found).with_state(state)
-}
-
-/// `/readyz` without detail: the same status code as the admin port's.
-async fn readyz_brief(State(state): State<Arc<AppState>>) -> Response {
-    let full = readyz(State(state)).await;
-    let status = full.status();
-    let body =
-        serde_json::to_vec(&json!({ "ready": status == StatusCode::OK })).unwrap_or_default();
-    json_response(status, body)
 }
 
 /// The plain-HTTP admin port's routes: health, readiness, metrics.
@@ -207,7 +197,7 @@ async fn admit(state: Arc<AppState>, endpoint: Stage, request: Request) -> Respo
             );
             json_response(StatusCode::OK, outcome.response)
         }
-        Err(EvalError::Review(e)) => reject(&state, label, started, BodyError::BadRequest(e)),
+        Err(EvalError::Review(e)) => reject(&state, label, started, WebhookError::BadRequest(e)),
         Err(EvalError::Internal(message)) => {
             tracing::error!(error = %message, "evaluation failed");
             state
@@ -218,10 +208,7 @@ async fn admit(state: Arc<AppState>, endpoint: Stage, request: Request) -> Respo
                     verdict: "error",
                 })
                 .inc();
-            error_response(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error while evaluating the request; the webhook's failurePolicy applies",
-            )
+            WebhookError::Internal.into_response()
         }
     }
 }
@@ -407,51 +394,9 @@ fn record_decision(
     );
 }
 
-/// Why a request was refused before or instead of evaluation.
-#[derive(Debug)]
-enum BodyError {
-    TooLarge {
-        limit: usize,
-    },
-    /// The global budget for request bytes in flight has no room for this body.
-    OverBudget {
-        budget: usize,
-    },
-    Timeout,
-    Read(String),
-    BadRequest(ReviewError),
-}
-
-fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError) -> Response {
-    let (status, reason, message) = match &e {
-        BodyError::TooLarge { limit } => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the request body is larger than the limit of {limit} bytes (--max-body-bytes)"
-            ),
-        ),
-        BodyError::OverBudget { budget } => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "over_budget",
-            format!(
-                "too many request bytes in flight: the bodies being read and evaluated already fill the budget of {budget} bytes (--max-inflight-body-bytes); retry shortly"
-            ),
-        ),
-        BodyError::Timeout => (
-            StatusCode::REQUEST_TIMEOUT,
-            "body_timeout",
-            "the request body did not arrive in time".to_string(),
-        ),
-        BodyError::Read(detail) => (
-            StatusCode::BAD_REQUEST,
-            "body_error",
-            format!("the request body could not be read: {detail}"),
-        ),
-        BodyError::BadRequest(review) => {
-            (StatusCode::BAD_REQUEST, "bad_request", review.to_string())
-        }
-    };
+fn reject(state: &AppState, label: &'static str, started: Instant, e: WebhookError) -> Response {
+    let status = e.status();
+    let reason = e.reason();
     state
         .metrics
         .rejections
@@ -465,308 +410,17 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: BodyError)
         status = status.as_u16(),
         reason,
         duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-        error = %message,
+        error = %e,
         "request refused"
     );
-    let mut response = if status == StatusCode::TOO_MANY_REQUESTS {
-        // kube-apiserver's client decodes a refusal's body as a metav1.Status
-        // (its message then appears in the failurePolicy error) and, with
-        // Retry-After, retries within the webhook's timeout.
-        let mut response = status_response(status, "TooManyRequests", &message);
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        response
-    } else {
-        error_response(status, &message)
-    };
-    if matches!(
-        e,
-        BodyError::TooLarge { .. } | BodyError::Timeout | BodyError::OverBudget { .. }
-    ) {
-        // The rest of the body is not worth reading: free the connection.
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// Bytes of an oversized (413) or over-budget (429) body read and thrown away
-/// before answering, so the client sees the answer instead of a reset while
-/// it is still writing.
-const DRAIN_CAP: u64 = 8 * 1024 * 1024;
-
-/// Reserves `bytes` of the body budget without waiting: a full budget is an
-/// immediate 429, never a queue that would hold yet more connections open.
-fn reserve(
-    budget: &Arc<Semaphore>,
-    limits: &Limits,
-    bytes: usize,
-    held: &mut Option<OwnedSemaphorePermit>,
-) -> Result<(), BodyError> {
-    if bytes == 0 {
-        return Ok(());
-    }
-    let over = || BodyError::OverBudget {
-        budget: limits.max_inflight_body_bytes,
-    };
-    let n = u32::try_from(bytes).map_err(|_| over())?;
-    let permit = Arc::clone(budget)
-        .try_acquire_many_owned(n)
-        .map_err(|_| over())?;
-    match held {
-        Some(h) => h.merge(permit),
-        None => *held = Some(permit),
-    }
-    Ok(())
-}
-
-/// Reads the whole body, refusing it once it is known to be too large or the
-/// byte budget has no room for it, and giving up when the client is too slow.
-/// Returns the body and its reservation in the budget.
-async fn read_body(
-    mut body: Body,
-    headers: &HeaderMap,
-    limits: &Limits,
-    budget: &Arc<Semaphore>,
-    answer_by: Instant,
-) -> Result<(Bytes, Option<OwnedSemaphorePermit>), BodyError> {
-    let limit = limits.max_body_bytes;
-    let deadline = (Instant::now() + limits.read_timeout).min(answer_by);
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared
-        && len > limit as u64
-    {
-        if len <= limit as u64 + DRAIN_CAP {
-            drain(body, deadline, len).await;
-        }
-        return Err(BodyError::TooLarge { limit });
-    }
-    let capacity = declared.map_or(0, |len| len as usize).min(limit);
-    // A declared length is reserved whole before the first byte is buffered;
-    // a body without one (chunked, HTTP/2 without content-length) frame by frame.
-    let mut reserved = None;
-    if let Err(e) = reserve(budget, limits, capacity, &mut reserved) {
-        // Read and discard what the client is still sending (no memory kept),
-        // so it sees the 429 and its Retry-After rather than a reset.
-        drain(body, deadline, DRAIN_CAP).await;
-        return Err(e);
-    }
-    let mut buf: Vec<u8> = Vec::with_capacity(capacity);
-    loop {
-        let frame = match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-            Err(_) => return Err(BodyError::Timeout),
-            Ok(None) => break,
-            Ok(Some(Err(e))) => return Err(BodyError::Read(e.to_string())),
-            Ok(Some(Ok(frame))) => frame,
-        };
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                drain(body, deadline, limit as u64 + DRAIN_CAP - buf.len() as u64).await;
-                return Err(BodyError::TooLarge { limit });
-            }
-            let beyond_reserved = (buf.len() + data.len()).saturating_sub(capacity.max(buf.len()));
-            if let Err(e) = reserve(budget, limits, beyond_reserved, &mut reserved) {
-                drop(reserved);
-                drain(body, deadline, DRAIN_CAP).await;
-                return Err(e);
-            }
-            buf.extend_from_slice(&data);
-        }
-    }
-    Ok((Bytes::from(buf), reserved))
-}
-
-/// Reads and discards up to `cap` more bytes, until the deadline at most.
-async fn drain(mut body: Body, deadline: Instant, cap: u64) {
-    let mut seen: u64 = 0;
-    while seen <= cap {
-        match tokio::time::timeout_at(deadline.into(), body.frame()).await {
-            Ok(Some(Ok(frame))) => {
-                if let Ok(data) = frame.into_data() {
-                    seen += data.len() as u64;
-                }
-            }
-            _ => return,
-        }
-    }
-}
-
-/// `?timeout=10s` as kube-apiserver sends it (Go duration syntax: `1m30s`,
-/// `500ms` are accepted too); `None` when absent or unreadable.
-pub fn timeout_param(query: Option<&str>) -> Option<Duration> {
-    let value = query?
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .find(|(k, _)| *k == "timeout")
-        .map(|(_, v)| v)?;
-    parse_go_duration(value).map(|d| d.min(MAX_TIMEOUT))
-}
-
-/// Go duration syntax (`10s`, `1m30s`, `500ms`), as kube-apiserver writes
-/// it, read by kube-core's [`kube::core::Duration`]; `None` when unreadable
-/// or negative.
-pub fn parse_go_duration(text: &str) -> Option<Duration> {
-    // Go refuses an empty duration; kube-core reads it as zero.
-    if text.is_empty() {
-        return None;
-    }
-    let parsed: kube::core::Duration = text.parse().ok()?;
-    (!parsed.is_negative()).then(|| parsed.into())
-}
-
-/// When to answer, given the caller's timeout. kube-apiserver rounds the time
-/// it will wait *up* to whole seconds, so keep a tenth of it (at least 250 ms,
-/// at most 1 s) in hand for the network and the rounding.
-pub fn answer_budget(timeout: Duration) -> Duration {
-    let margin = (timeout / 10).clamp(Duration::from_millis(250), Duration::from_secs(1));
-    timeout.saturating_sub(margin)
-}
-
-fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
-    let mut response = (status, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-/// A `metav1.Status` body (what Kubernetes clients decode from a refusal),
-/// with the `error` field every other refusal here carries.
-fn status_response(status: StatusCode, reason: &str, message: &str) -> Response {
-    let body = serde_json::to_vec(&json!({
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Failure",
-        "message": message,
-        "reason": reason,
-        "code": status.as_u16(),
-        "error": message,
-    }))
-    .unwrap_or_default();
-    json_response(status, body)
-}
-
-fn error_response(status: StatusCode, message: &str) -> Response {
-    let body = serde_json::to_vec(&json!({ "error": message })).unwrap_or_default();
-    json_response(status, body)
-}
-
-async fn not_found() -> Response {
-    error_response(
-        StatusCode::NOT_FOUND,
-        "not found: POST /validate, POST /mutate, GET /healthz, GET /readyz, GET /metrics",
-    )
-}
-
-async fn healthz() -> Response {
-    json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec())
-}
-
-fn unix(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-/// Readiness with the detail an operator needs: which policies serve, whether
-/// the last reload failed and why, the certificate, the cluster state.
-async fn readyz(State(state): State<Arc<AppState>>) -> Response {
-    let serving = state.policies.current();
-    let failure = state.policies.last_failure();
-    let tls = state
-        .tls
-        .lock()
-        .map(|g| g.clone())
-        .unwrap_or_else(|poisoned| poisoned.into_inner().clone());
-    let draining = state.draining.load(Ordering::Relaxed);
-    let cluster = state.live.as_ref().map(|live| live.ready());
-    let synced = cluster.as_ref().is_none_or(|r| r.ready);
-    let ready = !draining && tls.loaded_at.is_some() && synced;
-    let body = json!({
-        "ready": ready,
-        "draining": draining,
-        "mode": state.mode.as_str(),
-        "policies": {
-            "dir": state.policies.dir().display().to_string(),
-            "generation": serving.generation,
-            "count": serving.set.len(),
-            "names": serving.set.names(),
-            "loadedAt": unix(serving.loaded_at),
-            "lastReloadError": failure.map(|f| json!({
-                "at": unix(f.at),
-                "errors": f.errors,
-                "note": "the previous policy set is still serving",
-            })),
-        },
-        "tls": {
-            "source": tls.source,
-            "subject": tls.subject,
-            "notAfter": tls.not_after_text,
-            "notAfterUnix": tls.not_after,
-            "loadedAt": tls.loaded_at.map(unix),
-            "lastReloadError": tls.last_error.map(|(at, e)| json!({ "at": unix(at), "error": e })),
-        },
-        "cluster": {
-            "source": state.cluster_description,
-            "synced": synced,
-            "detail": cluster.as_ref().map(|r| r.to_string()),
-        },
-    });
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    json_response(status, bytes)
-}
-
-async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    if let Some(live) = &state.live {
-        for k in live.stats() {
-            let labels = super::metrics::KindLabels {
-                kind: format!("{}.{}", k.kind, k.api_version),
-            };
-            state
-                .metrics
-                .cluster_sync_age
-                .get_or_create(&labels)
-                .set(k.last_sync_age_seconds.unwrap_or(-1.0));
-            state
-                .metrics
-                .cluster_objects
-                .get_or_create(&labels)
-                .set(k.objects as i64);
-            state
-                .metrics
-                .cluster_watch_errors
-                .get_or_create(&labels)
-                .set(k.watch_errors as i64);
-            state
-                .metrics
-                .cluster_synced
-                .get_or_create(&labels)
-                .set(i64::from(k.usable));
-        }
-    }
-    state.metrics.observe_runtime();
-    let text = super::metrics::encode(&state.registry);
-    let mut response = (StatusCode::OK, text).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
+    e.into_response()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use serde_json::json;
     use serde_json::Value;
 
     fn state_without_permits(dir: &std::path::Path) -> Arc<AppState> {
@@ -856,42 +510,5 @@ mod tests {
         let (body, elapsed) = answer_within_deadline("Ignore").await;
         assert!(elapsed < Duration::from_millis(950), "{elapsed:?}");
         assert_eq!(body["response"]["allowed"], true, "{body}");
-    }
-
-    #[test]
-    fn reads_kube_apiserver_timeouts() {
-        assert_eq!(
-            timeout_param(Some("timeout=10s")),
-            Some(Duration::from_secs(10))
-        );
-        assert_eq!(
-            timeout_param(Some("a=b&timeout=1m30s")),
-            Some(MAX_TIMEOUT),
-            "capped at the Kubernetes maximum"
-        );
-        assert_eq!(
-            timeout_param(Some("timeout=1500ms")),
-            Some(Duration::from_millis(1500))
-        );
-        assert_eq!(timeout_param(Some("timeout=ten")), None);
-        assert_eq!(timeout_param(Some("timeout=")), None);
-        assert_eq!(timeout_param(None), None);
-    }
-
-    #[test]
-    fn answers_ahead_of_the_caller() {
-        assert_eq!(
-            answer_budget(Duration::from_secs(1)),
-            Duration::from_millis(750)
-        );
-        assert_eq!(
-            answer_budget(Duration::from_secs(10)),
-            Duration::from_secs(9)
-        );
-        assert_eq!(
-            answer_budget(Duration::from_secs(30)),
-            Duration::from_secs(29)
-        );
-        assert_eq!(answer_budget(Duration::ZERO), Duration::ZERO);
     }
 }
