@@ -363,7 +363,7 @@ async fn real_watcher_against_a_fake_api_server() {
     let err = cluster
         .list("example.dev/v1", "Gadget", None)
         .unwrap_err()
-        .0;
+        .to_string();
     assert!(
         err.contains("RBAC") && err.contains("gadgets.example.dev"),
         "{err}"
@@ -487,7 +487,7 @@ async fn real_watcher_against_a_fake_api_server() {
         cluster
             .list("example.dev/v1", "Widget", None)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("not watched")
     );
     eventually("the widget watch is closed", || {

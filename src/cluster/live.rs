@@ -360,7 +360,7 @@ impl ParamSource for LiveCluster {
 }
 
 fn not_watched(api_version: &str, kind: &str) -> LookupError {
-    LookupError(format!(
+    LookupError::Unavailable(format!(
         "lookup of {kind} ({api_version}) is unavailable: it is not watched (caches follow the loaded policies; a reload may still be starting it)"
     ))
 }
@@ -375,12 +375,12 @@ impl ClusterState for LiveCluster {
 
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
         let Some(cache) = self.find("v1", "Namespace") else {
-            return Err(LookupError(format!(
+            return Err(LookupError::Unavailable(format!(
                 "the labels of namespace '{name}' are unavailable: Namespaces are not watched (no loaded policy uses namespaceSelector or namespaceObject)"
             )));
         };
         let found = cache.get(name).map_err(|_| {
-            LookupError(format!(
+            LookupError::Unavailable(format!(
                 "the labels of namespace '{name}' are unavailable: {}",
                 cache.reason()
             ))

@@ -6,18 +6,23 @@
 use super::authz::Authorizer;
 use super::{ParamScope, ParamSource};
 use kube_cel::cel::Value;
-use std::fmt;
 use std::sync::Arc;
 
 /// Why cluster state could not be read. Evaluation treats it as an error that
 /// the policy's failurePolicy decides, never as "no objects".
-#[derive(Debug, Clone, PartialEq)]
-pub struct LookupError(pub String);
-
-impl fmt::Display for LookupError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum LookupError {
+    /// No cluster state is configured at all: an offline command run without
+    /// `--cluster-state` (the message names the flag).
+    #[error("{0}")]
+    NoClusterState(String),
+    /// The state exists but cannot be read now: a watch cache not synced yet,
+    /// a kind not watched, RBAC, a case that declares it unavailable.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The request's namespace is not in the cluster state.
+    #[error("namespace '{0}' is not known to the cluster state")]
+    UnknownNamespace(String),
 }
 
 /// A namespace as policies see it.
@@ -62,7 +67,7 @@ impl ParamSource for NoCluster {
         api_version: &str,
         kind: &str,
     ) -> Result<Option<ParamScope>, LookupError> {
-        Err(LookupError(format!(
+        Err(LookupError::NoClusterState(format!(
             "params of kind {kind} ({api_version}) are unavailable: no cluster state is configured (--cluster-state DIR)"
         )))
     }
@@ -79,7 +84,7 @@ impl ParamSource for NoCluster {
 
 impl ClusterState for NoCluster {
     fn namespace(&self, name: &str) -> Result<Option<NamespaceInfo>, LookupError> {
-        Err(LookupError(format!(
+        Err(LookupError::NoClusterState(format!(
             "the labels of namespace '{name}' are unknown: no cluster state is configured (--cluster-state DIR)"
         )))
     }
@@ -90,7 +95,7 @@ impl ClusterState for NoCluster {
         kind: &str,
         _namespace: Option<&str>,
     ) -> Result<Value, LookupError> {
-        Err(LookupError(format!(
+        Err(LookupError::NoClusterState(format!(
             "lookup of {kind} ({api_version}) is unavailable: no cluster state is configured (--cluster-state DIR)"
         )))
     }

@@ -327,13 +327,14 @@ fn selectors_match(
                     attrs.namespace.to_string(),
                 )]),
                 Some(Ok(None)) => {
-                    return Err(LookupError(format!(
-                        "namespace '{}' is not known to the cluster state",
-                        attrs.namespace
-                    )));
+                    return Err(LookupError::UnknownNamespace(attrs.namespace.to_string()));
                 }
                 Some(Err(e)) => return Err(e.clone()),
-                None => return Err(LookupError("namespace labels were not loaded".into())),
+                None => {
+                    return Err(LookupError::Unavailable(
+                        "namespace labels were not loaded".into(),
+                    ));
+                }
             }
         };
         if !selector.matches(&labels) {

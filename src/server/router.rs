@@ -420,8 +420,8 @@ fn reject(state: &AppState, label: &'static str, started: Instant, e: WebhookErr
 mod tests {
     use super::*;
     use axum::body::Body;
-    use serde_json::json;
     use serde_json::Value;
+    use serde_json::json;
 
     fn state_without_permits(dir: &std::path::Path) -> Arc<AppState> {
         let (metrics, registry) = Metrics::new();

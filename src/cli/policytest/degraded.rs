@@ -47,7 +47,7 @@ impl ClusterState for Degraded<'_> {
             .iter()
             .any(|(v, k)| v == api_version && k == kind)
         {
-            return Err(LookupError(format!(
+            return Err(LookupError::Unavailable(format!(
                 "{kind} ({api_version}) is unavailable in this test case"
             )));
         }

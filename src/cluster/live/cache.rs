@@ -263,7 +263,7 @@ impl KindCache {
 
     /// Why lookups fail, for the evaluation error the policy's failurePolicy handles.
     pub(crate) fn unavailable(&self) -> LookupError {
-        LookupError(format!(
+        LookupError::Unavailable(format!(
             "lookup of {} ({}) is unavailable: {}",
             self.kind,
             self.api_version,

@@ -67,8 +67,8 @@ async fn unsynced_kind_is_an_error_not_an_empty_list() {
     let cluster = offline_cluster();
     let mut w = cluster.attach(FED, FED_KIND);
     let err = cluster.list(FED, FED_KIND, None).unwrap_err();
-    assert!(err.0.contains("KubeFedCluster"), "{err}");
-    assert!(err.0.contains("not synced"), "{err}");
+    assert!(err.to_string().contains("KubeFedCluster"), "{err}");
+    assert!(err.to_string().contains("not synced"), "{err}");
 
     // A list in progress is buffered: still not synced.
     w.apply(Event::Init);
@@ -89,11 +89,11 @@ async fn unsynced_kind_is_an_error_not_an_empty_list() {
 async fn a_kind_no_policy_reads_is_unavailable() {
     let cluster = offline_cluster();
     let err = cluster.list("v1", "ConfigMap", Some("x")).unwrap_err();
-    assert!(err.0.contains("ConfigMap (v1)"), "{err}");
-    assert!(err.0.contains("not watched"), "{err}");
+    assert!(err.to_string().contains("ConfigMap (v1)"), "{err}");
+    assert!(err.to_string().contains("not watched"), "{err}");
     let err = cluster.namespace("team-a").unwrap_err();
     assert!(
-        err.0.contains("team-a") && err.0.contains("not watched"),
+        err.to_string().contains("team-a") && err.to_string().contains("not watched"),
         "{err}"
     );
     // Nothing watched: nothing to wait for.
@@ -231,11 +231,15 @@ async fn rbac_forbidden_is_an_error_naming_the_grant() {
     w.record(forbidden());
     let err = cluster.list(FED, FED_KIND, None).unwrap_err();
     assert!(
-        err.0.contains("KubeFedCluster (core.kubefed.io/v1beta1)"),
+        err.to_string()
+            .contains("KubeFedCluster (core.kubefed.io/v1beta1)"),
         "{err}"
     );
-    assert!(err.0.contains("RBAC"), "{err}");
-    assert!(err.0.contains("kubefedclusters.core.kubefed.io"), "{err}");
+    assert!(err.to_string().contains("RBAC"), "{err}");
+    assert!(
+        err.to_string().contains("kubefedclusters.core.kubefed.io"),
+        "{err}"
+    );
     // Settled by the denial: the gate serves, and this lookup fails (failurePolicy decides).
     let readiness = cluster.ready();
     assert!(readiness.ready, "{readiness}");
@@ -251,7 +255,7 @@ async fn rbac_forbidden_is_an_error_naming_the_grant() {
         cluster
             .list(FED, FED_KIND, None)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("RBAC")
     );
     // A network error afterwards does not lift the denial; a new list does.
@@ -271,7 +275,7 @@ async fn namespaces_answer_labels_and_object() {
         cluster
             .namespace("team-a")
             .unwrap_err()
-            .0
+            .to_string()
             .contains("not synced")
     );
     // Items of a list response of a built-in kind carry no apiVersion/kind.
@@ -381,7 +385,7 @@ async fn reconcile_follows_the_needs_and_stops_what_is_gone() {
         cluster
             .list(FED, FED_KIND, None)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("not watched")
     );
 
