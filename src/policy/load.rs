@@ -4,10 +4,11 @@ use super::analysis::{Origin, Scope};
 use super::compile::{CompileError, CompiledExpression, compile};
 use super::matching::Matcher;
 use super::model::{
-    Action, DocumentHeader, FailurePolicy, NamedExpression, PolicySpec, Reason,
-    ValidatingPolicyDocument, VapBindingDocument,
+    Action, AuditAnnotationSpec, DocumentHeader, FailurePolicy, MatchResources, MutationSpec,
+    NamedExpression, ObjectMeta, ParamKind, PolicySpec, Reason, ValidatingPolicyDocument,
+    ValidationSpec, VapBindingDocument,
 };
-use super::validation;
+use super::validation::{self, FieldError};
 use super::{Actions, CompiledValidation, Named, Policy, PolicySet};
 use crate::documents::{Document, Located, files_in, split_documents};
 use serde_saphyr::Spanned;
@@ -246,50 +247,57 @@ impl Loader {
     /// stores but never evaluates — a policy nobody binds, a binding to a policy that
     /// is not there — loads, does nothing, and is reported as a note.
     fn bind_vaps(&mut self) -> Vec<LoadError> {
-        let mut errors = Vec::new();
         let vaps = std::mem::take(&mut self.vaps);
         let bindings = std::mem::take(&mut self.bindings);
-        errors.extend(duplicate_names(
+        let mut errors = duplicate_names(
             vaps.iter().map(|(d, v)| (d, &v.metadata)),
             "ValidatingAdmissionPolicy",
-        ));
+        );
         errors.extend(duplicate_names(
             bindings.iter().map(|(d, b)| (d, &b.metadata)),
             "ValidatingAdmissionPolicyBinding",
         ));
-        let mut valid: HashSet<String> = HashSet::new();
-        for (vdoc, _) in &vaps {
-            match reparse_vap(vdoc).and_then(|v| build_policy(vdoc, v, Unit::Vap(None))) {
-                Ok(p) => {
-                    valid.insert(p.name);
-                }
-                Err(e) => errors.extend(e),
-            }
-        }
+        let valid = check_vaps(&vaps, &mut errors);
         let mut bound: HashSet<&str> = HashSet::new();
         for (bdoc, binding) in &bindings {
-            let binding_errors = check_binding(bdoc, binding);
-            let binding_ok = binding_errors.is_empty();
-            errors.extend(binding_errors);
-            let Some((vdoc, vap)) = vaps
-                .iter()
-                .find(|(_, v)| v.metadata.name.value == binding.spec.policy_name)
-            else {
-                self.notes.push(LoadNote {
-                    file: bdoc.file.clone(),
-                    line: bdoc.line(binding.metadata.name.referenced.line()),
-                    policy: Some(binding.metadata.name.value.clone()),
-                    message: format!(
-                        "binds ValidatingAdmissionPolicy '{}', which is not loaded; the binding does nothing until it is",
-                        binding.spec.policy_name
-                    ),
-                });
-                continue;
-            };
-            bound.insert(vap.metadata.name.value.as_str());
-            if !binding_ok || !valid.contains(&vap.metadata.name.value) {
-                continue;
+            if let Some(name) = self.bind(&vaps, &valid, bdoc, binding, &mut errors) {
+                bound.insert(name);
             }
+        }
+        self.note_unbound(&vaps, &bound);
+        errors
+    }
+
+    /// Checks one binding and, if it and the VAP it names are valid, adds their
+    /// evaluation unit. Returns the name of that VAP if it is loaded at all; a
+    /// binding to a VAP that is not loaded gets a note instead.
+    fn bind<'v>(
+        &mut self,
+        vaps: &'v [(Document, ValidatingPolicyDocument)],
+        valid: &HashSet<String>,
+        bdoc: &Document,
+        binding: &VapBindingDocument,
+        errors: &mut Vec<LoadError>,
+    ) -> Option<&'v str> {
+        let binding_errors = check_binding(bdoc, binding);
+        let binding_ok = binding_errors.is_empty();
+        errors.extend(binding_errors);
+        let Some((vdoc, vap)) = vaps
+            .iter()
+            .find(|(_, v)| v.metadata.name.value == binding.spec.policy_name)
+        else {
+            self.notes.push(LoadNote {
+                file: bdoc.file.clone(),
+                line: bdoc.line(binding.metadata.name.referenced.line()),
+                policy: Some(binding.metadata.name.value.clone()),
+                message: format!(
+                    "binds ValidatingAdmissionPolicy '{}', which is not loaded; the binding does nothing until it is",
+                    binding.spec.policy_name
+                ),
+            });
+            return None;
+        };
+        if binding_ok && valid.contains(&vap.metadata.name.value) {
             match reparse_vap(vdoc)
                 .and_then(|v| build_policy(vdoc, v, Unit::Vap(Some((bdoc, binding)))))
             {
@@ -297,7 +305,16 @@ impl Loader {
                 Err(e) => errors.extend(e),
             }
         }
-        for (vdoc, vap) in &vaps {
+        Some(vap.metadata.name.value.as_str())
+    }
+
+    /// A note for every VAP that no binding names (`bound` holds those that one does).
+    fn note_unbound(
+        &mut self,
+        vaps: &[(Document, ValidatingPolicyDocument)],
+        bound: &HashSet<&str>,
+    ) {
+        for (vdoc, vap) in vaps {
             if !bound.contains(vap.metadata.name.value.as_str()) {
                 self.notes.push(LoadNote {
                     file: vdoc.file.clone(),
@@ -307,8 +324,25 @@ impl Loader {
                 });
             }
         }
-        errors
     }
+}
+
+/// Checks every VAP on its own, as kube-apiserver does before storing it (no
+/// binding yet), adding its problems to `errors`; returns the names of the valid ones.
+fn check_vaps(
+    vaps: &[(Document, ValidatingPolicyDocument)],
+    errors: &mut Vec<LoadError>,
+) -> HashSet<String> {
+    let mut valid = HashSet::new();
+    for (vdoc, _) in vaps {
+        match reparse_vap(vdoc).and_then(|v| build_policy(vdoc, v, Unit::Vap(None))) {
+            Ok(p) => {
+                valid.insert(p.name);
+            }
+            Err(e) => errors.extend(e),
+        }
+    }
+    valid
 }
 
 /// Two documents of one kind with one name: applied to a cluster, the second would
@@ -398,6 +432,13 @@ impl Problems<'_> {
         });
     }
 
+    /// Adds kube-apiserver-style field errors, all reported at `line_in_doc`.
+    fn push_all(&mut self, line_in_doc: u64, errors: Vec<FieldError>) {
+        for e in errors {
+            self.push(line_in_doc, e.field, e.message);
+        }
+    }
+
     fn compile(
         &mut self,
         expr: &Spanned<String>,
@@ -452,6 +493,13 @@ enum Unit<'a> {
     Vap(Option<(&'a Document, &'a VapBindingDocument)>),
 }
 
+/// Checks one GatePolicy or ValidatingAdmissionPolicy document (with its binding,
+/// if any) and compiles it into a [`Policy`].
+///
+/// # Errors
+/// Every problem of the document, each with its file, line, policy name and field,
+/// in this order: metadata, actions (or GatePolicy-only fields in a VAP), paramKind,
+/// matchConstraints, then the expressions (see [`compile_expressions`]).
 fn build_policy(
     doc: &Document,
     parsed: ValidatingPolicyDocument,
@@ -459,80 +507,165 @@ fn build_policy(
 ) -> Result<Policy, Vec<LoadError>> {
     let name = parsed.metadata.name.value.clone();
     let name_line = parsed.metadata.name.referenced.line();
-    let is_vap = matches!(unit, Unit::Vap(_));
-    let binding = match unit {
-        Unit::Vap(b) => b,
-        Unit::Gate => None,
+    let (is_vap, binding) = match unit {
+        Unit::Vap(b) => (true, b.map(|(_, b)| b)),
+        Unit::Gate => (false, None),
     };
     let mut p = Problems {
         doc,
         policy: name.clone(),
         errors: Vec::new(),
     };
-    let mut field_errors = Vec::new();
-    validation::object_name("metadata.name", &name, &mut field_errors);
-    if is_vap {
-        validation::labels_and_annotations(
-            &parsed.metadata.labels,
-            &parsed.metadata.annotations,
-            &mut field_errors,
-        );
-    }
-    for e in field_errors.drain(..) {
-        p.push(name_line, e.field, e.message);
-    }
+    check_metadata(&mut p, &parsed.metadata, name_line, is_vap);
     let spec: PolicySpec = parsed.spec;
-    let (actions, action_label) = match unit {
-        Unit::Gate => {
-            let action = spec.action.unwrap_or_default();
-            let label = match action {
-                Action::Deny => "Deny",
-                Action::Warn => "Warn",
-                Action::Audit => "Audit",
-            };
-            (
-                Actions {
-                    deny: action == Action::Deny,
-                    warn: action == Action::Warn,
-                    audit: action == Action::Audit,
-                },
-                label.to_string(),
-            )
-        }
-        Unit::Vap(binding) => {
-            for (field, present) in [
-                ("spec.action", spec.action.is_some()),
-                ("spec.lookups", !spec.lookups.is_empty()),
-                ("spec.exemptions", !spec.exemptions.is_empty()),
-                ("spec.annotate", !spec.annotate.is_empty()),
-                ("spec.mutations", !spec.mutations.is_empty()),
-                (
-                    "spec.denyBeforeObjectValidation",
-                    spec.deny_before_object_validation,
-                ),
-            ] {
-                if present {
-                    p.push(name_line, field, "is a GatePolicy extension; a ValidatingAdmissionPolicy cannot use it (write a GatePolicy instead)");
-                }
-            }
-            // The binding itself was checked by `check_binding`.
-            let list = binding
-                .map(|(_, b)| b.spec.validation_actions.clone())
-                .unwrap_or_default();
-            let actions = Actions {
-                deny: list.iter().any(|a| a == "Deny"),
-                warn: list.iter().any(|a| a == "Warn"),
-                audit: list.iter().any(|a| a == "Audit"),
-            };
-            (actions, list.join(","))
-        }
+    let header = check_header(&mut p, &spec, binding, is_vap, name_line);
+    let e = compile_expressions(&mut p, &spec, is_vap, name_line);
+    if !p.errors.is_empty() {
+        return Err(p.errors);
+    }
+    let description = parsed
+        .metadata
+        .annotations
+        .get("safety-gate.dev/description")
+        .cloned();
+    Ok(Policy::new(super::PolicyParts {
+        name,
+        kind: if is_vap {
+            super::PolicyKind::ValidatingAdmissionPolicy
+        } else {
+            super::PolicyKind::GatePolicy
+        },
+        binding: binding.map(|b| b.metadata.name.value.clone()),
+        file: doc.file.clone(),
+        line: doc.line(name_line),
+        description,
+        actions: header.actions,
+        action_label: header.action_label,
+        failure_policy: spec.failure_policy.unwrap_or(FailurePolicy::Fail),
+        matcher: header.matcher,
+        match_conditions: e.match_conditions,
+        variables: e.variables,
+        lookups: spec.lookups.clone(),
+        param_kind: spec.param_kind.clone(),
+        param_ref: binding.and_then(|b| b.spec.param_ref.clone()),
+        exemptions: e.exemptions,
+        validations: e.validations,
+        audit_annotations: e.audit_annotations,
+        annotate: e.annotate,
+        mutations: e.mutations,
+        deny_before_object_validation: spec.deny_before_object_validation,
+    }))
+}
+
+/// What a policy's fields other than metadata and expressions give the engine.
+struct Header {
+    actions: Actions,
+    /// The actions as the policy's outcomes show them (`Deny`, `Warn,Audit`, ...).
+    action_label: String,
+    matcher: Matcher,
+}
+
+/// Checks the fields around the expressions, in field order: the actions (or, in
+/// a VAP, the GatePolicy-only fields), paramKind, matchConstraints.
+fn check_header(
+    p: &mut Problems,
+    spec: &PolicySpec,
+    binding: Option<&VapBindingDocument>,
+    is_vap: bool,
+    name_line: u64,
+) -> Header {
+    let (actions, action_label) = if is_vap {
+        reject_gate_extensions(p, spec, name_line);
+        vap_actions(binding)
+    } else {
+        gate_actions(spec.action.unwrap_or_default())
     };
-    match (&spec.param_kind, is_vap) {
+    check_param_kind(p, spec.param_kind.as_ref(), is_vap, name_line);
+    let matcher = build_matcher(
+        p,
+        spec.match_constraints.as_ref(),
+        binding,
+        is_vap,
+        name_line,
+    );
+    Header {
+        actions,
+        action_label,
+        matcher,
+    }
+}
+
+/// kube-apiserver's checks of `metadata`: the name for every policy, labels and
+/// annotations for a VAP only (a GatePolicy's were never checked, and still are not).
+fn check_metadata(p: &mut Problems, meta: &ObjectMeta, name_line: u64, is_vap: bool) {
+    let mut field_errors = Vec::new();
+    validation::object_name("metadata.name", &meta.name.value, &mut field_errors);
+    if is_vap {
+        validation::labels_and_annotations(&meta.labels, &meta.annotations, &mut field_errors);
+    }
+    p.push_all(name_line, field_errors);
+}
+
+/// A GatePolicy's single `action` (default Deny) as the engine's action set and
+/// the label its outcomes show.
+fn gate_actions(action: Action) -> (Actions, String) {
+    let label = match action {
+        Action::Deny => "Deny",
+        Action::Warn => "Warn",
+        Action::Audit => "Audit",
+    };
+    (
+        Actions {
+            deny: action == Action::Deny,
+            warn: action == Action::Warn,
+            audit: action == Action::Audit,
+        },
+        label.to_string(),
+    )
+}
+
+/// A VAP's actions come from its binding's `validationActions` (none without a
+/// binding); the label is that list joined with commas, as written.
+fn vap_actions(binding: Option<&VapBindingDocument>) -> (Actions, String) {
+    // The binding itself was checked by `check_binding`.
+    let list = binding
+        .map(|b| b.spec.validation_actions.clone())
+        .unwrap_or_default();
+    let actions = Actions {
+        deny: list.iter().any(|a| a == "Deny"),
+        warn: list.iter().any(|a| a == "Warn"),
+        audit: list.iter().any(|a| a == "Audit"),
+    };
+    (actions, list.join(","))
+}
+
+/// A VAP may not use the fields only a GatePolicy has: one error per field used.
+fn reject_gate_extensions(p: &mut Problems, spec: &PolicySpec, name_line: u64) {
+    for (field, present) in [
+        ("spec.action", spec.action.is_some()),
+        ("spec.lookups", !spec.lookups.is_empty()),
+        ("spec.exemptions", !spec.exemptions.is_empty()),
+        ("spec.annotate", !spec.annotate.is_empty()),
+        ("spec.mutations", !spec.mutations.is_empty()),
+        (
+            "spec.denyBeforeObjectValidation",
+            spec.deny_before_object_validation,
+        ),
+    ] {
+        if present {
+            p.push(name_line, field, "is a GatePolicy extension; a ValidatingAdmissionPolicy cannot use it (write a GatePolicy instead)");
+        }
+    }
+}
+
+/// `spec.paramKind`: checked as kube-apiserver checks it in a VAP; refused in a
+/// GatePolicy, which has no binding to select parameters.
+fn check_param_kind(p: &mut Problems, kind: Option<&ParamKind>, is_vap: bool, name_line: u64) {
+    match (kind, is_vap) {
         (Some(kind), true) => {
+            let mut field_errors = Vec::new();
             validation::param_kind(kind, "spec.paramKind", &mut field_errors);
-            for e in field_errors.drain(..) {
-                p.push(name_line, e.field, e.message);
-            }
+            p.push_all(name_line, field_errors);
         }
         (Some(_), false) => p.push(
             name_line,
@@ -541,11 +674,22 @@ fn build_policy(
         ),
         (None, _) => {}
     }
+}
 
+/// `spec.matchConstraints` (narrowed by the binding's `matchResources`) as a
+/// [`Matcher`]; one that matches nothing if they are invalid, which is then reported.
+fn build_matcher(
+    p: &mut Problems,
+    constraints: Option<&MatchResources>,
+    binding: Option<&VapBindingDocument>,
+    is_vap: bool,
+    name_line: u64,
+) -> Matcher {
     // kube-apiserver's checks of the match constraints (for a GatePolicy too: the
     // fields mean the same), then the gate's own compilation of them.
-    let match_resources = spec.match_constraints.clone().unwrap_or_default();
-    if is_vap && spec.match_constraints.is_none() {
+    let mut field_errors = Vec::new();
+    let match_resources = constraints.cloned().unwrap_or_default();
+    if is_vap && constraints.is_none() {
         field_errors.push(validation::required("spec.matchConstraints", ""));
     } else {
         validation::match_resources(&match_resources, "spec.matchConstraints", &mut field_errors);
@@ -556,12 +700,10 @@ fn build_policy(
             ));
         }
     }
-    let binding_resources = binding.and_then(|(_, b)| b.spec.match_resources.clone());
+    let binding_resources = binding.and_then(|b| b.spec.match_resources.clone());
     let matcher_ok = field_errors.is_empty();
-    for e in field_errors.drain(..) {
-        p.push(name_line, e.field, e.message);
-    }
-    let matcher = match Matcher::new(&match_resources, binding_resources.as_ref()) {
+    p.push_all(name_line, field_errors);
+    match Matcher::new(&match_resources, binding_resources.as_ref()) {
         Ok(m) => m,
         Err(message) => {
             if matcher_ok {
@@ -569,34 +711,132 @@ fn build_policy(
             }
             Matcher::never()
         }
-    };
+    }
+}
 
+/// A policy's compiled expressions, as [`super::PolicyParts`] takes them.
+struct Expressions {
+    match_conditions: Vec<Named>,
+    exemptions: Vec<Named>,
+    variables: Vec<Named>,
+    validations: Vec<CompiledValidation>,
+    audit_annotations: Vec<Named>,
+    annotate: Vec<(String, Option<CompiledExpression>)>,
+    mutations: Vec<CompiledExpression>,
+}
+
+/// Checks and compiles every expression of a policy in field order: lookups'
+/// names, matchConditions and exemptions (which see no variables), variables
+/// (each sees those before it), validations, auditAnnotations, annotate,
+/// mutations. What does not compile is left out; its problem is in `p`.
+fn compile_expressions(
+    p: &mut Problems,
+    spec: &PolicySpec,
+    is_vap: bool,
+    name_line: u64,
+) -> Expressions {
     let lookup_names: Vec<String> = spec.lookups.iter().map(|l| l.name.clone()).collect();
-    check_unique(&mut p, name_line, "spec.lookups", &lookup_names);
+    check_unique(p, name_line, "spec.lookups", &lookup_names);
 
-    let no_vars: Vec<String> = Vec::new();
-    let no_origins: Vec<Vec<Origin>> = Vec::new();
     let params = spec.param_kind.is_some();
     let early_scope = Scope {
-        variables: &no_vars,
-        variable_origins: &no_origins,
+        variables: &[],
+        variable_origins: &[],
         lookups: &lookup_names,
         allow_variables: false,
         params,
         authorizer: true,
     };
-    if spec.match_conditions.len() > validation::MAX_MATCH_CONDITIONS {
+    let match_conditions =
+        compile_match_conditions(p, &spec.match_conditions, &early_scope, name_line);
+    let exemptions = compile_named(
+        p,
+        &spec.exemptions,
+        "spec.exemptions",
+        &early_scope,
+        name_line,
+    );
+
+    let vars = compile_variables(p, &spec.variables, &lookup_names, params, is_vap);
+    let scope = Scope {
+        variables: &vars.names,
+        variable_origins: &vars.origins,
+        lookups: &lookup_names,
+        allow_variables: true,
+        params,
+        authorizer: true,
+    };
+    let validations = compile_validations(p, &spec.validations, &scope, is_vap);
+    if is_vap {
+        require_validations_or_audit(p, spec, name_line);
+    }
+    let audit_annotations =
+        compile_audit_annotations(p, &spec.audit_annotations, &scope, is_vap, name_line);
+    let annotate = compile_annotate(p, &spec.annotate, &scope);
+    let mutations = compile_mutations(p, &spec.mutations, &scope);
+    let compiled = Expressions {
+        match_conditions,
+        exemptions,
+        variables: vars.compiled,
+        validations,
+        audit_annotations,
+        annotate,
+        mutations,
+    };
+    if !is_vap && compiled.checks_nothing() && p.errors.is_empty() {
+        p.push(
+            name_line,
+            "spec",
+            "a policy needs validations, auditAnnotations, annotate or mutations",
+        );
+    }
+    compiled
+}
+
+/// kube-apiserver requires a VAP to have validations or auditAnnotations: it
+/// reports the missing pair as two errors, one per field.
+fn require_validations_or_audit(p: &mut Problems, spec: &PolicySpec, name_line: u64) {
+    if spec.validations.is_empty() && spec.audit_annotations.is_empty() {
+        for field in ["spec.validations", "spec.auditAnnotations"] {
+            p.push(
+                name_line,
+                field,
+                "Required value: validations or auditAnnotations must contain at least one item",
+            );
+        }
+    }
+}
+
+impl Expressions {
+    /// Nothing that yields a verdict, an annotation or a patch.
+    fn checks_nothing(&self) -> bool {
+        self.validations.is_empty()
+            && self.audit_annotations.is_empty()
+            && self.annotate.is_empty()
+            && self.mutations.is_empty()
+    }
+}
+
+/// `spec.matchConditions`: kube-apiserver's limit on their number and its rule
+/// for their names, then compiled without variables.
+fn compile_match_conditions(
+    p: &mut Problems,
+    conditions: &[NamedExpression],
+    scope: &Scope,
+    name_line: u64,
+) -> Vec<Named> {
+    if conditions.len() > validation::MAX_MATCH_CONDITIONS {
         p.push(
             name_line,
             "spec.matchConditions",
             format!(
                 "Too many: {}: must have at most {} items",
-                spec.match_conditions.len(),
+                conditions.len(),
                 validation::MAX_MATCH_CONDITIONS
             ),
         );
     }
-    for (i, c) in spec.match_conditions.iter().enumerate() {
+    for (i, c) in conditions.iter().enumerate() {
         let field = format!("spec.matchConditions[{i}].name");
         if c.name.is_empty() {
             p.push(c.expression.referenced.line(), field, "Required value");
@@ -610,46 +850,39 @@ fn build_policy(
             );
         }
     }
-    let match_conditions = compile_named(
-        &mut p,
-        &spec.match_conditions,
-        "spec.matchConditions",
-        &early_scope,
-        name_line,
-    );
-    let exemptions = compile_named(
-        &mut p,
-        &spec.exemptions,
-        "spec.exemptions",
-        &early_scope,
-        name_line,
-    );
+    compile_named(p, conditions, "spec.matchConditions", scope, name_line)
+}
 
-    let mut variable_names = Vec::new();
-    let mut variable_origins = Vec::new();
-    let mut variables = Vec::new();
-    for (i, v) in spec.variables.iter().enumerate() {
+/// `spec.variables` as compiled: the names and origins later expressions see,
+/// and the variables that compiled.
+struct Variables {
+    /// Every variable's name, in order, compiled or not.
+    names: Vec<String>,
+    /// What each variable aliases, parallel to `names` (empty if it did not compile).
+    origins: Vec<Vec<Origin>>,
+    compiled: Vec<Named>,
+}
+
+/// Compiles `spec.variables` in order, each in a scope holding the ones before it.
+fn compile_variables(
+    p: &mut Problems,
+    list: &[NamedExpression],
+    lookups: &[String],
+    params: bool,
+    is_vap: bool,
+) -> Variables {
+    let mut vars = Variables {
+        names: Vec::new(),
+        origins: Vec::new(),
+        compiled: Vec::new(),
+    };
+    for (i, v) in list.iter().enumerate() {
+        check_variable_name(p, i, v, &vars.names, is_vap);
         let field = format!("spec.variables[{i}].expression");
-        // kube-apiserver's rule (its reserved words include `namespace`); a
-        // GatePolicy keeps accepting what the gate's CEL accepts.
-        if is_vap && !validation::is_cel_identifier(&v.name) {
-            p.push(
-                v.expression.referenced.line(),
-                format!("spec.variables[{i}].name"),
-                validation::invalid("", &v.name, "must be a valid CEL identifier").message,
-            );
-        }
-        if variable_names.contains(&v.name) {
-            p.push(
-                v.expression.referenced.line(),
-                format!("spec.variables[{i}].name"),
-                format!("duplicate variable '{}'", v.name),
-            );
-        }
         let scope = Scope {
-            variables: &variable_names,
-            variable_origins: &variable_origins,
-            lookups: &lookup_names,
+            variables: &vars.names,
+            variable_origins: &vars.origins,
+            lookups,
             allow_variables: true,
             params,
             authorizer: true,
@@ -664,38 +897,67 @@ fn build_policy(
         } else {
             p.compile(&v.expression, field, &scope, false)
         };
-        variable_origins.push(
+        vars.origins.push(
             compiled
                 .as_ref()
                 .map(|c| c.origins.clone())
                 .unwrap_or_default(),
         );
-        variable_names.push(v.name.clone());
+        vars.names.push(v.name.clone());
         if let Some(c) = compiled {
-            variables.push(Named {
+            vars.compiled.push(Named {
                 name: v.name.clone(),
                 expression: c,
             });
         }
     }
-    let scope = Scope {
-        variables: &variable_names,
-        variable_origins: &variable_origins,
-        lookups: &lookup_names,
-        allow_variables: true,
-        params,
-        authorizer: true,
-    };
+    vars
+}
+
+/// The name of `spec.variables[i]`: a CEL identifier in a VAP, and not one of
+/// the `earlier` names.
+fn check_variable_name(
+    p: &mut Problems,
+    i: usize,
+    v: &NamedExpression,
+    earlier: &[String],
+    is_vap: bool,
+) {
+    // kube-apiserver's rule (its reserved words include `namespace`); a
+    // GatePolicy keeps accepting what the gate's CEL accepts.
+    if is_vap && !validation::is_cel_identifier(&v.name) {
+        p.push(
+            v.expression.referenced.line(),
+            format!("spec.variables[{i}].name"),
+            validation::invalid("", &v.name, "must be a valid CEL identifier").message,
+        );
+    }
+    if earlier.contains(&v.name) {
+        p.push(
+            v.expression.referenced.line(),
+            format!("spec.variables[{i}].name"),
+            format!("duplicate variable '{}'", v.name),
+        );
+    }
+}
+
+/// Compiles `spec.validations`; one that does not compile is left out (its
+/// message and reason are still checked).
+fn compile_validations(
+    p: &mut Problems,
+    list: &[ValidationSpec],
+    scope: &Scope,
+    is_vap: bool,
+) -> Vec<CompiledValidation> {
     // kube-apiserver declares neither `authorizer` nor (oddly, even with paramKind)
     // `params` for messageExpression: it compiles them with the matchConditions
     // options, which allow params only when paramKind is set. Keep `params` as is.
     let message_scope = Scope {
         authorizer: false,
-        ..scope
+        ..*scope
     };
-
     let mut validations = Vec::new();
-    for (i, v) in spec.validations.iter().enumerate() {
+    for (i, v) in list.iter().enumerate() {
         let line = v.expression.referenced.line();
         let expression = if v.expression.value.trim().is_empty() {
             p.push(
@@ -708,46 +970,20 @@ fn build_policy(
             p.compile(
                 &v.expression,
                 format!("spec.validations[{i}].expression"),
-                &scope,
+                scope,
                 true,
             )
         };
-        let message_expression = v.message_expression.as_ref().and_then(|m| {
-            let field = format!("spec.validations[{i}].messageExpression");
-            if m.value.trim().is_empty() {
-                if !m.value.is_empty() {
-                    p.push(
-                        m.referenced.line(),
-                        field,
-                        validation::invalid("", &m.value, "must be non-empty if specified").message,
-                    );
-                }
-                return None;
-            }
-            p.compile(m, field, &message_scope, true)
-        });
+        let message_expression = v
+            .message_expression
+            .as_ref()
+            .and_then(|m| compile_message_expression(p, i, m, &message_scope));
         if let Some(m) = &v.message {
             let mut out = Vec::new();
             validation::validation_message(m, &format!("spec.validations[{i}].message"), &mut out);
-            for e in out {
-                p.push(line, e.field, e.message);
-            }
+            p.push_all(line, out);
         }
-        let reason = match v.reason {
-            Some(Reason::Unauthorized) if is_vap => {
-                p.push(
-                    line,
-                    format!("spec.validations[{i}].reason"),
-                    validation::not_supported("", "Unauthorized", validation::VAP_REASONS).message,
-                );
-                Reason::Unauthorized
-            }
-            Some(r) => r,
-            // kube-apiserver answers a failed VAP validation without a reason with 422
-            // Invalid; a GatePolicy keeps its documented default, 403 Forbidden.
-            None if is_vap => Reason::Invalid,
-            None => Reason::Forbidden,
-        };
+        let reason = validation_reason(p, i, v.reason, line, is_vap);
         if let Some(expression) = expression {
             validations.push(CompiledValidation {
                 expression,
@@ -758,23 +994,67 @@ fn build_policy(
             });
         }
     }
-    if is_vap && spec.validations.is_empty() && spec.audit_annotations.is_empty() {
-        for field in ["spec.validations", "spec.auditAnnotations"] {
+    validations
+}
+
+/// `spec.validations[i].messageExpression`: blank (but not empty) is an error,
+/// either means "none".
+fn compile_message_expression(
+    p: &mut Problems,
+    i: usize,
+    m: &Spanned<String>,
+    scope: &Scope,
+) -> Option<CompiledExpression> {
+    let field = format!("spec.validations[{i}].messageExpression");
+    if m.value.trim().is_empty() {
+        if !m.value.is_empty() {
             p.push(
-                name_line,
+                m.referenced.line(),
                 field,
-                "Required value: validations or auditAnnotations must contain at least one item",
+                validation::invalid("", &m.value, "must be non-empty if specified").message,
             );
         }
+        return None;
     }
+    p.compile(m, field, scope, true)
+}
 
-    let mut audit_annotations = Vec::new();
-    let keys: Vec<String> = spec
-        .audit_annotations
-        .iter()
-        .map(|a| a.key.clone())
-        .collect();
-    check_unique(&mut p, name_line, "spec.auditAnnotations", &keys);
+/// The reason a failed `spec.validations[i]` answers with.
+fn validation_reason(
+    p: &mut Problems,
+    i: usize,
+    reason: Option<Reason>,
+    line: u64,
+    is_vap: bool,
+) -> Reason {
+    match reason {
+        Some(Reason::Unauthorized) if is_vap => {
+            p.push(
+                line,
+                format!("spec.validations[{i}].reason"),
+                validation::not_supported("", "Unauthorized", validation::VAP_REASONS).message,
+            );
+            Reason::Unauthorized
+        }
+        Some(r) => r,
+        // kube-apiserver answers a failed VAP validation without a reason with 422
+        // Invalid; a GatePolicy keeps its documented default, 403 Forbidden.
+        None if is_vap => Reason::Invalid,
+        None => Reason::Forbidden,
+    }
+}
+
+/// `spec.auditAnnotations`: unique keys (at most 20 in a VAP), each key checked
+/// as its kind's rules require, each value expression compiled.
+fn compile_audit_annotations(
+    p: &mut Problems,
+    list: &[AuditAnnotationSpec],
+    scope: &Scope,
+    is_vap: bool,
+    name_line: u64,
+) -> Vec<Named> {
+    let keys: Vec<String> = list.iter().map(|a| a.key.clone()).collect();
+    check_unique(p, name_line, "spec.auditAnnotations", &keys);
     if is_vap && keys.len() > validation::MAX_AUDIT_ANNOTATIONS {
         p.push(
             name_line,
@@ -785,65 +1065,89 @@ fn build_policy(
             ),
         );
     }
-    for (i, a) in spec.audit_annotations.iter().enumerate() {
-        let line = a.value_expression.referenced.line();
-        let key_field = format!("spec.auditAnnotations[{i}].key");
-        if is_vap {
-            // kube-apiserver publishes the value as `<policy name>/<key>`, and checks
-            // that whole string as a qualified name.
-            for m in validation::qualified_name_errors(&format!("{name}/{}", a.key)) {
-                p.push(
-                    line,
-                    key_field.clone(),
-                    validation::invalid("", &a.key, &m).message,
-                );
-            }
-            if super::decision::RESERVED_ANNOTATION_KEYS.contains(&a.key.as_str()) {
-                p.push(
-                    line,
-                    key_field,
-                    format!("'{}' is reserved for safety-gate's own audit annotations (a limitation of safety-gate: kube-apiserver accepts it)", a.key),
-                );
-            }
-        } else if let Err(m) = check_annotation_key(&a.key) {
-            p.push(line, key_field, m);
-        }
-        let trimmed = a.value_expression.value.trim();
-        let value_field = format!("spec.auditAnnotations[{i}].valueExpression");
-        if trimmed.is_empty() {
-            p.push(
-                line,
-                value_field,
-                "Required value: valueExpression is not specified",
-            );
-            continue;
-        }
-        if trimmed.len() > validation::MAX_VALUE_EXPRESSION_BYTES {
-            p.push(
-                line,
-                value_field,
-                format!(
-                    "Required value: must not exceed {} bytes in length",
-                    validation::MAX_VALUE_EXPRESSION_BYTES
-                ),
-            );
-            continue;
-        }
-        if let Some(c) = p.compile(
-            &a.value_expression,
-            format!("spec.auditAnnotations[{i}].valueExpression"),
-            &scope,
-            true,
-        ) {
+    let mut audit_annotations = Vec::new();
+    for (i, a) in list.iter().enumerate() {
+        check_audit_annotation_key(p, i, a, is_vap);
+        if let Some(c) = compile_audit_annotation_value(p, i, a, scope) {
             audit_annotations.push(Named {
                 name: a.key.clone(),
                 expression: c,
             });
         }
     }
+    audit_annotations
+}
 
-    let mut annotate = Vec::new();
-    for (key, value) in &spec.annotate {
+/// The key of `spec.auditAnnotations[i]`: kube-apiserver's rule for a VAP, the
+/// gate's (see [`check_annotation_key`]) for a GatePolicy.
+fn check_audit_annotation_key(p: &mut Problems, i: usize, a: &AuditAnnotationSpec, is_vap: bool) {
+    let line = a.value_expression.referenced.line();
+    let key_field = format!("spec.auditAnnotations[{i}].key");
+    if is_vap {
+        // kube-apiserver publishes the value as `<policy name>/<key>`, and checks
+        // that whole string as a qualified name.
+        for m in validation::qualified_name_errors(&format!("{}/{}", p.policy, a.key)) {
+            p.push(
+                line,
+                key_field.clone(),
+                validation::invalid("", &a.key, &m).message,
+            );
+        }
+        if super::decision::RESERVED_ANNOTATION_KEYS.contains(&a.key.as_str()) {
+            p.push(
+                line,
+                key_field,
+                format!("'{}' is reserved for safety-gate's own audit annotations (a limitation of safety-gate: kube-apiserver accepts it)", a.key),
+            );
+        }
+    } else if let Err(m) = check_annotation_key(&a.key) {
+        p.push(line, key_field, m);
+    }
+}
+
+/// The value expression of `spec.auditAnnotations[i]`: required, at most 5 KiB
+/// once trimmed, then compiled.
+fn compile_audit_annotation_value(
+    p: &mut Problems,
+    i: usize,
+    a: &AuditAnnotationSpec,
+    scope: &Scope,
+) -> Option<CompiledExpression> {
+    let line = a.value_expression.referenced.line();
+    let trimmed = a.value_expression.value.trim();
+    let value_field = format!("spec.auditAnnotations[{i}].valueExpression");
+    if trimmed.is_empty() {
+        p.push(
+            line,
+            value_field,
+            "Required value: valueExpression is not specified",
+        );
+        return None;
+    }
+    if trimmed.len() > validation::MAX_VALUE_EXPRESSION_BYTES {
+        p.push(
+            line,
+            value_field,
+            format!(
+                "Required value: must not exceed {} bytes in length",
+                validation::MAX_VALUE_EXPRESSION_BYTES
+            ),
+        );
+        return None;
+    }
+    p.compile(&a.value_expression, value_field, scope, true)
+}
+
+/// `spec.annotate` (GatePolicy only): each key a qualified name, each value an
+/// expression or null (remove the annotation). An entry whose expression does
+/// not compile is left out.
+fn compile_annotate(
+    p: &mut Problems,
+    annotate: &BTreeMap<String, Spanned<Option<String>>>,
+    scope: &Scope,
+) -> Vec<(String, Option<CompiledExpression>)> {
+    let mut out = Vec::new();
+    for (key, value) in annotate {
         let field = format!("spec.annotate[{key}]");
         if let Err(m) = check_qualified_name(key, true) {
             p.push(
@@ -860,17 +1164,25 @@ fn build_policy(
                     referenced: value.referenced,
                     defined: value.defined,
                 };
-                match p.compile(&spanned, field, &scope, true) {
+                match p.compile(&spanned, field, scope, true) {
                     Some(c) => Some(c),
                     None => continue,
                 }
             }
         };
-        annotate.push((key.clone(), compiled));
+        out.push((key.clone(), compiled));
     }
+    out
+}
 
+/// `spec.mutations` (GatePolicy only): JSONPatch expressions, compiled.
+fn compile_mutations(
+    p: &mut Problems,
+    list: &[MutationSpec],
+    scope: &Scope,
+) -> Vec<CompiledExpression> {
     let mut mutations = Vec::new();
-    for (i, m) in spec.mutations.iter().enumerate() {
+    for (i, m) in list.iter().enumerate() {
         if m.patch_type != "JSONPatch" {
             p.push(
                 m.expression.referenced.line(),
@@ -881,61 +1193,13 @@ fn build_policy(
         if let Some(c) = p.compile(
             &m.expression,
             format!("spec.mutations[{i}].expression"),
-            &scope,
+            scope,
             true,
         ) {
             mutations.push(c);
         }
     }
-    if !is_vap
-        && validations.is_empty()
-        && audit_annotations.is_empty()
-        && annotate.is_empty()
-        && mutations.is_empty()
-        && p.errors.is_empty()
-    {
-        p.push(
-            name_line,
-            "spec",
-            "a policy needs validations, auditAnnotations, annotate or mutations",
-        );
-    }
-
-    if !p.errors.is_empty() {
-        return Err(p.errors);
-    }
-    let description = parsed
-        .metadata
-        .annotations
-        .get("safety-gate.dev/description")
-        .cloned();
-    Ok(Policy::new(super::PolicyParts {
-        name,
-        kind: if is_vap {
-            super::PolicyKind::ValidatingAdmissionPolicy
-        } else {
-            super::PolicyKind::GatePolicy
-        },
-        binding: binding.map(|(_, b)| b.metadata.name.value.clone()),
-        file: doc.file.clone(),
-        line: doc.line(name_line),
-        description,
-        actions,
-        action_label,
-        failure_policy: spec.failure_policy.unwrap_or(FailurePolicy::Fail),
-        matcher,
-        match_conditions,
-        variables,
-        lookups: spec.lookups.clone(),
-        param_kind: spec.param_kind.clone(),
-        param_ref: binding.and_then(|(_, b)| b.spec.param_ref.clone()),
-        exemptions,
-        validations,
-        audit_annotations,
-        annotate,
-        mutations,
-        deny_before_object_validation: spec.deny_before_object_validation,
-    }))
+    mutations
 }
 
 fn compile_named(
