@@ -22,7 +22,7 @@ use axum::routing::{get, post};
 use http_body_util::BodyExt;
 use prometheus_client::registry::Registry;
 use serde_json::json;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -92,6 +92,9 @@ pub struct AppState {
     /// Set when the drain timeout ran out and the remaining connections are
     /// being closed: their evaluations are then cancelled for `shutdown`.
     pub aborting: AtomicBool,
+    /// Requests to /validate and /mutate (any outcome), logged at shutdown as
+    /// `served=N` so load tests can compute CPU per request.
+    pub served: AtomicU64,
 }
 
 /// The webhook port's routes. With `operational` (no admin port configured),
@@ -170,6 +173,7 @@ async fn admit(state: Arc<AppState>, endpoint: Endpoint, request: Request) -> Re
     let started = Instant::now();
     let label = endpoint_label(endpoint);
     let _in_flight = InFlight::new(&state.metrics);
+    state.served.fetch_add(1, Ordering::Relaxed);
     let timeout = timeout_param(request.uri().query()).unwrap_or(state.limits.default_timeout);
     let answer_by = started + answer_budget(timeout);
     let span = tracing::info_span!("admission", endpoint = label);
@@ -808,6 +812,7 @@ mod tests {
             registry,
             tls: Mutex::new(TlsStatus::default()),
             draining: AtomicBool::new(false),
+            served: AtomicU64::new(0),
             aborting: AtomicBool::new(false),
         })
     }
