@@ -13,7 +13,7 @@ pub mod synthetic;
 pub use request::{AdmissionInput, ReviewError, decode_review};
 pub use response::{
     DecisionSummary, PolicyVerdictSummary, ReviewOutcome, deadline_exceeded_response,
-    encode_response, review, summarize,
+    encode_response, review, review_request, stage_of, summarize,
 };
 
 /// Which webhook path the request came in on.

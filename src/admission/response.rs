@@ -107,13 +107,30 @@ pub fn review(
     deadline: Option<Instant>,
 ) -> Result<ReviewOutcome, ReviewError> {
     let request = decode_review(body)?;
-    let stage = match endpoint {
+    review_request(policies, cluster, mode, endpoint, &request, deadline)
+}
+
+/// The stage an endpoint evaluates.
+pub fn stage_of(endpoint: Endpoint) -> Stage {
+    match endpoint {
         Endpoint::Validate => Stage::Validate,
         Endpoint::Mutate => Stage::Mutate,
-    };
+    }
+}
+
+/// [`review`] of a request already decoded with [`decode_review`].
+pub fn review_request(
+    policies: &PolicySet,
+    cluster: &dyn ClusterState,
+    mode: Mode,
+    endpoint: Endpoint,
+    request: &Request,
+    deadline: Option<Instant>,
+) -> Result<ReviewOutcome, ReviewError> {
+    let stage = stage_of(endpoint);
     let decision = policies
         .evaluate(
-            &request,
+            request,
             cluster,
             &EvalOptions {
                 mode,
@@ -124,7 +141,7 @@ pub fn review(
         .map_err(|e| ReviewError::InvalidRequest(e.0))?;
     Ok(ReviewOutcome {
         response: encode_response(&decision),
-        summary: summarize(&request, &decision),
+        summary: summarize(request, &decision),
         decision,
     })
 }
