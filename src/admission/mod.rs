@@ -12,5 +12,5 @@ pub mod synthetic;
 pub use request::{ReviewError, decode_review};
 pub use response::{
     DecisionSummary, PolicyVerdictSummary, ReviewOutcome, deadline_exceeded_response,
-    encode_response, review, summarize,
+    encode_response, review, review_request, summarize,
 };

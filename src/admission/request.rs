@@ -53,9 +53,43 @@ struct Envelope<'a> {
     request: Option<&'a serde_json::value::RawValue>,
 }
 
+/// The envelope with the request decoded in the same pass.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DecodedEnvelope {
+    #[serde(default)]
+    api_version: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    request: Option<Request>,
+}
+
 /// Decodes the envelope, checks kind and version, and decodes the request
 /// fields; `object` and `oldObject` stay raw until policies ask for them.
+///
+/// A well-formed review is decoded in one pass over the body. Anything else
+/// (not JSON, another kind or version, no request, an invalid request) is
+/// decoded again by [`decode_review_checked`], which checks in order and
+/// words the error; for a body the one pass accepts, both give the same
+/// request.
 pub fn decode_review(body: &[u8]) -> Result<Request, ReviewError> {
+    if let Ok(DecodedEnvelope {
+        api_version: Some(version),
+        kind: Some(kind),
+        request: Some(request),
+    }) = serde_json::from_slice::<DecodedEnvelope>(body)
+        && kind == "AdmissionReview"
+        && version == SUPPORTED_API_VERSION
+    {
+        return Ok(request);
+    }
+    decode_review_checked(body)
+}
+
+/// [`decode_review`] in two passes: the envelope (kind, version, the request
+/// still raw), then the request.
+fn decode_review_checked(body: &[u8]) -> Result<Request, ReviewError> {
     let envelope: Envelope = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
             ReviewError::NotAdmissionReview(format!("a JSON document that is not one ({e})"))
@@ -82,4 +116,38 @@ pub fn decode_review(body: &[u8]) -> Result<Request, ReviewError> {
     }
     serde_json::from_str::<Request>(raw.get())
         .map_err(|e| ReviewError::InvalidRequest(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The one-pass decoding accepts exactly what the checked one accepts,
+    /// with the same request, and leaves every error to it.
+    #[test]
+    fn one_pass_and_checked_decoding_agree() {
+        let request = r#"{"uid":"u1","kind":{"group":"apps","version":"v1","kind":"Deployment"},"resource":{"group":"apps","version":"v1","resource":"deployments"},"name":"web","namespace":"default","operation":"UPDATE","userInfo":{"username":"alice","groups":["g"]},"object":{"metadata":{"name":"web"},"spec":{"replicas":2}},"oldObject":{"metadata":{"name":"web"}},"dryRun":false,"options":null}"#;
+        let bodies = [
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}}"#),
+            format!(r#"{{"request":{request},"kind":"AdmissionReview","apiVersion":"admission.k8s.io/v1","extra":[1,{{"a":null}}]}}"#),
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1beta1","kind":"AdmissionReview","request":{request}}}"#),
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"Other","request":{request}}}"#),
+            format!(r#"{{"kind":"AdmissionReview","request":{request}}}"#),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":null}"#.to_string(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_string(),
+            r#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u"}}"#.to_string(),
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request},"request":{request}}}"#),
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}}} x"#),
+            format!(r#"{{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{request}"#),
+            "[1,2]".to_string(),
+            "not json".to_string(),
+        ];
+        for body in &bodies {
+            let one = decode_review(body.as_bytes()).map(|r| format!("{r:?}"));
+            let checked = decode_review_checked(body.as_bytes()).map(|r| format!("{r:?}"));
+            assert_eq!(one, checked, "{body}");
+        }
+        assert!(decode_review(bodies[0].as_bytes()).is_ok());
+        assert!(decode_review(bodies[1].as_bytes()).is_ok());
+    }
 }

@@ -106,9 +106,21 @@ pub fn review(
     deadline: Option<Instant>,
 ) -> Result<ReviewOutcome, ReviewError> {
     let request = decode_review(body)?;
+    review_request(policies, cluster, mode, stage, &request, deadline)
+}
+
+/// [`review`] of a request already decoded with [`decode_review`].
+pub fn review_request(
+    policies: &PolicySet,
+    cluster: &dyn ClusterState,
+    mode: Mode,
+    stage: Stage,
+    request: &Request,
+    deadline: Option<Instant>,
+) -> Result<ReviewOutcome, ReviewError> {
     let decision = policies
         .evaluate(
-            &request,
+            request,
             cluster,
             &EvalOptions {
                 mode,
@@ -119,7 +131,7 @@ pub fn review(
         .map_err(|e| ReviewError::InvalidRequest(e.0))?;
     Ok(ReviewOutcome {
         response: encode_response(&decision),
-        summary: summarize(&request, &decision),
+        summary: summarize(request, &decision),
         decision,
     })
 }

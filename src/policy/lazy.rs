@@ -9,7 +9,6 @@
 
 use super::values::{decode_json, json_to_cel};
 use kube_cel::cel::Value;
-use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
@@ -99,24 +98,19 @@ impl LazyValue {
                 if !raw.trim_start().starts_with('{') {
                     return Ok(None);
                 }
-                let fields: HashMap<Cow<'_, str>, &RawValue> =
-                    serde_json::from_str(raw).map_err(|e| e.to_string())?;
-                let base = text.as_ptr() as usize;
-                Ok(Some(
-                    fields
-                        .into_iter()
-                        .map(|(k, v)| {
-                            // The member's text is a slice of the same buffer: keep its offsets.
-                            let from = v.get().as_ptr() as usize - base;
-                            let source = Source::Text {
-                                text: text.clone(),
-                                start: from,
-                                end: from + v.get().len(),
-                            };
-                            (k.into_owned(), LazyValue::new(source))
-                        })
-                        .collect(),
-                ))
+                // The member's text is a slice of the same buffer: keep its offsets.
+                let members = object_members(raw)?;
+                let mut map = HashMap::with_capacity(members.len());
+                for (key, from, to) in members {
+                    let source = Source::Text {
+                        text: text.clone(),
+                        start: start + from,
+                        end: start + to,
+                    };
+                    // A repeated key: the last one counts, as in serde_json's maps.
+                    map.insert(key.into_owned(), LazyValue::new(source));
+                }
+                Ok(Some(map))
             }
         }
     }
@@ -147,6 +141,111 @@ impl LazyValue {
             current = current.get(field).ok().flatten()?;
         }
         Some(current)
+    }
+}
+
+/// The members of the JSON object `raw`: each key (unescaped) with the
+/// offsets of its value's text in `raw`. A structural scan, not a parse:
+/// `raw` is valid JSON (serde_json checked the whole body when it was
+/// decoded), so only strings and nesting need to be followed. serde_json's
+/// `RawValue` map did the same with a validating scan of every level, at
+/// several times the instructions; anything unexpected is still an error.
+fn object_members(raw: &str) -> Result<Vec<(Cow<'_, str>, usize, usize)>, String> {
+    const BAD: &str = "malformed JSON object";
+    let bytes = raw.as_bytes();
+    let mut i = skip_ws(bytes, 0);
+    if bytes.get(i) != Some(&b'{') {
+        return Err(BAD.into());
+    }
+    i = skip_ws(bytes, i + 1);
+    let mut members = Vec::new();
+    if bytes.get(i) == Some(&b'}') {
+        return Ok(members);
+    }
+    loop {
+        if bytes.get(i) != Some(&b'"') {
+            return Err(BAD.into());
+        }
+        let key_end = skip_string(bytes, i).ok_or(BAD)?;
+        let quoted = raw.get(i..key_end).ok_or(BAD)?;
+        let key = match quoted.get(1..quoted.len() - 1) {
+            Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+            _ => Cow::Owned(serde_json::from_str::<String>(quoted).map_err(|e| e.to_string())?),
+        };
+        i = skip_ws(bytes, key_end);
+        if bytes.get(i) != Some(&b':') {
+            return Err(BAD.into());
+        }
+        let value_start = skip_ws(bytes, i + 1);
+        let value_end = skip_value(bytes, value_start).ok_or(BAD)?;
+        members.push((key, value_start, value_end));
+        i = skip_ws(bytes, value_end);
+        match bytes.get(i) {
+            Some(b',') => i = skip_ws(bytes, i + 1),
+            Some(b'}') => return Ok(members),
+            _ => return Err(BAD.into()),
+        }
+    }
+}
+
+fn skip_ws(bytes: &[u8], mut i: usize) -> usize {
+    while matches!(bytes.get(i), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+        i += 1;
+    }
+    i
+}
+
+/// `bytes[i]` is the opening quote; the index after the closing one.
+fn skip_string(bytes: &[u8], i: usize) -> Option<usize> {
+    let mut j = i + 1;
+    loop {
+        let rest = bytes.get(j..)?;
+        let k = rest.iter().position(|&c| c == b'"' || c == b'\\')?;
+        j += k;
+        if bytes.get(j) == Some(&b'"') {
+            return Some(j + 1);
+        }
+        // A backslash and the character it escapes.
+        j += 2;
+    }
+}
+
+/// The index after the JSON value that starts at `bytes[i]`.
+fn skip_value(bytes: &[u8], i: usize) -> Option<usize> {
+    match bytes.get(i)? {
+        b'"' => skip_string(bytes, i),
+        b'{' | b'[' => {
+            let mut depth = 0usize;
+            let mut j = i;
+            loop {
+                match bytes.get(j)? {
+                    b'"' => {
+                        j = skip_string(bytes, j)?;
+                        continue;
+                    }
+                    b'{' | b'[' => depth += 1,
+                    b'}' | b']' => {
+                        depth = depth.checked_sub(1)?;
+                        if depth == 0 {
+                            return Some(j + 1);
+                        }
+                    }
+                    _ => {}
+                }
+                j += 1;
+            }
+        }
+        // Numbers, true, false, null: up to the next delimiter.
+        _ => {
+            let mut j = i;
+            while !matches!(
+                bytes.get(j),
+                None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+            ) {
+                j += 1;
+            }
+            (j > i).then_some(j)
+        }
     }
 }
 
@@ -193,6 +292,45 @@ mod tests {
             replicas.members().expect("ok").is_none(),
             "a number has no members"
         );
+    }
+
+    /// The structural scan finds the members serde_json's validating map finds.
+    #[test]
+    fn object_members_match_serde_json() {
+        use serde_json::value::RawValue;
+        let docs = [
+            r#"{}"#,
+            r#" { } "#,
+            r#"{"a":1}"#,
+            r#"{ "a" : 1 , "b" :[ 1, {"c":"]}"} ] ,"d":{"e":{"f":[]}} }"#,
+            r#"{"k\"ey":"va\\lue\"}{","n":null,"t":true,"f":false,"x":-1.5e-3}"#,
+            r#"{"\u00e9t\u00e9":"\u00e9","é":"ü \\","sl\/ash":[["\"["]]}"#,
+            r#"{"dup":1,"dup":{"x":2}}"#,
+            "{\n\t\"a\"\r\n:\n[1,\n2]\n}",
+        ];
+        for doc in docs {
+            let expected: HashMap<Cow<'_, str>, &RawValue> =
+                serde_json::from_str(doc).expect("valid JSON");
+            let mut got = HashMap::new();
+            for (k, from, to) in object_members(doc).expect("scans") {
+                got.insert(k, &doc[from..to]);
+            }
+            let expected: HashMap<Cow<'_, str>, &str> =
+                expected.into_iter().map(|(k, v)| (k, v.get())).collect();
+            assert_eq!(got, expected, "{doc}");
+        }
+        for bad in [
+            "",
+            "[]",
+            "{",
+            r#"{"a""#,
+            r#"{"a":}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":"x}"#,
+            r#"{"a":[1}"#,
+        ] {
+            assert!(object_members(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -318,6 +318,18 @@ impl PolicySet {
         needs
     }
 
+    /// Whether evaluating `request` at `stage` runs no expression at all: no
+    /// policy's resource rules match it, and on `/mutate` no
+    /// MutatingAdmissionPolicy is loaded. [`PolicySet::evaluate`] then only
+    /// allows it; the server answers such a request without handing it to
+    /// the blocking pool.
+    pub fn matches_nothing(&self, request: &Request, stage: Stage) -> bool {
+        let name = effective_name(request);
+        let attrs = evaluate::request_attributes(request, &name);
+        self.matching(&attrs, stage).is_empty()
+            && (stage != Stage::Mutate || self.mutating.is_empty())
+    }
+
     /// Policies whose resource rules match, in load order; work grows with
     /// the policies filed under the request's resource, not with the set.
     fn matching(&self, attrs: &Attributes, stage: Stage) -> Vec<&Policy> {

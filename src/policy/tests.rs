@@ -1204,3 +1204,22 @@ fn cost_guard_sees_lookups_the_expression_reads_first() {
             .contains(super::runtime_cost::LIMIT_EXCEEDED)
     );
 }
+
+/// `matches_nothing` (the server's cue to answer without the blocking pool)
+/// holds exactly when evaluation has no policy to run: then the decision is
+/// the plain allow.
+#[test]
+fn matches_nothing_only_when_no_policy_applies() {
+    let set = load(&deny_cm_named("no-forbidden", "")).expect("loads");
+    let configmap = create(cm("forbidden", json!({})));
+    assert!(!set.matches_nothing(&configmap, Stage::Validate));
+    assert!(!eval(&set, &configmap).allowed);
+    let secret = create(
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "forbidden", "namespace": "team-a"}}),
+    );
+    assert!(set.matches_nothing(&secret, Stage::Validate));
+    let decision = eval(&set, &secret);
+    assert!(decision.allowed && decision.policies.is_empty());
+    // The policy validates only: nothing to do on /mutate either.
+    assert!(set.matches_nothing(&configmap, Stage::Mutate));
+}

@@ -239,6 +239,7 @@ impl Server {
             tls: Mutex::new(tls_status),
             draining: Default::default(),
             aborting: Default::default(),
+            served: Default::default(),
         });
         Ok(Server {
             config,
@@ -383,7 +384,10 @@ impl Server {
         while connections.join_next().await.is_some() {}
         background.abort_all();
         while background.join_next().await.is_some() {}
-        tracing::info!("shutdown complete");
+        tracing::info!(
+            served = state.served.load(Ordering::Relaxed),
+            "shutdown complete"
+        );
         Ok(())
     }
 }
