@@ -25,6 +25,8 @@ static ROOT: LazyLock<Context<'static>> = LazyLock::new(|| {
     ctx.add_function("matches", guarded(super::re2::matches));
     ctx.add_function("find", guarded(super::re2::find));
     ctx.add_function("findAll", guarded(super::re2::find_all));
+    // Kubernetes' words for a malformed quantity (see quantity.rs).
+    ctx.add_function("quantity", guarded(super::quantity::quantity_constructor));
     // Where the crate differs from cel-go as Kubernetes runs it (see semantics.rs,
     // overloads.rs, format_values.rs).
     ctx.add_function("size", guarded(semantics::size));

@@ -150,8 +150,6 @@ fn extremum(
     kube_library_call(call, this)
 }
 
-static IS_SORTED_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.isSorted()"));
-
 /// `list.isSorted()`: elements that can be ordered (not maps, lists or null);
 /// then `kube-cel`'s.
 pub fn is_sorted(This(this): This<Value>) -> ResolveResult {
@@ -160,13 +158,37 @@ pub fn is_sorted(This(this): This<Value>) -> ResolveResult {
     let Value::List(items) = &this else {
         return Err(no_such_overload("isSorted", &this));
     };
-    if items.iter().any(|v| order_class(v).is_none()) {
-        return Err(ExecutionError::function_error(
-            "isSorted",
-            "no such overload: isSorted of a list whose elements do not compare",
-        ));
+    // Kubernetes' lists library: every element must be comparable at all, and
+    // the list is unsorted only where a pair compares as greater; a pair that
+    // cannot be compared (a double next to a string) does not count
+    // (`[1.5, 'b', 'a'].isSorted()` is false, `[1.5, 'a']` true).
+    let mut previous: Option<&Value> = None;
+    for item in items.iter() {
+        if order_class(item).is_none() {
+            return Err(ExecutionError::function_error(
+                "isSorted",
+                "no such overload: isSorted of a list whose elements do not compare",
+            ));
+        }
+        if let Some(before) = previous
+            && compare(before, item) == Some(std::cmp::Ordering::Greater)
+        {
+            return Ok(Value::Bool(false));
+        }
+        previous = Some(item);
     }
-    kube_library_call(&IS_SORTED_OF_X, this)
+    Ok(Value::Bool(true))
+}
+
+/// cel-go's `Compare` of two values: numbers across int, uint and double by
+/// value, then strings, bools, bytes, durations and timestamps of one kind;
+/// `None` when they do not compare.
+fn compare(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::Bytes(x), Value::Bytes(y)) => Some(x.cmp(y)),
+        _ if order_class(a) == order_class(b) => a.partial_cmp(b),
+        _ => None,
+    }
 }
 
 static MIN_OF_X: LazyLock<Expression> = LazyLock::new(|| parse_constant("x.min()"));

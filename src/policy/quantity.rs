@@ -49,6 +49,76 @@ pub fn rewrite(id: u64, expr: &Expression) -> Option<Expression> {
 static IS_QUANTITY_OF_X: LazyLock<Expression> =
     LazyLock::new(|| super::overloads::parse_constant("quantity(x)"));
 
+/// `ParseQuantity`'s errors, in its words (k8s.io/apimachinery `resource`).
+const ERR_FORMAT_WRONG: &str =
+    "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+const ERR_SUFFIX: &str = "unable to parse quantity's suffix";
+
+/// `quantity(source)` by `kube-cel`, its failure worded as kube-apiserver
+/// words it: `kube-cel` quotes the input (which may hold a newline, and then
+/// cannot travel in a warning header), Kubernetes names the rule broken.
+fn construct(source: Value) -> ResolveResult {
+    let text = match &source {
+        Value::String(text) => Some(text.clone()),
+        _ => None,
+    };
+    super::overloads::kube_library_call(&IS_QUANTITY_OF_X, source).map_err(|e| {
+        match text.as_deref().map(|t| malformed(t)) {
+            Some(Some(message)) => ExecutionError::function_error("quantity", message),
+            _ => e,
+        }
+    })
+}
+
+/// Registered as `quantity(s)`: [`construct`], with its runtime cost.
+pub fn quantity_constructor(source: Value) -> ResolveResult {
+    let result = construct(source.clone());
+    super::runtime_cost::charged("quantity", None, std::slice::from_ref(&source), result)
+}
+
+/// Which of `ParseQuantity`'s errors `s` meets, if it is malformed:
+/// `parseQuantityString`'s format (a suffix that is not letters of
+/// `eEinumkKMGTP` followed by an optionally signed exponent), then a suffix
+/// that is no known one.
+fn malformed(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some(ERR_FORMAT_WRONG);
+    }
+    let (_, _, _, suffix) = split(s)?;
+    let letters = suffix
+        .find(|c: char| !"eEinumkKMGTP".contains(c))
+        .unwrap_or(suffix.len());
+    let rest = &suffix[letters..];
+    let exponent = rest.strip_prefix(['-', '+']).unwrap_or(rest);
+    if !exponent.bytes().all(|b| b.is_ascii_digit()) {
+        return Some(ERR_FORMAT_WRONG);
+    }
+    let known = matches!(
+        suffix,
+        "" | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+            | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+    ) || ((suffix.starts_with('e') || suffix.starts_with('E'))
+        && suffix[1..]
+            .strip_prefix(['-', '+'])
+            .unwrap_or(&suffix[1..])
+            .parse::<i32>()
+            .is_ok());
+    (!known).then_some(ERR_SUFFIX)
+}
+
 /// Evaluates [`QUANTITY_INTEGER`].
 pub fn quantity_integer_function(ftx: &FunctionContext) -> ResolveResult {
     let [source, kind] = ftx.args else {
@@ -61,7 +131,7 @@ pub fn quantity_integer_function(ftx: &FunctionContext) -> ResolveResult {
     // `quantity(s)` itself: its cost, and its error for a malformed string.
     super::runtime_cost::charge_call("quantity", None, std::slice::from_ref(&source), None)
         .map_err(|e| ftx.error(e))?;
-    super::overloads::kube_library_call(&IS_QUANTITY_OF_X, source.clone())?;
+    construct(source.clone())?;
     let Value::String(text) = &source else {
         return Err(ftx.error("no such overload: quantity of a non-string"));
     };
@@ -208,5 +278,24 @@ mod tests {
         assert_eq!(eval("quantity('2k').asInteger()"), Ok(Value::Int(2000)));
         assert!(eval("quantity('1.0').asInteger()").is_err());
         assert!(eval("quantity('bogus').isInteger()").is_err());
+    }
+
+    /// kube-apiserver v1.37.2's words for malformed quantities (e2e/oracle):
+    /// the rule broken, never the input (which may hold a newline).
+    #[test]
+    fn malformed_quantities_fail_in_kubernetes_words() {
+        let format = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'";
+        for (source, words) in [
+            ("quantity('line1\\nline2')", format),
+            ("quantity('1x')", format),
+            ("quantity('')", format),
+            ("quantity('1.5Zi')", format),
+            ("quantity('abc').isInteger()", format),
+            ("quantity('1e')", "unable to parse quantity's suffix"),
+        ] {
+            let error = evaluate(source, Vec::new()).expect_err(source);
+            assert!(error.ends_with(words), "{source}: {error}");
+        }
+        assert!(evaluate("quantity('1E').isInteger()", Vec::new()).is_ok());
     }
 }
