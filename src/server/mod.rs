@@ -16,6 +16,7 @@ mod admin;
 pub mod body;
 mod error;
 pub mod metrics;
+mod poll;
 pub mod reload;
 pub mod router;
 pub mod tls;
@@ -28,6 +29,7 @@ use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use metrics::{ConnectionErrorLabels, Metrics};
+use poll::{DistinctError, poll_every};
 use reload::{PolicyStore, ReloadOutcome};
 use router::{AppState, Limits, TlsStatus};
 use std::net::SocketAddr;
@@ -508,52 +510,51 @@ fn handshake_failure_reason(e: &std::io::Error) -> &'static str {
 }
 
 /// Polls the policy directory; a failed reload keeps the serving set.
-async fn poll_policies(state: Arc<AppState>, every: Duration, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let store = Arc::clone(&state.policies);
-        let outcome = match tokio::task::spawn_blocking(move || store.poll()).await {
-            Ok(outcome) => outcome,
-            Err(e) => {
-                tracing::error!(error = %e, "policy reload task failed");
-                continue;
+async fn poll_policies(state: Arc<AppState>, every: Duration, stop: watch::Receiver<bool>) {
+    let store = Arc::clone(&state.policies);
+    poll_every(
+        "policy",
+        every,
+        stop,
+        store,
+        |store| store.poll(),
+        |outcome| {
+            let state = Arc::clone(&state);
+            async move { policies_polled(&state, outcome).await }
+        },
+    )
+    .await;
+}
+
+async fn policies_polled(state: &AppState, outcome: ReloadOutcome) {
+    match outcome {
+        ReloadOutcome::Unchanged => {}
+        ReloadOutcome::Reloaded {
+            generation,
+            policies,
+        } => {
+            state.metrics.policy_generation.set(generation as i64);
+            state.metrics.policies_loaded.set(policies as i64);
+            state.metrics.policy_reloads.inc();
+            if let Some(live) = &state.live {
+                // A reload may add or drop looked-up kinds: start or stop their caches.
+                live.reconcile(&state.policies.current().set.cluster_needs())
+                    .await;
             }
-        };
-        match outcome {
-            ReloadOutcome::Unchanged => {}
-            ReloadOutcome::Reloaded {
+            tracing::info!(
                 generation,
                 policies,
-            } => {
-                state.metrics.policy_generation.set(generation as i64);
-                state.metrics.policies_loaded.set(policies as i64);
-                state.metrics.policy_reloads.inc();
-                if let Some(live) = &state.live {
-                    // A reload may add or drop looked-up kinds: start or stop their caches.
-                    live.reconcile(&state.policies.current().set.cluster_needs())
-                        .await;
-                }
-                tracing::info!(
-                    generation,
-                    policies,
-                    dir = %state.policies.dir().display(),
-                    "policies reloaded"
-                );
-            }
-            ReloadOutcome::Failed(errors) => {
-                state.metrics.policy_reload_failures.inc();
-                tracing::error!(
-                    dir = %state.policies.dir().display(),
-                    errors = %errors,
-                    "policy reload failed; the previous policy set keeps serving"
-                );
-            }
+                dir = %state.policies.dir().display(),
+                "policies reloaded"
+            );
+        }
+        ReloadOutcome::Failed(errors) => {
+            state.metrics.policy_reload_failures.inc();
+            tracing::error!(
+                dir = %state.policies.dir().display(),
+                errors = %errors,
+                "policy reload failed; the previous policy set keeps serving"
+            );
         }
     }
 }
@@ -564,51 +565,36 @@ async fn poll_certificate(
     resolver: Arc<CertResolver>,
     source: CertSource,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let source = Arc::new(Mutex::new(source));
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    let mut last_error: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let source = Arc::clone(&source);
-        let polled = tokio::task::spawn_blocking(move || match source.lock() {
-            Ok(mut s) => s.poll(),
-            Err(poisoned) => poisoned.into_inner().poll(),
-        })
-        .await;
+    let mut reported = DistinctError::default();
+    poll_every("certificate", every, stop, source, CertSource::poll, |polled| {
         match polled {
-            Ok(Poll::Unchanged) => {}
-            Ok(Poll::Changed(cert)) => {
+            Poll::Unchanged => {}
+            Poll::Changed(cert) => {
                 resolver.replace(Arc::clone(&cert.key));
                 state.metrics.tls_not_after.set(cert.not_after as f64);
                 state.metrics.tls_reloads.inc();
                 if let Ok(mut status) = state.tls.lock() {
                     status.loaded(&cert);
                 }
-                last_error = None;
+                reported.clear();
                 tracing::info!(subject = %cert.subject, not_after = %cert.not_after_text, "serving certificate reloaded");
             }
-            Ok(Poll::Failed(e)) => {
+            Poll::Failed(e) => {
                 let message = e.to_string();
-                // Report each distinct problem once, not on every poll.
-                if last_error.as_deref() != Some(message.as_str()) {
+                if reported.is_new(&message) {
                     state.metrics.tls_reload_failures.inc();
                     tracing::error!(error = %message, "certificate reload failed; the previous certificate keeps serving");
                     if let Ok(mut status) = state.tls.lock() {
-                        status.last_error = Some((SystemTime::now(), message.clone()));
+                        status.last_error = Some((SystemTime::now(), message));
                     }
-                    last_error = Some(message);
                 }
             }
-            Err(e) => tracing::error!(error = %e, "certificate reload task failed"),
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
 
 /// Polls `--client-ca-file`; a changed bundle replaces the TLS configuration
@@ -620,54 +606,34 @@ async fn poll_client_ca(
     source: ClientCaSource,
     tls_config: Arc<ArcSwap<rustls::ServerConfig>>,
     every: Duration,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let source = Arc::new(Mutex::new(source));
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    ticker.tick().await;
-    let mut last_error: Option<String> = None;
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let polling = Arc::clone(&source);
-        let polled = tokio::task::spawn_blocking(move || match polling.lock() {
-            Ok(mut s) => (s.path().to_path_buf(), s.poll()),
-            Err(poisoned) => {
-                let mut s = poisoned.into_inner();
-                (s.path().to_path_buf(), s.poll())
-            }
-        })
-        .await;
+    let mut reported = DistinctError::default();
+    let poll = |s: &mut ClientCaSource| (s.path().to_path_buf(), s.poll());
+    poll_every("client CA", every, stop, source, poll, |(path, polled)| {
         let failure = match polled {
-            Ok((_, ClientCaPoll::Unchanged)) => None,
-            Ok((path, ClientCaPoll::Changed(roots))) => {
+            ClientCaPoll::Unchanged => None,
+            ClientCaPoll::Changed(roots) => {
                 match tls::server_config(Arc::clone(&resolver), Some(roots)) {
                     Ok(config) => {
                         tls_config.store(Arc::new(config));
                         state.metrics.tls_client_ca_reloads.inc();
-                        last_error = None;
+                        reported.clear();
                         tracing::info!(file = %path.display(), "client CA reloaded");
                         None
                     }
                     Err(e) => Some(e.to_string()),
                 }
             }
-            Ok((_, ClientCaPoll::Failed(e))) => Some(e.to_string()),
-            Err(e) => {
-                tracing::error!(error = %e, "client CA reload task failed");
-                None
-            }
+            ClientCaPoll::Failed(e) => Some(e.to_string()),
         };
-        // Report each distinct problem once, not on every poll.
         if let Some(message) = failure
-            && last_error.as_deref() != Some(message.as_str())
+            && reported.is_new(&message)
         {
             state.metrics.tls_client_ca_reload_failures.inc();
             tracing::error!(error = %message, "client CA reload failed; the previous client CAs keep being required");
-            last_error = Some(message);
         }
-    }
+        std::future::ready(())
+    })
+    .await;
 }
