@@ -338,9 +338,6 @@ impl ParamSource for WithRbac {
     fn param_scope(&self, a: &str, k: &str) -> Result<Option<ParamScope>, LookupError> {
         self.snapshot.param_scope(a, k)
     }
-    fn param_list(&self, a: &str, k: &str, ns: &str) -> Result<kube_cel::cel::Value, LookupError> {
-        self.snapshot.param_list(a, k, ns)
-    }
 }
 
 impl ClusterState for WithRbac {

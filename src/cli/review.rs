@@ -400,15 +400,6 @@ impl crate::policy::ParamSource for WithInputNamespaces<'_> {
     ) -> Result<Option<crate::policy::ParamScope>, LookupError> {
         self.base.param_scope(api_version, kind)
     }
-
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<kube_cel::cel::Value, LookupError> {
-        self.base.param_list(api_version, kind, namespace)
-    }
 }
 
 impl ClusterState for WithInputNamespaces<'_> {

@@ -348,15 +348,6 @@ impl ParamSource for LiveCluster {
             None => Err(not_watched(api_version, kind)),
         }
     }
-
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<Value, LookupError> {
-        self.list(api_version, kind, Some(namespace))
-    }
 }
 
 fn not_watched(api_version: &str, kind: &str) -> LookupError {

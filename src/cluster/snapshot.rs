@@ -240,15 +240,6 @@ impl ParamSource for Snapshot {
             .map(|(ns, _)| !ns.is_empty());
         Ok(Some(guess_scope(api_version, kind, namespaces)))
     }
-
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<Value, LookupError> {
-        self.list(api_version, kind, Some(namespace))
-    }
 }
 
 impl ClusterState for Snapshot {

@@ -71,15 +71,6 @@ impl ParamSource for NoCluster {
             "params of kind {kind} ({api_version}) are unavailable: no cluster state is configured (--cluster-state DIR)"
         )))
     }
-
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<Value, LookupError> {
-        self.list(api_version, kind, Some(namespace))
-    }
 }
 
 impl ClusterState for NoCluster {

@@ -9,7 +9,7 @@
 use super::Policy;
 use super::matching::Selector;
 use super::model::ParamKind;
-use crate::policy::LookupError;
+use crate::policy::{ClusterState, LookupError};
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
 use std::collections::{BTreeMap, HashMap};
@@ -25,22 +25,14 @@ pub enum ParamScope {
     Unknown,
 }
 
-/// What param lookup needs from cluster state.
+/// What param lookup needs from cluster state besides [`ClusterState::list`]
+/// (which lists the param objects, `""` as namespace for cluster-scoped ones).
 pub trait ParamSource {
     /// How `apiVersion`/`kind` is served: `Ok(None)` when the API server does not
     /// serve it (no CRD); `Err` when that cannot be known yet (cache not synced,
     /// RBAC, no cluster state at all).
     fn param_scope(&self, api_version: &str, kind: &str)
     -> Result<Option<ParamScope>, LookupError>;
-
-    /// Objects of `apiVersion`/`kind` in `namespace` (`""`: cluster-scoped
-    /// objects), as a CEL list of objects.
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<Value, LookupError>;
 }
 
 /// Kinds every cluster serves namespaced that are commonly used as params; for
@@ -105,7 +97,7 @@ fn gvk_string(p: &ParamKind) -> String {
 pub fn collect(
     policy: &Policy,
     namespace: &str,
-    source: &dyn ParamSource,
+    source: &dyn ClusterState,
 ) -> Result<Vec<Value>, ParamError> {
     let Some(kind) = &policy.param_kind else {
         return Ok(vec![Value::Null]);
@@ -154,7 +146,7 @@ pub fn collect(
         ParamScope::Unknown => "",
     };
     let listed = source
-        .param_list(&kind.api_version, &kind.kind, list_namespace)
+        .list(&kind.api_version, &kind.kind, Some(list_namespace))
         .map_err(|e| {
             ParamError::Unavailable(format!(
                 "params of kind {} ({}): {e}",
@@ -262,9 +254,6 @@ mod tests {
     impl ParamSource for NothingServed {
         fn param_scope(&self, _: &str, _: &str) -> Result<Option<ParamScope>, LookupError> {
             Ok(None)
-        }
-        fn param_list(&self, _: &str, _: &str, _: &str) -> Result<Value, LookupError> {
-            Ok(Value::List(Arc::new(Vec::new())))
         }
     }
 

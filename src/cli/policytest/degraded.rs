@@ -20,15 +20,6 @@ impl crate::policy::ParamSource for Degraded<'_> {
         self.list(api_version, kind, None)?;
         self.inner.param_scope(api_version, kind)
     }
-
-    fn param_list(
-        &self,
-        api_version: &str,
-        kind: &str,
-        namespace: &str,
-    ) -> Result<kube_cel::cel::Value, LookupError> {
-        self.list(api_version, kind, Some(namespace))
-    }
 }
 
 impl ClusterState for Degraded<'_> {

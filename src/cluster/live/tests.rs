@@ -590,7 +590,7 @@ async fn param_scope_follows_discovery_and_waits_for_the_sync() {
         Some(ParamScope::Namespaced)
     );
     assert_eq!(
-        names(cluster.param_list(FED, FED_KIND, "kube-federation-system")),
+        names(cluster.list(FED, FED_KIND, Some("kube-federation-system"))),
         ["host"]
     );
     // Discovery says the kind is not served (CRD removed): no scope, so the
