@@ -19,6 +19,7 @@
 //! `lookups` (cluster state), `annotate`/`mutations` (VAP only validates).
 
 use crate::documents::split_documents;
+use crate::policy::string_literal_end;
 use crate::policy::{Mode, Policy, PolicyKind, PolicySet};
 use serde_json::{Map, Value as Json, json};
 use std::collections::BTreeSet;
@@ -451,21 +452,23 @@ fn single_line(s: &str) -> String {
 /// other identifiers alone. `variables` must be a top-level identifier (not
 /// the field of something else, as in `x.variables.namespace`).
 pub fn rename_variable_references(expr: &str, from: &str, to: &str) -> String {
-    let chars: Vec<char> = expr.chars().collect();
+    // Everything looked at is ASCII (names, dots, quotes, comment slashes), so
+    // the text is scanned as bytes and copied in slices between renamed names.
+    let bytes = expr.as_bytes();
     let mut out = String::with_capacity(expr.len());
+    let mut copied_to = 0;
     let mut i = 0;
-    // The last significant (non-space, non-comment) character emitted.
-    let mut last_significant: Option<char> = None;
-    let is_ident_start = |c: char| c == '_' || c.is_ascii_alphabetic();
-    let is_ident = |c: char| c == '_' || c.is_ascii_alphanumeric();
+    // The last significant (non-space, non-comment) byte seen.
+    let mut last_significant: Option<u8> = None;
+    let is_ident = |b: u8| b == b'_' || b.is_ascii_alphanumeric();
     // Skips whitespace and `//` comments from `j`; returns the next index.
     let skip_space = |mut j: usize| -> usize {
         loop {
-            while j < chars.len() && chars[j].is_whitespace() {
+            while j < bytes.len() && bytes[j].is_ascii_whitespace() {
                 j += 1;
             }
-            if j + 1 < chars.len() && chars[j] == '/' && chars[j + 1] == '/' {
-                while j < chars.len() && chars[j] != '\n' {
+            if bytes.get(j) == Some(&b'/') && bytes.get(j + 1) == Some(&b'/') {
+                while j < bytes.len() && bytes[j] != b'\n' {
                     j += 1;
                 }
                 continue;
@@ -473,106 +476,57 @@ pub fn rename_variable_references(expr: &str, from: &str, to: &str) -> String {
             return j;
         }
     };
-    while i < chars.len() {
-        let c = chars[i];
-        // Comments.
-        if c == '/' && chars.get(i + 1) == Some(&'/') {
-            while i < chars.len() && chars[i] != '\n' {
-                out.push(chars[i]);
-                i += 1;
-            }
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b == b'/' && bytes.get(i + 1) == Some(&b'/') {
+            i = skip_space(i);
             continue;
         }
-        // String and bytes literals, with their prefixes.
-        let mut j = i;
-        let mut raw = false;
-        while j < chars.len() && j < i + 2 && matches!(chars[j], 'r' | 'R' | 'b' | 'B') {
-            raw |= matches!(chars[j], 'r' | 'R');
-            j += 1;
-        }
-        if j < chars.len()
-            && matches!(chars[j], '"' | '\'')
-            && (j == i || !last_char_is_ident(&out))
-        {
-            let quote = chars[j];
-            let triple = chars.get(j + 1) == Some(&quote) && chars.get(j + 2) == Some(&quote);
-            let mut k = if triple { j + 3 } else { j + 1 };
-            loop {
-                if k >= chars.len() {
-                    break;
-                }
-                if !raw && chars[k] == '\\' {
-                    k += 2;
-                    continue;
-                }
-                if chars[k] == quote {
-                    if !triple {
-                        k += 1;
-                        break;
-                    }
-                    if chars.get(k + 1) == Some(&quote) && chars.get(k + 2) == Some(&quote) {
-                        k += 3;
-                        break;
-                    }
-                }
-                if !triple && chars[k] == '\n' {
-                    break;
-                }
-                k += 1;
-            }
-            let k = k.min(chars.len());
-            out.extend(&chars[i..k]);
-            last_significant = Some(quote);
-            i = k;
+        // String and bytes literals; their `r`/`b` prefixes were read as a name.
+        if b == b'\'' || b == b'"' {
+            i = string_literal_end(bytes, i);
+            last_significant = Some(b);
             continue;
         }
-        if is_ident_start(c) {
+        if b == b'_' || b.is_ascii_alphabetic() {
             let start = i;
-            while i < chars.len() && is_ident(chars[i]) {
+            while i < bytes.len() && is_ident(bytes[i]) {
                 i += 1;
             }
-            let word: String = chars[start..i].iter().collect();
-            out.push_str(&word);
-            let selected = last_significant == Some('.');
-            last_significant = Some('x');
-            if word != "variables" || selected {
+            let selected = last_significant == Some(b'.');
+            last_significant = Some(b'x');
+            if &expr[start..i] != "variables" || selected {
                 continue;
             }
             // `variables` [space] `.` [`?`] [space] <name>
             let dot = skip_space(i);
-            if chars.get(dot) != Some(&'.') {
+            if bytes.get(dot) != Some(&b'.') {
                 continue;
             }
             let mut name_at = dot + 1;
-            if chars.get(name_at) == Some(&'?') {
+            if bytes.get(name_at) == Some(&b'?') {
                 name_at += 1;
             }
             name_at = skip_space(name_at);
             let mut end = name_at;
-            while end < chars.len() && is_ident(chars[end]) {
+            while end < bytes.len() && is_ident(bytes[end]) {
                 end += 1;
             }
-            let name: String = chars[name_at.min(end)..end].iter().collect();
-            if name == from {
-                out.extend(&chars[i..name_at]);
+            if &expr[name_at..end] == from {
+                out.push_str(&expr[copied_to..name_at]);
                 out.push_str(to);
+                copied_to = end;
                 i = end;
             }
             continue;
         }
-        if !c.is_whitespace() {
-            last_significant = Some(c);
+        if !b.is_ascii_whitespace() {
+            last_significant = Some(b);
         }
-        out.push(c);
         i += 1;
     }
+    out.push_str(&expr[copied_to..]);
     out
-}
-
-fn last_char_is_ident(out: &str) -> bool {
-    out.chars()
-        .last()
-        .is_some_and(|c| c == '_' || c.is_ascii_alphanumeric())
 }
 
 #[cfg(test)]
@@ -610,6 +564,9 @@ mod tests {
             "'''variables.namespace'''",
             "'it\\'s variables.namespace'",
             "\"\"\"a \"variables.namespace\" b\"\"\"",
+            "r'\\' + 'variables.namespace'",
+            "br'\\' + 'variables.namespace'",
+            "'grüße variables.namespace ✓'",
         ] {
             assert_eq!(r(lit), lit, "{lit}");
             let e = format!("{lit} + variables.namespace");

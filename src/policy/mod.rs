@@ -15,6 +15,7 @@ mod evaluate;
 mod format_values;
 pub mod kubernetes_version;
 mod lazy;
+mod literals;
 mod load;
 mod macros;
 mod matching;
@@ -48,6 +49,7 @@ pub use cluster_state::{ClusterState, LookupError, NO_AUTHORIZER, NamespaceInfo,
 pub use compile::CompiledExpression;
 pub use decision::{Decision, DenyStatus, PolicyOutcome, PolicyVerdict, Verdict};
 pub use evaluate::{InputError, effective_name};
+pub use literals::string_literal_end;
 pub use load::{GATE_API_VERSION, LoadError, LoadErrors, LoadNote};
 pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
 pub use options::{EvalOptions, Mode, Stage};

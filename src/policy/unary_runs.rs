@@ -14,6 +14,7 @@
 //! operator) before parsing, blanking the dropped operators with spaces so
 //! that line and column numbers in errors stay the author's.
 
+use super::literals::string_literal_end;
 use std::borrow::Cow;
 
 /// `source` with each run of unary `-` or `!` operators cut to its parity
@@ -114,7 +115,7 @@ fn tokens(source: &str) -> Vec<Token> {
                 i += 1;
             }
             b'\'' | b'"' => {
-                i = skip_string(bytes, i);
+                i = string_literal_end(bytes, i);
                 tokens.push(Token::Other { ends_operand: true });
             }
             b')' | b']' | b'}' => {
@@ -145,35 +146,6 @@ fn tokens(source: &str) -> Vec<Token> {
         }
     }
     tokens
-}
-
-/// The index just past the string literal whose opening quote is at `start`.
-/// A raw prefix (`r`, `R`, possibly with `b`) turns escapes off; an
-/// unterminated literal runs to the end (the parser reports it).
-fn skip_string(bytes: &[u8], start: usize) -> usize {
-    let quote = bytes[start];
-    let raw = start > 0 && matches!(bytes[start - 1], b'r' | b'R');
-    let triple = bytes.get(start + 1) == Some(&quote) && bytes.get(start + 2) == Some(&quote);
-    let mut i = start + if triple { 3 } else { 1 };
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b == b'\\' && !raw {
-            i += 2;
-            continue;
-        }
-        if b == quote {
-            if !triple {
-                return i + 1;
-            }
-            if bytes.get(i + 1) == Some(&quote) && bytes.get(i + 2) == Some(&quote) {
-                return i + 3;
-            }
-        } else if b == b'\n' && !triple {
-            return i + 1;
-        }
-        i += 1;
-    }
-    bytes.len()
 }
 
 #[cfg(test)]
