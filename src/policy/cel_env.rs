@@ -255,6 +255,17 @@ pub fn evaluate(
     evaluate_with_cost(source, bindings).0
 }
 
+/// Asserts that `source` evaluates to `true` with no variables (the engine's
+/// unit tests state each CEL fact as one such expression).
+#[cfg(test)]
+pub(crate) fn assert_true(source: &str) {
+    assert_eq!(
+        evaluate(source, Vec::new()),
+        Ok(kube_cel::cel::Value::Bool(true)),
+        "{source}"
+    );
+}
+
 /// What kube-apiserver's type check refuses in `source`, as the loader checks
 /// a policy expression (see `type_check.rs`); a syntax error is an error too.
 pub fn check_types(source: &str) -> Result<(), String> {

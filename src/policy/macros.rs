@@ -223,15 +223,8 @@ pub fn sort_by_function(ftx: &FunctionContext) -> ResolveResult {
 #[cfg(test)]
 mod tests {
     use crate::policy::cel_env::evaluate;
-    use kube_cel::cel::Value;
 
-    fn is_true(source: &str) {
-        assert_eq!(
-            evaluate(source, Vec::new()).ok(),
-            Some(Value::Bool(true)),
-            "{source}"
-        );
-    }
+    use crate::policy::cel_env::assert_true as is_true;
 
     /// Expected values: cel-go in kube-apiserver 1.37.2 (e2e/oracle).
     #[test]

@@ -494,16 +494,8 @@ pub fn unwrap_optionals(ftx: &FunctionContext) -> ResolveResult {
 #[cfg(test)]
 mod tests {
     use super::go_format_double;
-    use crate::policy::cel_env::evaluate;
-    use kube_cel::cel::Value;
 
-    fn is_true(source: &str) {
-        assert_eq!(
-            evaluate(source, Vec::new()),
-            Ok(Value::Bool(true)),
-            "{source}"
-        );
-    }
+    use crate::policy::cel_env::assert_true as is_true;
 
     #[test]
     fn conversions_take_their_own_type_and_unix_seconds() {

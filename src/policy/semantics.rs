@@ -720,9 +720,7 @@ mod tests {
         evaluate(src, Vec::new())
     }
 
-    fn is_true(src: &str) {
-        assert_eq!(eval(src), Ok(Value::Bool(true)), "{src}");
-    }
+    use crate::policy::cel_env::assert_true as is_true;
 
     #[test]
     fn size_of_a_string_counts_code_points() {

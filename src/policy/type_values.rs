@@ -89,15 +89,8 @@ pub fn bool_function(ftx: &FunctionContext) -> ResolveResult {
 #[cfg(test)]
 mod tests {
     use super::super::cel_env::evaluate;
-    use kube_cel::cel::Value;
 
-    fn is_true(source: &str) {
-        assert_eq!(
-            evaluate(source, Vec::new()),
-            Ok(Value::Bool(true)),
-            "{source}"
-        );
-    }
+    use crate::policy::cel_env::assert_true as is_true;
 
     #[test]
     fn types_are_values_that_compare_by_name() {
