@@ -93,6 +93,31 @@ impl Document {
             .map_err(|e| self.error_from(&e))
     }
 
+    /// [`Document::decode_data`] and, when the document has an `items`
+    /// sequence, [`Document::data_list_item_lines`], in one pass over the text
+    /// where it can: YAML parsing is most of the time `audit` takes on a
+    /// snapshot. The answer is exactly that of the two calls: when the one
+    /// pass fails (the document is not a mapping, `items` is not a sequence,
+    /// or the text is malformed), the two calls give it, errors included.
+    pub fn decode_data_with_item_lines(
+        &self,
+    ) -> Result<(serde_json::Value, Option<Vec<usize>>), Located> {
+        if let Ok(one_pass) =
+            serde_saphyr::from_str_with_options::<DataMapping>(&self.text, data_options())
+        {
+            let lines = one_pass
+                .item_lines
+                .map(|lines| lines.into_iter().map(|l| self.line(l)).collect());
+            return Ok((serde_json::Value::Object(one_pass.fields), lines));
+        }
+        let value: serde_json::Value = self.decode_data()?;
+        let lines = match value.get("items") {
+            Some(serde_json::Value::Array(_)) => Some(self.data_list_item_lines()?),
+            _ => None,
+        };
+        Ok((value, lines))
+    }
+
     /// The absolute line of each item of a `kind: List` data document, in
     /// order (a second, shape-only pass over the text: values are skipped).
     pub fn data_list_item_lines(&self) -> Result<Vec<usize>, Located> {
@@ -169,6 +194,55 @@ impl Document {
             line: self.line(line),
             message: plain_message(error),
         }
+    }
+}
+
+/// A data document that is a mapping, decoded in one pass: every top-level
+/// field as `serde_json::Value` decodes it, and for an `items` sequence the
+/// line (in the document) each item starts on, as `Spanned` reports it.
+struct DataMapping {
+    fields: serde_json::Map<String, serde_json::Value>,
+    item_lines: Option<Vec<u64>>,
+}
+
+impl<'de> serde::Deserialize<'de> for DataMapping {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = DataMapping;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<DataMapping, A::Error> {
+                let mut fields = serde_json::Map::new();
+                let mut item_lines = None;
+                while let Some(key) = map.next_key::<String>()? {
+                    if key == "items" {
+                        if item_lines.is_some() {
+                            // A repeated `items`: the two-pass decode says what it means.
+                            return Err(serde::de::Error::custom("repeated key 'items'"));
+                        }
+                        // Not a sequence: an error, and the caller decodes it the
+                        // usual way.
+                        let items: Vec<serde_saphyr::Spanned<serde_json::Value>> =
+                            map.next_value()?;
+                        item_lines = Some(items.iter().map(|i| i.referenced.line()).collect());
+                        let values = items.into_iter().map(|i| i.value).collect();
+                        fields.insert(key, serde_json::Value::Array(values));
+                    } else {
+                        // A repeated key replaces the earlier value, as in `Value`.
+                        fields.insert(key, map.next_value()?);
+                    }
+                }
+                Ok(DataMapping { fields, item_lines })
+            }
+        }
+        // `any`: a document that is not a mapping (null, a scalar, a
+        // sequence) is an error here and decoded the usual way by the caller.
+        deserializer.deserialize_any(Fields)
     }
 }
 
@@ -298,6 +372,39 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The one-pass decode answers exactly what `decode_data` and
+    /// `data_list_item_lines` answer, on lists (block and flow items), on
+    /// objects, and on the shapes where it falls back.
+    #[test]
+    fn one_pass_data_decode_equals_the_two_passes() {
+        let texts = [
+            "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: ConfigMap\n  metadata: {name: a}\n- {\"apiVersion\": \"v1\", \"kind\": \"Namespace\", \"metadata\": {\"name\": \"b\"}}\n\n- &x\n  kind: Secret\n  data: {k: v}\n- *x\n",
+            "kind: List\nitems: []\n",
+            "kind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: \"1\"\n",
+            "kind: Weird\nitems: {a: 1}\n",
+            "kind: List\nitems:\n- a: 1\nitems:\n- b: 2\n",
+            "null\n",
+            "- a\n- b\n",
+            "just a scalar\n",
+            "kind: List\nitems:\n- a: [1\n",
+        ];
+        for text in texts {
+            let doc = Document {
+                file: PathBuf::from("f.yaml"),
+                first_line: 7,
+                text: text.to_string(),
+            };
+            let two_passes = doc.decode_data::<serde_json::Value>().map(|value| {
+                let lines = match value.get("items") {
+                    Some(serde_json::Value::Array(_)) => doc.data_list_item_lines().ok(),
+                    _ => None,
+                };
+                (value, lines)
+            });
+            assert_eq!(doc.decode_data_with_item_lines(), two_passes, "{text}");
+        }
+    }
 
     #[test]
     fn splits_documents_and_keeps_line_numbers() {

@@ -240,11 +240,43 @@ fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot
     if needs.kinds.is_empty() && !needs.namespaces {
         return Ok(Snapshot::empty());
     }
-    let mut kept = Vec::new();
-    for file in files {
-        let text = read_text(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut kinds: Vec<&str> = needs.kinds.iter().map(|(_, k)| k.as_str()).collect();
+    if needs.namespaces {
+        kinds.push("Namespace");
+    }
+    let objects_of = |file: &PathBuf, text: Option<String>| -> Result<Vec<_>, String> {
+        let text = match text {
+            Some(text) => text,
+            None => read_text(file).map_err(|e| format!("{}: {e}", file.display()))?,
+        };
         let mut objects = Vec::new();
         parse_text(file, &text, &mut objects).map_err(|e| e.to_string())?;
+        Ok(objects)
+    };
+    let mut kept = Vec::new();
+    // Files passed over unparsed, by index: if a later file fails, these are
+    // parsed after all, so the error is the first file's, as without skipping.
+    let mut skipped = Vec::new();
+    for (index, file) in files.iter().enumerate() {
+        let objects = read_text(file)
+            .map_err(|e| format!("{}: {e}", file.display()))
+            .and_then(|text| {
+                if cannot_hold_kinds(&text, &kinds) {
+                    skipped.push(index);
+                    Ok(Vec::new())
+                } else {
+                    objects_of(file, Some(text))
+                }
+            });
+        let objects = match objects {
+            Ok(objects) => objects,
+            Err(e) => {
+                for &earlier in &skipped {
+                    objects_of(&files[earlier], None)?;
+                }
+                return Err(e);
+            }
+        };
         for m in objects {
             let is_namespace = m.api_version() == "v1" && m.kind() == "Namespace";
             let looked_up = needs
@@ -257,6 +289,15 @@ fn load_needed_state(files: &[PathBuf], policies: &PolicySet) -> Result<Snapshot
         }
     }
     Ok(Snapshot::from_objects(kept))
+}
+
+/// Whether a file's text cannot hold an object of any of `kinds`: no kind's
+/// name occurs in it, and no backslash, the only way YAML or JSON can spell a
+/// string other than as its own characters (escapes in double quotes; a
+/// folded or block scalar keeps the name's letters together, an alias's
+/// anchor holds them too). Such a file need not be parsed to read state.
+fn cannot_hold_kinds(text: &str, kinds: &[&str]) -> bool {
+    !text.contains('\\') && !kinds.iter().any(|kind| text.contains(kind))
 }
 
 fn audit_one(
@@ -301,4 +342,53 @@ fn progress_bar(files: usize) -> indicatif::ProgressBar {
         bar.set_style(style);
     }
     bar
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_without_the_needed_kinds_is_not_parsed_for_state_but_its_error_still_comes_first() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let policy = dir.path().join("policy.yaml");
+        std::fs::write(
+            &policy,
+            "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata:\n  name: prod-only\nspec:\n  matchConstraints:\n    namespaceSelector:\n      matchLabels: {tier: prod}\n    resourceRules:\n    - apiGroups: [\"\"]\n      apiVersions: [\"*\"]\n      operations: [CREATE]\n      resources: [configmaps]\n  validations:\n  - expression: \"true\"\n",
+        )
+        .expect("write");
+        let set = PolicySet::load_dir(&policy).expect("the policy loads");
+        assert!(
+            set.cluster_needs().namespaces,
+            "the policy reads namespaces"
+        );
+        let write = |name: &str, text: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let namespace = write(
+            "1.yaml",
+            "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: team-a\n  labels: {tier: prod}\n",
+        );
+        let broken_without = write("2.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: [\n");
+        let broken_with = write("3.yaml", "kind: Namespace\nmetadata: [\n");
+        let escaped = write(
+            "4.yaml",
+            "apiVersion: v1\nkind: \"Name\\x73pace\"\nmetadata: {name: team-b}\n",
+        );
+        let state = load_needed_state(&[namespace.clone(), escaped], &set).expect("state");
+        for name in ["team-a", "team-b"] {
+            assert!(
+                matches!(state.namespace(name), Ok(Some(_))),
+                "{name}: a Namespace spelled with an escape is still found"
+            );
+        }
+        let err = load_needed_state(&[namespace, broken_without, broken_with], &set)
+            .expect_err("a broken file is an error");
+        assert!(
+            err.contains("2.yaml"),
+            "the first broken file is named: {err}"
+        );
+    }
 }

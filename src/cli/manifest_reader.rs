@@ -77,15 +77,15 @@ fn read_file(file: &Path, out: &mut Vec<Manifest>) -> Result<(), Located> {
 /// Parses one file's text into objects.
 pub fn parse_text(file: &Path, text: &str, out: &mut Vec<Manifest>) -> Result<(), Located> {
     for doc in split_documents(file, text) {
-        let value: serde_json::Value = doc.decode_data()?;
+        let (mut value, item_lines) = doc.decode_data_with_item_lines()?;
         if is_list(&value) {
             // Each item of a `kind: List` (what `kubectl get -o yaml` writes)
             // is reported at its own line, not at the List's.
-            let lines = doc.data_list_item_lines()?;
-            if let Some(serde_json::Value::Array(items)) = value.get("items") {
-                for (i, item) in items.iter().enumerate() {
+            let lines = item_lines.unwrap_or_default();
+            if let Some(serde_json::Value::Array(items)) = value.get_mut("items") {
+                for (i, item) in std::mem::take(items).into_iter().enumerate() {
                     let line = lines.get(i).copied().unwrap_or(doc.first_line);
-                    push_object(item.clone(), file, line, out)?;
+                    push_object(item, file, line, out)?;
                 }
             }
         } else {

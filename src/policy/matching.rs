@@ -2,7 +2,8 @@
 //! object selectors — the VAP `MatchResources` semantics — checked before any CEL runs.
 
 use super::model::{LabelSelector, MatchResources, ResourceRule};
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 
 /// The request attributes rules are matched against.
 ///
@@ -263,15 +264,19 @@ impl Matcher {
             .collect()
     }
 
-    /// (apiGroup, resource pattern) pairs under which the index files this policy.
-    pub fn index_keys(&self) -> Vec<(String, String)> {
+    /// (operation, apiGroup, resource pattern) triples under which [`RuleIndex`]
+    /// files this policy: every combination its own resource rules name (a
+    /// binding's rules only narrow further, so they add no key).
+    fn index_keys(&self) -> Vec<(&str, &str, &str)> {
         let mut keys = Vec::new();
         for rule in &self.parts[0].rules {
-            for g in &rule.groups {
-                for r in &rule.resources {
-                    let key = (g.clone(), r.clone());
-                    if !keys.contains(&key) {
-                        keys.push(key);
+            for op in &rule.operations {
+                for g in &rule.groups {
+                    for r in &rule.resources {
+                        let key = (op.as_str(), g.as_str(), r.as_str());
+                        if !keys.contains(&key) {
+                            keys.push(key);
+                        }
                     }
                 }
             }
@@ -280,36 +285,86 @@ impl Matcher {
     }
 }
 
-/// The (apiGroup, resource pattern) keys a request can be filed under, as called
-/// and as converted.
-pub fn request_index_keys(attrs: &Attributes) -> Vec<(String, String)> {
-    let mut keys = index_keys_of(attrs);
-    for key in index_keys_of(&attrs.as_requested()) {
-        if !keys.contains(&key) {
-            keys.push(key);
-        }
-    }
-    keys
+/// Policies filed by what kube-apiserver's rule matching compares first: the
+/// operation, the API group and the resource (with its subresource), each as
+/// written in a rule, `*` included. A request looks up only the keys its own
+/// operation, group and resource can match, so the work per request grows with
+/// the policies filed under them, not with the whole set. It is a pre-filter
+/// only: every policy found still goes through [`Matcher::matches_rules`], and
+/// every policy whose rules could match is found (the keys cover each way a
+/// rule field can match, see [`RuleIndex::candidates`]).
+#[derive(Debug, Default)]
+pub struct RuleIndex {
+    /// operation → apiGroup → resource pattern → positions of the policies, ascending.
+    by_operation: HashMap<String, HashMap<String, HashMap<String, Vec<usize>>>>,
 }
 
-fn index_keys_of(attrs: &Attributes) -> Vec<(String, String)> {
-    let resources: Vec<String> = if attrs.sub_resource.is_empty() {
-        vec![attrs.resource.to_string(), "*".to_string()]
-    } else {
-        vec![
-            format!("{}/{}", attrs.resource, attrs.sub_resource),
-            format!("*/{}", attrs.sub_resource),
-            format!("{}/*", attrs.resource),
-            "*/*".to_string(),
-        ]
-    };
-    let mut keys = Vec::with_capacity(resources.len() * 2);
-    for g in [attrs.group, "*"] {
-        for r in &resources {
-            keys.push((g.to_string(), r.clone()));
+impl RuleIndex {
+    /// Files the policy at `position` (positions must be added in ascending order).
+    pub fn insert(&mut self, position: usize, matcher: &Matcher) {
+        for (op, group, resource) in matcher.index_keys() {
+            self.by_operation
+                .entry(op.to_string())
+                .or_default()
+                .entry(group.to_string())
+                .or_default()
+                .entry(resource.to_string())
+                .or_default()
+                .push(position);
         }
     }
-    keys
+
+    /// Positions of the policies whose resource rules may match `attrs`, as
+    /// called or as converted, ascending and without repeats.
+    pub fn candidates(&self, attrs: &Attributes) -> Vec<usize> {
+        let mut hits: Vec<usize> = Vec::new();
+        let requested = attrs.as_requested();
+        let both = [*attrs, requested];
+        let views = if requested.group == attrs.group
+            && requested.resource == attrs.resource
+            && requested.sub_resource == attrs.sub_resource
+        {
+            &both[..1]
+        } else {
+            &both[..]
+        };
+        for op in [attrs.operation, "*"] {
+            let Some(by_group) = self.by_operation.get(op) else {
+                continue;
+            };
+            for a in views {
+                let patterns = resource_patterns(a);
+                for group in [a.group, "*"] {
+                    let Some(by_resource) = by_group.get(group) else {
+                        continue;
+                    };
+                    for pattern in &patterns {
+                        if let Some(list) = by_resource.get(pattern.as_ref()) {
+                            hits.extend(list);
+                        }
+                    }
+                }
+            }
+        }
+        hits.sort_unstable();
+        hits.dedup();
+        hits
+    }
+}
+
+/// Every resource pattern a rule can write that matches the request's
+/// resource and subresource (see [`resource_matches`]).
+fn resource_patterns<'a>(attrs: &Attributes<'a>) -> Vec<Cow<'a, str>> {
+    if attrs.sub_resource.is_empty() {
+        vec![Cow::Borrowed(attrs.resource), Cow::Borrowed("*")]
+    } else {
+        vec![
+            Cow::Owned(format!("{}/{}", attrs.resource, attrs.sub_resource)),
+            Cow::Owned(format!("*/{}", attrs.sub_resource)),
+            Cow::Owned(format!("{}/*", attrs.resource)),
+            Cow::Borrowed("*/*"),
+        ]
+    }
 }
 
 impl Part {
@@ -624,8 +679,13 @@ mod tests {
         assert!(!rules(Some("Exact"), "v1").matches_rules(&a));
         assert!(rules(Some("Exact"), "v1beta1").matches_rules(&a));
         assert!(rules(Some("Equivalent"), "v1beta1").matches_rules(&a));
-        let keys = request_index_keys(&a);
-        assert!(keys.contains(&("apps".to_string(), "deployments".to_string())));
+        let mut index = RuleIndex::default();
+        index.insert(0, &rules(Some("Equivalent"), "v1"));
+        assert_eq!(
+            index.candidates(&a),
+            vec![0],
+            "filed under the converted resource"
+        );
         // Excluding the converted resource excludes under Equivalent only.
         let mut excluded = rule(&["*"], &["apps"], &["deployments"], None);
         excluded.api_versions = vec!["v1".into()];
@@ -645,10 +705,22 @@ mod tests {
     }
 
     #[test]
-    fn index_keys_cover_wildcards() {
-        let keys = request_index_keys(&attrs("UPDATE", "apps", "deployments", "scale", "ns"));
-        assert!(keys.contains(&("*".to_string(), "*/scale".to_string())));
-        assert!(keys.contains(&("apps".to_string(), "deployments/scale".to_string())));
-        assert!(!keys.contains(&("apps".to_string(), "deployments".to_string())));
+    fn index_finds_subresource_wildcards_and_not_the_parent() {
+        let filed = |resource: &str| {
+            let mut index = RuleIndex::default();
+            index.insert(
+                0,
+                &matcher(vec![rule(&["UPDATE"], &["*"], &[resource], None)], vec![]),
+            );
+            !index
+                .candidates(&attrs("UPDATE", "apps", "deployments", "scale", "ns"))
+                .is_empty()
+        };
+        for pattern in ["*/scale", "deployments/scale", "deployments/*", "*/*"] {
+            assert!(filed(pattern), "{pattern}");
+        }
+        for pattern in ["deployments", "*", "*/status"] {
+            assert!(!filed(pattern), "{pattern}");
+        }
     }
 }

@@ -58,8 +58,7 @@ pub use request::Request;
 pub use validation::is_cel_identifier;
 
 use analysis::Reads;
-use matching::{Attributes, Matcher, request_index_keys};
-use std::collections::HashMap;
+use matching::{Attributes, Matcher, RuleIndex};
 use std::path::{Path, PathBuf};
 
 /// What a failing validation of a policy does (VAP `validationActions`).
@@ -225,7 +224,7 @@ pub struct ClusterNeeds {
 #[derive(Debug, Default)]
 pub struct PolicySet {
     policies: Vec<Policy>,
-    index: HashMap<(String, String), Vec<usize>>,
+    index: RuleIndex,
     /// Documents that loaded but do nothing (unbound VAPs, bindings of absent policies).
     notes: Vec<LoadNote>,
     /// MutatingAdmissionPolicy units, in the order they apply (see `mutating`).
@@ -234,11 +233,9 @@ pub struct PolicySet {
 
 impl PolicySet {
     fn new(policies: Vec<Policy>) -> Self {
-        let mut index: HashMap<(String, String), Vec<usize>> = HashMap::new();
+        let mut index = RuleIndex::default();
         for (i, p) in policies.iter().enumerate() {
-            for key in p.matcher.index_keys() {
-                index.entry(key).or_default().push(i);
-            }
+            index.insert(i, &p.matcher);
         }
         PolicySet {
             policies,
@@ -333,17 +330,12 @@ impl PolicySet {
     }
 
     /// Policies whose resource rules match, in load order; work grows with
-    /// the policies filed under the request's resource, not with the set.
+    /// the policies filed under the request's operation and resource, not
+    /// with the set.
     fn matching(&self, attrs: &Attributes, stage: Stage) -> Vec<&Policy> {
-        let mut hits: Vec<usize> = Vec::new();
-        for key in request_index_keys(attrs) {
-            if let Some(list) = self.index.get(&key) {
-                hits.extend(list);
-            }
-        }
-        hits.sort_unstable();
-        hits.dedup();
-        hits.into_iter()
+        self.index
+            .candidates(attrs)
+            .into_iter()
             .map(|i| &self.policies[i])
             .filter(|p| match stage {
                 Stage::Validate => p.validates(),

@@ -1223,3 +1223,127 @@ fn matches_nothing_only_when_no_policy_applies() {
     // The policy validates only: nothing to do on /mutate either.
     assert!(set.matches_nothing(&configmap, Stage::Mutate));
 }
+
+/// The rule index is a pre-filter only: over random rules (wildcards,
+/// subresources, exclusions, Exact/Equivalent, scopes) and random requests
+/// (some converted by kube-apiserver), the policies it yields are exactly
+/// those the full rule match selects when it walks every policy.
+#[test]
+fn the_rule_index_finds_exactly_what_walking_every_policy_finds() {
+    use rand::rngs::Xoshiro256PlusPlus;
+    use rand::{RngExt, SeedableRng};
+    let mut rng = Xoshiro256PlusPlus::seed_from_u64(15);
+    // Sets of values as kube-apiserver accepts them in one rule (a wildcard
+    // stands alone, subresource patterns do not overlap).
+    const OPS: &[&[&str]] = &[
+        &["CREATE"],
+        &["UPDATE"],
+        &["DELETE"],
+        &["CONNECT"],
+        &["*"],
+        &["CREATE", "UPDATE"],
+        &["UPDATE", "DELETE"],
+    ];
+    const GROUPS: &[&[&str]] = &[
+        &[""],
+        &["apps"],
+        &["batch"],
+        &["*"],
+        &["", "apps"],
+        &["apps", "batch"],
+    ];
+    const RESOURCES: &[&[&str]] = &[
+        &["deployments"],
+        &["pods"],
+        &["configmaps"],
+        &["*"],
+        &["pods/status"],
+        &["deployments/scale"],
+        &["*/scale"],
+        &["deployments/*"],
+        &["*/*"],
+        &["pods/*"],
+        &["deployments", "pods"],
+        &["pods", "pods/status"],
+        &["*", "deployments/scale"],
+        &["*", "*/scale"],
+        &["configmaps", "deployments/*"],
+        &["deployments", "*/scale"],
+    ];
+    fn rule(rng: &mut Xoshiro256PlusPlus) -> String {
+        let mut list = |from: &[&[&str]]| {
+            let quoted: Vec<String> = from[rng.random_range(0..from.len())]
+                .iter()
+                .map(|s| format!("\"{s}\""))
+                .collect();
+            format!("[{}]", quoted.join(", "))
+        };
+        let (operations, groups, resources) = (list(OPS), list(GROUPS), list(RESOURCES));
+        let versions = ["[\"*\"]", "[\"v1\"]", "[\"v1beta1\"]"][rng.random_range(0..3)];
+        let scope =
+            ["", "      scope: Cluster\n", "      scope: Namespaced\n"][rng.random_range(0..3)];
+        format!(
+            "    - operations: {operations}\n      apiGroups: {groups}\n      apiVersions: {versions}\n      resources: {resources}\n{scope}"
+        )
+    }
+    let mut yaml = String::new();
+    for i in 0..300 {
+        let mut spec = "  matchConstraints:\n".to_string();
+        if let Some(mp) = [None, Some("Exact"), Some("Equivalent")][rng.random_range(0..3)] {
+            spec.push_str(&format!("    matchPolicy: {mp}\n"));
+        }
+        spec.push_str("    resourceRules:\n");
+        for _ in 0..rng.random_range(1..=2) {
+            spec.push_str(&rule(&mut rng));
+        }
+        if rng.random_bool(0.3) {
+            spec.push_str("    excludeResourceRules:\n");
+            spec.push_str(&rule(&mut rng));
+        }
+        spec.push_str("  validations:\n  - expression: \"true\"\n");
+        yaml.push_str(&policy(&format!("p{i}"), &spec));
+        yaml.push_str("---\n");
+    }
+    let set = load(&yaml).expect("the random policies load");
+    let (mut requests, mut matched) = (0, 0);
+    for _ in 0..5000 {
+        let group = ["", "apps", "batch", "extensions"][rng.random_range(0..4)];
+        let resource = ["deployments", "pods", "configmaps", "secrets"][rng.random_range(0..4)];
+        let sub_resource = ["", "", "status", "scale"][rng.random_range(0..4)];
+        let requested = rng.random_bool(0.3).then(|| matching::RequestedResource {
+            group: ["", "apps", "extensions"][rng.random_range(0..3)],
+            version: ["v1", "v1beta1"][rng.random_range(0..2)],
+            resource: ["deployments", "pods", "replicasets"][rng.random_range(0..3)],
+            sub_resource: ["", "scale"][rng.random_range(0..2)],
+        });
+        let attrs = matching::Attributes {
+            operation: ["CREATE", "UPDATE", "DELETE", "CONNECT"][rng.random_range(0..4)],
+            group,
+            version: ["v1", "v1beta1"][rng.random_range(0..2)],
+            resource,
+            sub_resource,
+            namespace: ["", "team-a"][rng.random_range(0..2)],
+            name: "x",
+            requested,
+        };
+        let indexed: Vec<&str> = set
+            .matching(&attrs, Stage::Validate)
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect();
+        let walked: Vec<&str> = set
+            .policies()
+            .iter()
+            .filter(|p| p.validates() && p.matcher.matches_rules(&attrs))
+            .map(|p| p.name.as_str())
+            .collect();
+        assert_eq!(indexed, walked, "{attrs:?}");
+        requests += 1;
+        matched += usize::from(!walked.is_empty());
+    }
+    // The comparison means something only if many requests match some policy.
+    assert!(
+        matched > requests / 4,
+        "{matched} of {requests} requests matched"
+    );
+}
