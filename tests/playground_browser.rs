@@ -9,7 +9,7 @@
 //!
 //! `npm ci` installs the pinned playwright-core into the git-ignored
 //! `e2e/playground/node_modules` when it is missing (never a browser). Without
-//! node, npm or Chromium the test is reported as ignored, with the reason;
+//! Node.js 20, npm or Chromium the test is reported as ignored, with the reason;
 //! under `CI=true` it fails instead.
 #![allow(
     clippy::unwrap_used,
@@ -36,12 +36,26 @@ fn prerequisites(e2e: &Path) -> Result<PathBuf, String> {
         ));
     }
     for tool in ["node", "npm"] {
-        let ok = Command::new(tool)
+        let version = Command::new(tool)
             .arg("--version")
             .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return Err(format!("`{tool}` is not on the PATH (Node.js 18 or later)"));
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let Some(version) = version else {
+            return Err(format!("`{tool}` is not on the PATH (Node.js 20 or later)"));
+        };
+        // playwright-core 1.65 needs Node.js 20.
+        let major: u32 = version
+            .trim_start_matches('v')
+            .split('.')
+            .next()
+            .and_then(|m| m.parse().ok())
+            .unwrap_or(0);
+        if tool == "node" && major < 20 {
+            return Err(format!(
+                "node {version}: playwright-core needs Node.js 20 or later"
+            ));
         }
     }
     if !e2e.join("package-lock.json").exists() {
