@@ -164,6 +164,16 @@ async fn the_five_incident_examples_decide_as_they_expect() {
         .collect();
     assert_eq!(failed.len(), 1, "{trace:#?}");
     assert!(failed[0]["cost"].as_u64().unwrap() > 0);
+    // Incident 3 is 422 Invalid, which kubectl prints in its own words.
+    let answer = pg.post("/api/evaluate", &evaluate_body(&examples[2])).await;
+    assert_eq!(answer["decision"]["code"], 422);
+    let kubectl = answer["decision"]["kubectl"][0].as_str().unwrap();
+    assert!(
+        kubectl.starts_with(
+            "The request is invalid: admission webhook \"validate.safety-gate.dev\" denied the request: immutable-fields: Deployment english/english-grammar-web: spec.selector"
+        ),
+        "{kubectl}"
+    );
     // Incident 5 on /mutate: a JSON Patch and the patched object.
     let answer = pg.post("/api/evaluate", &evaluate_body(&examples[4])).await;
     let d = &answer["decision"];

@@ -2,11 +2,11 @@
 //!
 //! Commands: `serve` ([`serve`]), `certs` ([`certs`]), `check` ([`check`]),
 //! `manifests` ([`deploy_manifests`]), `test` ([`policytest`]), `review`
-//! ([`review`]), `audit` ([`audit`]), `playground` ([`playground`]). Shared by some of them: [`manifest_reader`]
-//! (the user's manifests, for review and audit), [`cluster_source`] (where live
-//! objects come from), [`report`] (the output formats of review and audit),
-//! [`mode`] (`--mode` of serve and manifests) and `apply_merge` (a manifest
-//! over its live object, for review).
+//! ([`review`]), `audit` ([`audit`]), `playground` ([`playground`]). Shared by
+//! some of them: [`manifest_reader`] (the user's manifests, for review and
+//! audit), [`cluster_source`] (where live objects come from), [`report`] (the
+//! output formats of review and audit), [`mode`] (`--mode` of serve and
+//! manifests) and `apply_merge` (a manifest over its live object, for review).
 
 mod apply_merge;
 pub mod audit;

@@ -424,10 +424,13 @@ fn decide_request(
 }
 
 /// kubectl's lines for this answer: `Warning: ...` for each warning, then for
-/// a denial `Error from server (Reason): admission webhook "NAME" denied the
-/// request: MESSAGE` (kube-apiserver's webhook error wording,
-/// `webhook/errors/statuserror.go`, printed by kubectl's `StandardErrorMessage`;
-/// without a reason `Error from server: ...`).
+/// a denial kube-apiserver's webhook error (`webhook/errors/statuserror.go`:
+/// `admission webhook "NAME" denied the request: MESSAGE`) as kubectl 1.37
+/// prints it (`cmd/util/helpers.go`): reason `Invalid` (422) as `The request is
+/// invalid: ...` (the gate's status has no details), another reason as
+/// `Error from server (Reason): ...`, none as `Error from server: ...`.
+/// `kubectl delete` and `create` print exactly this; `apply` puts `error when
+/// creating "FILE": ` before the webhook's words.
 pub fn kubectl_lines(decision: &Decision, stage: Stage) -> Vec<String> {
     let mut lines: Vec<String> = decision
         .warnings
@@ -449,10 +452,10 @@ pub fn kubectl_lines(decision: &Decision, stage: Stage) -> Vec<String> {
         } else {
             format!("{denied}: {}", status.message)
         };
-        lines.push(if status.reason.is_empty() {
-            format!("Error from server: {message}")
-        } else {
-            format!("Error from server ({}): {message}", status.reason)
+        lines.push(match status.reason.as_str() {
+            "" => format!("Error from server: {message}"),
+            "Invalid" => format!("The request is invalid: {message}"),
+            reason => format!("Error from server ({reason}): {message}"),
         });
     }
     lines
