@@ -676,10 +676,20 @@ impl Evaluator<'_, '_> {
     }
 
     /// [`Self::evaluate`], recorded in the trace when there is one.
+    #[inline]
     fn eval(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
-        let Some(started) = self.trace.is_some().then(Instant::now) else {
-            return self.evaluate(expression);
-        };
+        if self.trace.is_some() {
+            return self.eval_traced(expression);
+        }
+        self.evaluate(expression)
+    }
+
+    /// [`Self::eval`] with the trace on (the playground): kept out of line so
+    /// that the untraced path is the evaluation alone.
+    #[cold]
+    #[inline(never)]
+    fn eval_traced(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
+        let started = Instant::now();
         self.last_cost = 0;
         let result = self.evaluate(expression);
         let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
