@@ -11,5 +11,6 @@ pub mod cli;
 pub mod cluster;
 pub mod deploy;
 pub mod documents;
+pub mod playground;
 pub mod policy;
 pub mod server;

@@ -1190,3 +1190,59 @@ fn mode_dry_run_and_its_old_name_audit_render_the_same() {
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("dry-run"), "{err}");
 }
+
+/// A suite may carry its policies and cluster state inline (`{name, text}`,
+/// what the playground's Save as test writes): they load as files would, a
+/// broken one is named with its line in the text, and the suite runs alone.
+#[test]
+fn test_reads_inline_policies_and_cluster_state_and_names_their_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let suite = |policy_line: &str| {
+        format!(
+            r#"apiVersion: safety-gate.dev/v1alpha1
+kind: PolicyTest
+metadata: {{name: inline}}
+spec:
+  policies:
+    - name: only-labelled.yaml
+      text: |
+        apiVersion: safety-gate.dev/v1alpha1
+        kind: GatePolicy
+        metadata:
+          name: only-labelled
+        spec:
+          matchConstraints:
+            namespaceSelector: {{matchLabels: {{open: "yes"}}}}
+            resourceRules:
+            - apiGroups: [""]
+              apiVersions: ["v1"]
+              operations: ["CREATE"]
+              resources: ["configmaps"]
+          validations:
+          - expression: "{policy_line}"
+            message: closed
+  clusterState:
+    - name: namespaces.yaml
+      text: |
+        apiVersion: v1
+        kind: Namespace
+        metadata: {{name: shop, labels: {{open: "yes"}}}}
+  cases:
+    - name: the namespace's labels come from the inline cluster state
+      object: {{apiVersion: v1, kind: ConfigMap, metadata: {{name: c, namespace: shop}}}}
+      expect: {{allowed: false, deniedBy: [only-labelled], messageContains: closed}}
+"#
+        )
+    };
+    let file = dir.path().join("inline.test.yaml");
+    std::fs::write(&file, suite("false")).unwrap();
+    let (code, out, err) = run(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+
+    std::fs::write(&file, suite("object.metadata.name ==")).unwrap();
+    let (code, out, err) = run(&["test", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    // Line 14 of the policy's text: its validation's expression.
+    assert!(err.contains("only-labelled.yaml:14:"), "{err}");
+}

@@ -158,6 +158,7 @@ fn mutating_admission_policies_match_kube_apiserver() {
                 mode: Mode::Enforce,
                 stage: Stage::Mutate,
                 deadline: None,
+                trace: false,
             };
             let d = match gate.evaluate(request, &Snapshot::empty(), &options) {
                 Ok(d) => d,
@@ -330,6 +331,7 @@ fn mutating_policy_test_cases_match_kube_apiserver() {
                     mode: Mode::Enforce,
                     stage: Stage::Mutate,
                     deadline: None,
+                    trace: false,
                 };
                 let d = gate
                     .evaluate(&request, &Snapshot::empty(), &options)

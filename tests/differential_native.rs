@@ -386,6 +386,7 @@ fn native_policies_decide_as_the_gate() {
                             },
                             stage: Stage::Validate,
                             deadline: None,
+                            trace: false,
                         },
                     )
                     .unwrap_or_else(|e| panic!("{suite}/{}: {e}", case.name));

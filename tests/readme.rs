@@ -94,6 +94,11 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "not run: deleting an overlay also deletes the namespace tests/e2e keeps using",
     ),
     (
+        "safety-gate playground",
+        "tests/playground_api.rs",
+        ".args([\"playground\", \"--listen\", \"127.0.0.1:0\"])",
+    ),
+    (
         "safety-gate serve --tls-cert gate-tls/tls.crt --tls-key gate-tls/tls.key --kubeconfig",
         "tests/e2e/gate.rs",
         ".arg(\"--tls-cert\")",

@@ -126,6 +126,7 @@ pub fn review_request(
                 mode,
                 stage,
                 deadline,
+                trace: false,
             },
         )
         .map_err(|e| ReviewError::InvalidRequest(e.0))?;
@@ -151,6 +152,7 @@ pub fn deadline_exceeded_response(
             mode,
             stage,
             deadline: None,
+            trace: false,
         },
     );
     Ok(ReviewOutcome {

@@ -2,11 +2,11 @@
 //!
 //! Commands: `serve` ([`serve`]), `certs` ([`certs`]), `check` ([`check`]),
 //! `manifests` ([`deploy_manifests`]), `test` ([`policytest`]), `review`
-//! ([`review`]), `audit` ([`audit`]). Shared by some of them: [`manifest_reader`]
-//! (the user's manifests, for review and audit), [`cluster_source`] (where live
-//! objects come from), [`report`] (the output formats of review and audit),
-//! [`mode`] (`--mode` of serve and manifests) and `apply_merge` (a manifest
-//! over its live object, for review).
+//! ([`review`]), `audit` ([`audit`]), `playground` ([`playground`]). Shared by
+//! some of them: [`manifest_reader`] (the user's manifests, for review and
+//! audit), [`cluster_source`] (where live objects come from), [`report`] (the
+//! output formats of review and audit), [`mode`] (`--mode` of serve and
+//! manifests) and `apply_merge` (a manifest over its live object, for review).
 
 mod apply_merge;
 pub mod audit;
@@ -16,6 +16,7 @@ pub mod cluster_source;
 pub mod deploy_manifests;
 pub mod manifest_reader;
 pub mod mode;
+pub mod playground;
 pub mod policytest;
 pub mod report;
 pub mod review;
@@ -87,6 +88,9 @@ pub enum Command {
     /// Which existing objects would the policies deny? (dry-run audit of a snapshot)
     #[command(after_help = EXITS_AUDIT)]
     Audit(audit::AuditArgs),
+    /// A local web page: write policies and a request, see the decision, save it as a PolicyTest.
+    #[command(after_help = "Exit codes: 0 stopped cleanly (Ctrl-C, SIGTERM); 2 cannot start.")]
+    Playground(playground::PlaygroundArgs),
 }
 
 /// Exit codes shared by every command: 0 clean, 1 violations or failures, 2 usage or
@@ -119,6 +123,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Test(args) => policytest::run(&args),
         Command::Review(args) => review::run(&args),
         Command::Audit(args) => audit::run(&args),
+        Command::Playground(args) => match playground::run_blocking(args) {
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                EXIT_USAGE
+            }
+        },
     };
     ExitCode::from(code)
 }

@@ -55,7 +55,7 @@ impl Snapshot {
     }
 
     pub fn load_files(files: &[PathBuf]) -> Result<Self, SnapshotError> {
-        let mut objects = Vec::new();
+        let mut sources = Vec::new();
         let mut errors = Vec::new();
         for file in files {
             match crate::documents::read_text(file) {
@@ -64,13 +64,29 @@ impl Snapshot {
                     line: 0,
                     message: format!("cannot read: {e}"),
                 }),
-                Ok(text) => {
-                    for doc in split_documents(file, &text) {
-                        match doc.decode_data::<serde_json::Value>() {
-                            Ok(v) => flatten(v, &mut objects, &doc, &mut errors),
-                            Err(e) => errors.push(e),
-                        }
-                    }
+                Ok(text) => sources.push((file.clone(), text)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(SnapshotError(errors));
+        }
+        Self::load_texts(&sources)
+    }
+
+    /// Reads `(file name, text)` pairs already in memory as [`Snapshot::load_files`]
+    /// reads files (the names only label errors): PolicyTest suites with inline
+    /// cluster state, the playground.
+    ///
+    /// # Errors
+    /// Every document that is not an object or a list of objects, with file and line.
+    pub fn load_texts(sources: &[(PathBuf, String)]) -> Result<Self, SnapshotError> {
+        let mut objects = Vec::new();
+        let mut errors = Vec::new();
+        for (file, text) in sources {
+            for doc in split_documents(file, text) {
+                match doc.decode_data::<serde_json::Value>() {
+                    Ok(v) => flatten(v, &mut objects, &doc, &mut errors),
+                    Err(e) => errors.push(e),
                 }
             }
         }

@@ -104,6 +104,8 @@ pub struct PolicyEvaluation {
     /// The failure is the policy's own configuration (its paramKind is not
     /// served): kube-apiserver names the policy without the binding.
     pub policy_level: bool,
+    /// Every expression's run, when the evaluation was traced.
+    pub trace: Vec<super::ExpressionTrace>,
 }
 
 impl PolicyEvaluation {
@@ -133,6 +135,7 @@ impl PolicyEvaluation {
             patch_operations: Vec::new(),
             cluster_state_unknown: false,
             policy_level: false,
+            trace: Vec::new(),
         }
     }
 
@@ -248,6 +251,9 @@ pub struct PolicyVerdict {
     pub denies: bool,
     /// It denied only because cluster state it needs was unknown.
     pub undecided: bool,
+    /// Every expression this policy ran, in order, when
+    /// [`EvalOptions::trace`] was on (empty otherwise).
+    pub trace: Vec<super::ExpressionTrace>,
 }
 
 /// The combined decision the server and every CLI command report.
@@ -441,6 +447,7 @@ impl Decision {
                 outcome: e.outcome,
                 exempted_by: e.exempted_by,
                 errors: e.ignored_errors,
+                trace: e.trace,
             })
             .collect();
         decision.elapsed = started.elapsed();

@@ -8,6 +8,7 @@ use super::model::FailurePolicy;
 use super::mutate;
 use super::options::{EvalOptions, Stage};
 use super::paths::{DATA_BINDING, DataRoots};
+use super::trace::{ExpressionTrace, TracePhase, display_value};
 use super::variables::{TABLE_BINDING, VariableTable};
 use super::{ClusterState, LookupError};
 use super::{Policy, PolicySet, Request};
@@ -369,6 +370,12 @@ struct Evaluator<'p, 'c> {
     failed_on_lookup: bool,
     cluster: &'c dyn ClusterState,
     deadline: Option<Instant>,
+    /// Every expression's run, when [`EvalOptions::trace`] asks for it.
+    trace: Option<Vec<ExpressionTrace>>,
+    /// Where the next expression sits (phase, index, name), for the trace.
+    at: (TracePhase, usize, Option<&'p str>),
+    /// The cost the last expression spent, for the trace.
+    last_cost: u64,
 }
 
 fn evaluate_policy(
@@ -413,8 +420,15 @@ fn evaluate_policy(
         failed_on_lookup: false,
         cluster,
         deadline: options.deadline,
+        trace: options.trace.then(Vec::new),
+        at: (TracePhase::Validation, 0, None),
+        last_cost: 0,
     };
-    ev.run(request, options)
+    let mut result = ev.run(request, options);
+    if let Some(trace) = ev.trace.take() {
+        result.trace = trace;
+    }
+    result
 }
 
 impl Evaluator<'_, '_> {
@@ -425,7 +439,8 @@ impl Evaluator<'_, '_> {
         // matchConditions: any false skips; otherwise an error goes to failurePolicy.
         let mut condition_error = None;
         self.budget = runtime_cost::MATCH_CONDITIONS_BUDGET;
-        for condition in &policy.match_conditions {
+        for (index, condition) in policy.match_conditions.iter().enumerate() {
+            self.at = (TracePhase::MatchCondition, index, Some(&condition.name));
             match self.eval_bool(&condition.expression) {
                 Ok(true) => {}
                 Ok(false) => {
@@ -446,8 +461,12 @@ impl Evaluator<'_, '_> {
         result.exempted_by = policy
             .exemptions
             .iter()
-            .find(|ex| matches!(self.eval_bool(&ex.expression), Ok(true)))
-            .map(|ex| ex.name.clone());
+            .enumerate()
+            .find(|(index, ex)| {
+                self.at = (TracePhase::Exemption, *index, Some(&ex.name));
+                matches!(self.eval_bool(&ex.expression), Ok(true))
+            })
+            .map(|(_, ex)| ex.name.clone());
 
         match options.stage {
             Stage::Validate => self.validate(&mut result, true),
@@ -468,6 +487,7 @@ impl Evaluator<'_, '_> {
         let policy = self.policy;
         self.budget = runtime_cost::RUNTIME_BUDGET;
         for (index, validation) in policy.validations.iter().enumerate() {
+            self.at = (TracePhase::Validation, index, None);
             match self.eval(&validation.expression) {
                 // kube-apiserver drops every decision of the policy for this one.
                 Err(e) if e == runtime_cost::OUT_OF_BUDGET => {
@@ -478,6 +498,7 @@ impl Evaluator<'_, '_> {
                 }
                 Ok(Value::Bool(true)) => {}
                 Ok(Value::Bool(false)) => {
+                    self.at = (TracePhase::MessageExpression, index, None);
                     let message = self.message(validation);
                     result.failures.push(ValidationFailure {
                         index: Some(index),
@@ -512,7 +533,8 @@ impl Evaluator<'_, '_> {
             &[]
         };
         self.budget = runtime_cost::RUNTIME_BUDGET;
-        for annotation in annotations {
+        for (index, annotation) in annotations.iter().enumerate() {
+            self.at = (TracePhase::AuditAnnotation, index, Some(&annotation.name));
             let vap = policy.kind == super::PolicyKind::ValidatingAdmissionPolicy;
             self.in_messages = true;
             let value = self.eval(&annotation.expression);
@@ -572,7 +594,8 @@ impl Evaluator<'_, '_> {
         let policy = self.policy;
         self.budget = runtime_cost::RUNTIME_BUDGET;
         let mut annotations = Vec::new();
-        for (key, expression) in &policy.annotate {
+        for (index, (key, expression)) in policy.annotate.iter().enumerate() {
+            self.at = (TracePhase::Annotate, index, Some(key));
             let value = match expression {
                 None => Ok(None),
                 Some(e) => match self.eval(e) {
@@ -592,6 +615,7 @@ impl Evaluator<'_, '_> {
         }
         result.annotations = annotations;
         for (index, mutation) in policy.mutations.iter().enumerate() {
+            self.at = (TracePhase::Mutation, index, None);
             match self
                 .eval(mutation)
                 .map_err(|e| e.to_string())
@@ -651,7 +675,41 @@ impl Evaluator<'_, '_> {
         }
     }
 
+    /// [`Self::evaluate`], recorded in the trace when there is one.
+    #[inline]
     fn eval(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
+        if self.trace.is_some() {
+            return self.eval_traced(expression);
+        }
+        self.evaluate(expression)
+    }
+
+    /// [`Self::eval`] with the trace on (the playground): kept out of line so
+    /// that the untraced path is the evaluation alone.
+    #[cold]
+    #[inline(never)]
+    fn eval_traced(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
+        let started = Instant::now();
+        self.last_cost = 0;
+        let result = self.evaluate(expression);
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        let (phase, index, name) = self.at;
+        if let Some(trace) = &mut self.trace {
+            trace.push(ExpressionTrace {
+                phase,
+                index,
+                name: name.map(str::to_string),
+                expression: expression.source.clone(),
+                value: result.as_ref().ok().map(display_value),
+                error: result.as_ref().err().cloned(),
+                cost: self.last_cost,
+                micros,
+            });
+        }
+        result
+    }
+
+    fn evaluate(&mut self, expression: &CompiledExpression) -> Result<Value, String> {
         self.failed_on_lookup = false;
         if let Some(deadline) = self.deadline
             && Instant::now() >= deadline
@@ -677,6 +735,7 @@ impl Evaluator<'_, '_> {
         let spent = measured
             .cost
             .saturating_add(runtime_cost::take_composition_cost());
+        self.last_cost = spent;
         if spent > self.budget {
             self.budget = 0;
             return Err(runtime_cost::OUT_OF_BUDGET.to_string());

@@ -33,6 +33,7 @@ mod request;
 mod rewrite;
 pub mod runtime_cost;
 mod semantics;
+mod trace;
 mod type_check;
 pub mod type_values;
 mod unary_runs;
@@ -55,6 +56,7 @@ pub use model::{Action, FailurePolicy, LookupSpec, ParamKind, ParamRef, Reason};
 pub use options::{EvalOptions, Mode, Stage};
 pub use params::{ParamScope, ParamSource, guess_scope};
 pub use request::Request;
+pub use trace::{ExpressionTrace, TracePhase};
 pub use validation::is_cel_identifier;
 
 use analysis::Reads;

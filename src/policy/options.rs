@@ -50,6 +50,10 @@ pub struct EvalOptions {
     pub stage: Stage,
     /// Past this instant every remaining evaluation is an error for failurePolicy.
     pub deadline: Option<Instant>,
+    /// Record every expression's result, cost and time in each
+    /// [`PolicyVerdict::trace`](super::PolicyVerdict) (the playground). Off
+    /// for the webhook and the commands: then nothing is recorded.
+    pub trace: bool,
 }
 
 impl Default for EvalOptions {
@@ -58,6 +62,7 @@ impl Default for EvalOptions {
             mode: Mode::Enforce,
             stage: Stage::Validate,
             deadline: None,
+            trace: false,
         }
     }
 }

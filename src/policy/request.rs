@@ -8,12 +8,14 @@ use kube::core::admission::Operation;
 use kube::core::{GroupVersionKind, GroupVersionResource};
 use kube_cel::cel::Value;
 use kube_cel::cel::objects::{Key, Map};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Deserialize)]
+/// Serialises as `AdmissionReview.request` (the playground shows, and its
+/// tests send to `serve`, the request it evaluated).
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Request {
     pub uid: String,

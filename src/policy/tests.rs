@@ -1347,3 +1347,61 @@ fn the_rule_index_finds_exactly_what_walking_every_policy_finds() {
         "{matched} of {requests} requests matched"
     );
 }
+
+#[test]
+fn a_traced_evaluation_records_each_expression_and_an_untraced_one_nothing() {
+    let set = load(&policy(
+        "traced",
+        &format!(
+            "{CM_RULES}  matchConditions:\n  - name: not-system\n    expression: \"!request.userInfo.username.startsWith('system:')\"\n  validations:\n  - expression: \"object.metadata.name != 'forbidden'\"\n    messageExpression: \"'no ' + object.metadata.name\"\n  - expression: \"object.data.missing == 'x'\"\n  auditAnnotations:\n  - key: seen\n    valueExpression: \"object.metadata.name\"\n"
+        ),
+    ))
+    .expect("loads");
+    let req = create(cm("forbidden", json!({})));
+    let traced = set
+        .evaluate(
+            &req,
+            &NoCluster,
+            &EvalOptions {
+                trace: true,
+                ..Default::default()
+            },
+        )
+        .expect("evaluates");
+    let untraced = eval(&set, &req);
+    // The trace changes nothing in the decision.
+    assert_eq!(traced.allowed, untraced.allowed);
+    assert_eq!(traced.status, untraced.status);
+    assert_eq!(traced.audit_annotations, untraced.audit_annotations);
+    assert!(untraced.policies[0].trace.is_empty());
+
+    let trace = &traced.policies[0].trace;
+    let phases: Vec<(TracePhase, usize)> = trace.iter().map(|t| (t.phase, t.index)).collect();
+    assert_eq!(
+        phases,
+        vec![
+            (TracePhase::MatchCondition, 0),
+            (TracePhase::Validation, 0),
+            (TracePhase::MessageExpression, 0),
+            (TracePhase::Validation, 1),
+            (TracePhase::AuditAnnotation, 0),
+        ]
+    );
+    assert_eq!(trace[0].name.as_deref(), Some("not-system"));
+    assert_eq!(trace[0].value, Some(json!(true)));
+    assert_eq!(trace[1].value, Some(json!(false)));
+    assert_eq!(trace[2].value, Some(json!("no forbidden")));
+    // The second validation reads a key that is not there: an error, no value.
+    assert!(trace[3].value.is_none());
+    assert!(
+        trace[3]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("missing")),
+        "{:?}",
+        trace[3]
+    );
+    assert_eq!(trace[4].name.as_deref(), Some("seen"));
+    // Costs are Kubernetes' units: a comparison of a field costs something.
+    assert!(trace[1].cost > 0, "{:?}", trace[1]);
+}

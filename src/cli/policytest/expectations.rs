@@ -13,7 +13,7 @@ impl Expect {
     /// # Errors
     /// The lines to print under the failed case: each unmet expectation in
     /// the order of the fields, then the decision as it was.
-    pub(super) fn check(
+    pub(crate) fn check(
         &self,
         d: &Decision,
         object: Option<&serde_json::Value>,

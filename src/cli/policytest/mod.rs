@@ -7,8 +7,8 @@
 
 mod degraded;
 mod expectations;
-mod runner;
-mod spec;
+pub(crate) mod runner;
+pub mod spec;
 
 use super::{EXIT_FINDINGS, EXIT_OK, EXIT_USAGE, stdout_is_color_terminal};
 use crate::documents::{STDIN, files_in, read_text, split_documents};

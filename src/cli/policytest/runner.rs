@@ -3,11 +3,11 @@
 //! building, same evaluation) and print one line per case.
 
 use super::degraded::Degraded;
-use super::spec::{Case, ObjectSource, PolicyTestDocument, PolicyTestSpec, TestMode};
+use super::spec::{Case, ObjectSource, PolicyTestDocument, PolicyTestSpec, Source, TestMode};
 use crate::admission::synthetic::{RequestSpec, build_request};
 use crate::cli::paint;
 use crate::cluster::Snapshot;
-use crate::documents::{Located, files_in, split_documents};
+use crate::documents::{Located, files_in, read_text, split_documents};
 use crate::policy::{EvalOptions, Mode, PolicySet, Request, Stage};
 use k8s_openapi::api::authentication::v1::UserInfo;
 use std::path::{Path, PathBuf};
@@ -54,37 +54,59 @@ pub(super) fn run_suite(
     Ok((passed, failed))
 }
 
-/// `spec.policies`: files, and directories searched recursively.
+/// `spec.policies`: files, directories searched recursively, and documents
+/// written inline.
 fn load_policies(file: &Path, spec: &PolicyTestSpec) -> Result<PolicySet, String> {
-    let mut expanded = Vec::new();
-    for p in spec.policies.iter().map(|p| resolve(file, p)) {
-        if p.is_dir() {
-            expanded.extend(files_in(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+    let mut sources = Vec::new();
+    for entry in &spec.policies {
+        let p = match entry {
+            Source::Inline(inline) => {
+                sources.push((PathBuf::from(&inline.name), inline.text.clone()));
+                continue;
+            }
+            Source::Path(p) => resolve(file, p),
+        };
+        let files = if p.is_dir() {
+            files_in(&p).map_err(|e| format!("{}: {e}", p.display()))?
         } else {
-            expanded.push(p);
+            vec![p]
+        };
+        for f in files {
+            let text = read_text(&f)
+                .map_err(|e| format!("policies do not load:\n{}: cannot read: {e}", f.display()))?;
+            sources.push((f, text));
         }
     }
-    PolicySet::load_files(&expanded).map_err(|e| format!("policies do not load:\n{e}"))
+    PolicySet::load_texts(&sources).map_err(|e| format!("policies do not load:\n{e}"))
 }
 
-/// `spec.clusterState` then `spec.params`: globs, each of which must match a file.
+/// `spec.clusterState` then `spec.params`: globs, each of which must match a
+/// file, and documents written inline.
 fn load_cluster_state(file: &Path, spec: &PolicyTestSpec) -> Result<Snapshot, String> {
-    let mut state_files = Vec::new();
-    let patterns = (spec.cluster_state.iter().map(|p| ("clusterState", p)))
+    let mut sources = Vec::new();
+    let entries = (spec.cluster_state.iter().map(|p| ("clusterState", p)))
         .chain(spec.params.iter().map(|p| ("params", p)));
-    for (field, pattern) in patterns {
+    for (field, entry) in entries {
+        let pattern = match entry {
+            Source::Inline(inline) => {
+                sources.push((PathBuf::from(&inline.name), inline.text.clone()));
+                continue;
+            }
+            Source::Path(p) => p,
+        };
         let full = resolve(file, pattern);
         let matches =
             glob::glob(&full.to_string_lossy()).map_err(|e| format!("{field} '{pattern}': {e}"))?;
-        let before = state_files.len();
+        let before = sources.len();
         for m in matches.flatten() {
-            state_files.push(m);
+            let text = read_text(&m).map_err(|e| format!("{}: cannot read: {e}", m.display()))?;
+            sources.push((m, text));
         }
-        if state_files.len() == before {
+        if sources.len() == before {
             return Err(format!("{field} '{pattern}' matches no file"));
         }
     }
-    Snapshot::load_files(&state_files).map_err(|e| format!("clusterState/params:\n{e}"))
+    Snapshot::load_texts(&sources).map_err(|e| format!("clusterState/params:\n{e}"))
 }
 
 /// An `object`/`oldObject`: inline, or the one object in a file.
@@ -152,6 +174,7 @@ fn run_case(
                 mode,
                 stage,
                 deadline: None,
+                trace: false,
             },
         )
         .map_err(|e| vec![format!("input error: {e}")])?;
@@ -160,7 +183,7 @@ fn run_case(
 
 /// The AdmissionRequest a case describes; the user defaults to `policy-test`
 /// in `system:authenticated`, the uid to `policytest-<index>`.
-fn case_request(
+pub(crate) fn case_request(
     index: usize,
     case: &Case,
     object: Option<serde_json::Value>,
@@ -191,7 +214,7 @@ fn case_request(
 }
 
 /// `endpoint`: `validate` (the default) or `mutate`.
-fn case_stage(case: &Case) -> Result<Stage, String> {
+pub(crate) fn case_stage(case: &Case) -> Result<Stage, String> {
     match case.endpoint.as_deref() {
         None | Some("validate") => Ok(Stage::Validate),
         Some("mutate") => Ok(Stage::Mutate),

@@ -15,38 +15,38 @@ const KIND: &str = "PolicyTest";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct PolicyTestDocument {
+pub(crate) struct PolicyTestDocument {
     #[allow(dead_code)]
     api_version: String,
     #[allow(dead_code)]
     kind: String,
-    pub(super) metadata: TestMeta,
-    pub(super) spec: PolicyTestSpec,
+    pub(crate) metadata: TestMeta,
+    pub(crate) spec: PolicyTestSpec,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct TestMeta {
-    pub(super) name: String,
+pub(crate) struct TestMeta {
+    pub(crate) name: String,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct PolicyTestSpec {
-    pub(super) policies: Vec<String>,
+pub(crate) struct PolicyTestSpec {
+    pub(crate) policies: Vec<Source>,
     #[serde(default)]
-    pub(super) cluster_state: Vec<String>,
+    pub(crate) cluster_state: Vec<Source>,
     /// Param objects (files or globs) for bindings with a `paramRef`: part of
     /// the same cluster state, listed apart so a suite says what they are.
     #[serde(default)]
-    pub(super) params: Vec<String>,
+    pub(crate) params: Vec<Source>,
     #[serde(default)]
-    pub(super) mode: Option<TestMode>,
-    pub(super) cases: Vec<Case>,
+    pub(crate) mode: Option<TestMode>,
+    pub(crate) cases: Vec<Case>,
 }
 
 #[derive(Debug, Deserialize, Clone, Copy)]
-pub(super) enum TestMode {
+pub(crate) enum TestMode {
     Enforce,
     /// The gate's dry-run mode (`--mode dry-run`); `Audit`, its name before,
     /// is still read.
@@ -56,50 +56,70 @@ pub(super) enum TestMode {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct Case {
-    pub(super) name: String,
+pub(crate) struct Case {
+    pub(crate) name: String,
     #[serde(default)]
-    pub(super) operation: Option<Operation>,
+    pub(crate) operation: Option<Operation>,
     #[serde(default)]
-    pub(super) user_info: Option<UserInfo>,
+    pub(crate) user_info: Option<UserInfo>,
     #[serde(default)]
-    pub(super) object: Option<ObjectSource>,
+    pub(crate) object: Option<ObjectSource>,
     #[serde(default)]
-    pub(super) old_object: Option<ObjectSource>,
+    pub(crate) old_object: Option<ObjectSource>,
     /// `request.name`; `""` models the per-item DELETEs of a DeleteCollection.
     #[serde(default)]
-    pub(super) request_name: Option<String>,
+    pub(crate) request_name: Option<String>,
     #[serde(default)]
-    pub(super) namespace: Option<String>,
+    pub(crate) namespace: Option<String>,
     #[serde(default)]
-    pub(super) kind: Option<GroupVersionKind>,
+    pub(crate) kind: Option<GroupVersionKind>,
     #[serde(default)]
-    pub(super) resource: Option<GroupVersionResource>,
+    pub(crate) resource: Option<GroupVersionResource>,
     #[serde(default)]
-    pub(super) sub_resource: Option<String>,
+    pub(crate) sub_resource: Option<String>,
     #[serde(default)]
-    pub(super) dry_run: bool,
+    pub(crate) dry_run: bool,
     #[serde(default)]
-    pub(super) options: Option<serde_json::Value>,
+    pub(crate) options: Option<serde_json::Value>,
     /// `request.uid` (default `policytest-<index>`).
     #[serde(default)]
-    pub(super) uid: Option<String>,
+    pub(crate) uid: Option<String>,
     /// Lookups (by name) whose cluster state is unavailable in this case, as when
     /// a watch cache has not synced or RBAC forbids the list.
     #[serde(default)]
-    pub(super) lookups_unavailable: Vec<String>,
+    pub(crate) lookups_unavailable: Vec<String>,
     /// `validate` (default) or `mutate`: which webhook path the case goes through.
     #[serde(default)]
-    pub(super) endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     #[serde(default)]
-    pub(super) mode: Option<TestMode>,
-    pub(super) expect: Expect,
+    pub(crate) mode: Option<TestMode>,
+    pub(crate) expect: Expect,
+}
+
+/// An entry of `policies`, `clusterState` or `params`: a path (a glob for
+/// cluster state) relative to the test file, or the documents themselves
+/// (`{name, text}`), so that one file holds a whole case (the playground's
+/// "Save as test").
+#[derive(Debug, Deserialize, Clone)]
+#[serde(untagged)]
+pub(crate) enum Source {
+    Path(String),
+    Inline(InlineSource),
+}
+
+/// YAML or JSON documents written into the suite; `name` labels their errors
+/// (`name:line`, lines counted in `text`).
+#[derive(Debug, Deserialize, Clone, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InlineSource {
+    pub name: String,
+    pub text: String,
 }
 
 /// An object inline, or `{file: path}` relative to the test file.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum ObjectSource {
+pub(crate) enum ObjectSource {
     File { file: String },
     Inline(serde_json::Value),
 }
@@ -108,47 +128,47 @@ pub(super) enum ObjectSource {
 /// fields given are checked (see `expectations.rs`).
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(super) struct Expect {
+pub(crate) struct Expect {
     #[serde(default)]
-    pub(super) allowed: Option<bool>,
+    pub(crate) allowed: Option<bool>,
     #[serde(default)]
-    pub(super) denied_by: Option<Vec<String>>,
+    pub(crate) denied_by: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) code: Option<u16>,
+    pub(crate) code: Option<u16>,
     #[serde(default)]
-    pub(super) message_contains: Option<OneOrMany>,
+    pub(crate) message_contains: Option<OneOrMany>,
     /// Exact number of warnings (0 proves "no noise").
     #[serde(default)]
-    pub(super) warnings: Option<usize>,
+    pub(crate) warnings: Option<usize>,
     #[serde(default)]
-    pub(super) warnings_contain: Option<OneOrMany>,
+    pub(crate) warnings_contain: Option<OneOrMany>,
     /// Key → substring of the value; an empty string only requires the key.
     #[serde(default)]
-    pub(super) audit_annotations: Option<BTreeMap<String, String>>,
+    pub(crate) audit_annotations: Option<BTreeMap<String, String>>,
     #[serde(default)]
-    pub(super) no_audit_annotations: Option<Vec<String>>,
+    pub(crate) no_audit_annotations: Option<Vec<String>>,
     #[serde(default)]
-    pub(super) patched: Option<bool>,
+    pub(crate) patched: Option<bool>,
     /// Substrings that must appear in the JSON text of the patch.
     #[serde(default)]
-    pub(super) patch_contains: Option<OneOrMany>,
+    pub(crate) patch_contains: Option<OneOrMany>,
     /// The object as kube-apiserver would store it: the request's object with
     /// the response's patch applied, compared exactly (no patch: unchanged).
     #[serde(default)]
-    pub(super) patched_object: Option<serde_json::Value>,
+    pub(crate) patched_object: Option<serde_json::Value>,
 }
 
 /// A string or a list of strings (`messageContains: "x"` or `["x", "y"]`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub(super) enum OneOrMany {
+pub(crate) enum OneOrMany {
     One(String),
     Many(Vec<String>),
 }
 
 impl OneOrMany {
     /// The strings, one or many, in their order.
-    pub(super) fn items(&self) -> Vec<&str> {
+    pub(crate) fn items(&self) -> Vec<&str> {
         match self {
             OneOrMany::One(s) => vec![s.as_str()],
             OneOrMany::Many(v) => v.iter().map(String::as_str).collect(),
@@ -162,7 +182,7 @@ impl OneOrMany {
 /// # Errors
 /// The document is not a YAML mapping with string `apiVersion` and `kind`
 /// where present (file and line named).
-pub(super) fn is_policy_test(doc: &Document) -> Result<bool, Located> {
+pub(crate) fn is_policy_test(doc: &Document) -> Result<bool, Located> {
     #[derive(Deserialize)]
     #[serde(rename_all = "camelCase")]
     struct Header {

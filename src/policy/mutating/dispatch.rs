@@ -284,6 +284,7 @@ impl Run<'_> {
             errors: if fail { Vec::new() } else { vec![text] },
             denies: fail,
             undecided: false,
+            trace: Vec::new(),
         });
     }
 
@@ -354,6 +355,7 @@ impl Run<'_> {
             errors: Vec::new(),
             denies: false,
             undecided: false,
+            trace: Vec::new(),
         });
     }
 

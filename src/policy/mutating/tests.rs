@@ -45,6 +45,7 @@ fn mutate(set: &PolicySet, object: Json) -> Result<Json, String> {
         mode: Mode::Enforce,
         stage: Stage::Mutate,
         deadline: None,
+        trace: false,
     };
     let d = set
         .evaluate(&create(object.clone()), &Snapshot::empty(), &options)
@@ -253,6 +254,7 @@ fn a_request_past_its_deadline_is_decided_by_the_failure_policy() {
         mode: Mode::Enforce,
         stage: Stage::Mutate,
         deadline: None,
+        trace: false,
     };
     let fail = load(&map("m", "  reinvocationPolicy: Never\n", &patch)).expect("loads");
     let d = fail.deadline_decision(&create(cm(json!({}))), &options);

@@ -1,0 +1,77 @@
+//! `safety-gate playground`: a local web page on the same engine as `serve`.
+//!
+//! Data flows one way: HTTP ([`api`], [`assets`]) → the PolicyTest case model
+//! (`cli::policytest`) → the policy engine. A request typed into the page is
+//! turned into a PolicyTest case, the case into the AdmissionRequest `safety-gate
+//! test` builds, and that request is decided by [`PolicySet::evaluate`] and
+//! encoded by [`encode_response`](crate::admission::encode_response), as `serve`
+//! decides and encodes it; the page shows that answer, never one of its own.
+
+pub mod api;
+pub mod assets;
+pub mod examples;
+
+use crate::cli::policytest::spec::InlineSource;
+use axum::Router;
+use axum::routing::{get, post};
+use std::sync::Arc;
+
+/// What the routes share: the policy library the page offers.
+#[derive(Debug, Clone)]
+pub struct Playground {
+    /// The policies `GET /api/library` offers (file name, text), in name order.
+    pub library: Arc<Vec<InlineSource>>,
+}
+
+/// The page and its JSON API (see the README's "Playground" section):
+/// `GET /`, `GET /assets/*`, `GET /api/library`, `GET /api/examples`,
+/// `POST /api/evaluate`, `POST /api/test/export`, `POST /api/test/import`.
+pub fn router(state: Playground) -> Router {
+    Router::new()
+        .route("/", get(assets::index))
+        .route("/assets/{name}", get(assets::asset))
+        .route("/api/library", get(api::library))
+        .route("/api/examples", get(api::examples))
+        .route("/api/evaluate", post(api::evaluate))
+        .route("/api/test/export", post(api::export_test))
+        .route("/api/test/import", post(api::import_test))
+        .fallback(api::not_found)
+        .with_state(state)
+}
+
+/// The shipped policies (`policies/*.yaml`), built into the binary so that the
+/// page offers them from any working directory.
+pub fn shipped_library() -> Vec<InlineSource> {
+    [
+        (
+            "audit-trail.yaml",
+            include_str!("../../policies/audit-trail.yaml"),
+        ),
+        (
+            "immutable-fields.yaml",
+            include_str!("../../policies/immutable-fields.yaml"),
+        ),
+        (
+            "kubefed-host-conflict.yaml",
+            include_str!("../../policies/kubefed-host-conflict.yaml"),
+        ),
+        (
+            "protect-namespaces.yaml",
+            include_str!("../../policies/protect-namespaces.yaml"),
+        ),
+        (
+            "protect-rbac-defaults.yaml",
+            include_str!("../../policies/protect-rbac-defaults.yaml"),
+        ),
+        (
+            "selector-change-warning.yaml",
+            include_str!("../../policies/selector-change-warning.yaml"),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, text)| InlineSource {
+        name: name.to_string(),
+        text: text.to_string(),
+    })
+    .collect()
+}

@@ -1,0 +1,418 @@
+//! The playground's JSON API (README "Playground"), against the real
+//! `safety-gate playground` process over HTTP: the library, the five incident
+//! examples, evaluation (load errors at their line, the decision `serve` makes
+//! for the same AdmissionReview, the trace), export to a PolicyTest that
+//! `safety-gate test` passes, import, and 4xx JSON for malformed bodies.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a panic is the test failing"
+)]
+
+mod server_support;
+
+use serde_json::{Value, json};
+use server_support::{Http, TestServer, client_tls, post_review};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+/// A running `safety-gate playground`, killed when dropped.
+struct Playground {
+    child: Child,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl Drop for Playground {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Playground {
+    fn start(args: &[&str]) -> Playground {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+            .args(["playground", "--listen", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start safety-gate playground");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("read the URL line");
+        let url = line
+            .trim()
+            .strip_prefix("playground: ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .trim_end_matches('/')
+            .to_string();
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(client_tls(&[], &[b"http/1.1"]))
+            .build()
+            .expect("client");
+        Playground { child, url, client }
+    }
+
+    async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .client
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        (r.status().as_u16(), r.json().await.expect("JSON answer"))
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Value {
+        let (status, answer) = self.post_raw(path, body.to_string()).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+        answer
+    }
+
+    async fn post_raw(&self, path: &str, body: String) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .expect("POST");
+        (r.status().as_u16(), r.json().await.expect("JSON answer"))
+    }
+
+    async fn examples(&self) -> Vec<Value> {
+        let (status, answer) = self.get("/api/examples").await;
+        assert_eq!(status, 200);
+        answer["examples"].as_array().expect("examples").clone()
+    }
+}
+
+fn evaluate_body(example: &Value) -> Value {
+    json!({
+        "policies": example["policies"],
+        "request": example["request"],
+        "clusterState": example["clusterState"],
+    })
+}
+
+#[tokio::test]
+async fn the_library_is_the_shipped_policies() {
+    let pg = Playground::start(&[]);
+    let (status, answer) = pg.get("/api/library").await;
+    assert_eq!(status, 200);
+    let list = answer["policies"].as_array().unwrap();
+    let mut on_disk: Vec<String> = std::fs::read_dir("policies")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    on_disk.sort();
+    let names: Vec<&str> = list.iter().map(|p| p["name"].as_str().unwrap()).collect();
+    assert_eq!(names, on_disk);
+    for p in list {
+        let name = p["name"].as_str().unwrap();
+        let text = std::fs::read_to_string(format!("policies/{name}")).unwrap();
+        assert_eq!(p["text"].as_str().unwrap(), text, "{name}");
+    }
+    // --policies DIR offers that directory instead.
+    let pg = Playground::start(&["--policies", "examples/policies"]);
+    let (_, answer) = pg.get("/api/library").await;
+    assert_eq!(answer["policies"][0]["name"], "require-pinned-images.yaml");
+}
+
+#[tokio::test]
+async fn the_five_incident_examples_decide_as_they_expect() {
+    let pg = Playground::start(&[]);
+    let examples = pg.examples().await;
+    let incidents: Vec<u64> = examples
+        .iter()
+        .map(|e| e["incident"].as_u64().unwrap())
+        .collect();
+    assert_eq!(incidents, vec![1, 2, 3, 4, 5]);
+    for example in &examples {
+        let mut body = evaluate_body(example);
+        body["expect"] = example["expect"].clone();
+        let answer = pg.post("/api/evaluate", &body).await;
+        assert_eq!(
+            answer["expectation"],
+            json!({"passed": true, "problems": []}),
+            "{}: {answer:#}",
+            example["id"]
+        );
+    }
+    // Incident 1 is a denial, printed as kubectl prints a webhook's denial.
+    let answer = pg.post("/api/evaluate", &evaluate_body(&examples[0])).await;
+    let d = &answer["decision"];
+    assert_eq!(d["allowed"], false);
+    assert_eq!(d["code"], 403);
+    let kubectl = d["kubectl"][0].as_str().unwrap();
+    assert!(
+        kubectl.starts_with(
+            "Error from server (Forbidden): admission webhook \"validate.safety-gate.dev\" denied the request: protect-rbac-defaults: ClusterRole system:kube-controller-manager is a bootstrap RBAC object"
+        ),
+        "{kubectl}"
+    );
+    // The trace: the validation that failed, with its cost.
+    let trace = d["policies"][0]["trace"].as_array().unwrap();
+    let failed: Vec<&Value> = trace
+        .iter()
+        .filter(|t| t["phase"] == "validation" && t["value"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{trace:#?}");
+    assert!(failed[0]["cost"].as_u64().unwrap() > 0);
+    // Incident 3 is 422 Invalid, which kubectl prints in its own words.
+    let answer = pg.post("/api/evaluate", &evaluate_body(&examples[2])).await;
+    assert_eq!(answer["decision"]["code"], 422);
+    let kubectl = answer["decision"]["kubectl"][0].as_str().unwrap();
+    assert!(
+        kubectl.starts_with(
+            "The request is invalid: admission webhook \"validate.safety-gate.dev\" denied the request: immutable-fields: Deployment english/english-grammar-web: spec.selector"
+        ),
+        "{kubectl}"
+    );
+    // Incident 5 on /mutate: a JSON Patch and the patched object.
+    let answer = pg.post("/api/evaluate", &evaluate_body(&examples[4])).await;
+    let d = &answer["decision"];
+    assert_eq!(d["path"], "/mutate");
+    assert_eq!(
+        d["patchedObject"]["metadata"]["annotations"]["safety-gate.dev/last-changed-by"],
+        "system:apiserver"
+    );
+    assert!(d["patch"].as_array().is_some_and(|p| !p.is_empty()));
+}
+
+/// What the page shows is what `serve` answers: the AdmissionReview the
+/// playground evaluated, sent to a real server with the same policies, gets
+/// the same response.
+#[tokio::test]
+async fn the_decision_is_the_one_serve_sends() {
+    let pg = Playground::start(&[]);
+    let examples = pg.examples().await;
+    for index in [0, 2, 4] {
+        let example = &examples[index];
+        let answer = pg.post("/api/evaluate", &evaluate_body(example)).await;
+        let policies: Vec<(String, String)> = example["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["text"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let refs: Vec<(&str, &str)> = policies
+            .iter()
+            .map(|(n, t)| (n.as_str(), t.as_str()))
+            .collect();
+        let server = TestServer::start(&refs, |_| {}).await;
+        let path = answer["decision"]["path"].as_str().unwrap();
+        let served: Value = post_review(
+            &server.client(Http::One),
+            &server.url(path),
+            serde_json::to_vec(&answer["review"]).unwrap(),
+        )
+        .await
+        .expect("serve answers")
+        .json()
+        .await
+        .expect("JSON");
+        assert_eq!(
+            served, answer["decision"]["response"],
+            "{}: serve and the playground differ",
+            example["id"]
+        );
+        server.stop().await;
+    }
+}
+
+/// A CEL syntax error on line 13.
+const BROKEN: &str = r#"apiVersion: safety-gate.dev/v1alpha1
+kind: GatePolicy
+metadata:
+  name: p
+spec:
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "object.metadata.name =="
+"#;
+
+#[tokio::test]
+async fn load_and_request_errors_name_their_pane_and_line() {
+    let pg = Playground::start(&[]);
+    let request = json!({"object": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"});
+    // A CEL syntax error: the policy's file name and the expression's line.
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [{"name": "mine.yaml", "text": BROKEN}], "request": request}),
+        )
+        .await;
+    let e = &answer["loadErrors"][0];
+    assert_eq!(e["pane"], "policies");
+    assert_eq!(e["file"], "mine.yaml");
+    assert_eq!(e["line"], 13, "{answer:#}");
+    assert_eq!(
+        answer["loadErrors"].as_array().unwrap().len(),
+        1,
+        "{answer:#}"
+    );
+    assert!(answer.get("decision").is_none());
+    // A YAML error: line and column.
+    let text = "apiVersion: v1\nkind: GatePolicy\nmetadata:\n  name: p\n   bad: [\n";
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [{"name": "y.yaml", "text": text}], "request": request}),
+        )
+        .await;
+    let e = &answer["loadErrors"][0];
+    assert_eq!(
+        (e["file"].as_str(), e["line"].as_u64()),
+        (Some("y.yaml"), Some(5)),
+        "{answer:#}"
+    );
+    assert!(e["column"].as_u64().is_some(), "{answer:#}");
+    // An object that is not YAML: the object pane and its line.
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [], "request": {"object": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [x\n"}}),
+        )
+        .await;
+    let e = &answer["requestErrors"][0];
+    assert_eq!(e["pane"], "object", "{answer:#}");
+    assert!(e["line"].as_u64().unwrap() >= 4, "{answer:#}");
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_4xx_with_a_json_message() {
+    let pg = Playground::start(&[]);
+    for (path, body) in [
+        ("/api/evaluate", "{not json"),
+        ("/api/evaluate", "{\"policies\": []}"),
+        (
+            "/api/evaluate",
+            "{\"policies\": [], \"request\": {}, \"surprise\": 1}",
+        ),
+        ("/api/test/export", "[]"),
+        ("/api/test/import", "{\"txt\": \"\"}"),
+    ] {
+        let (status, answer) = pg.post_raw(path, body.to_string()).await;
+        assert_eq!(status, 400, "{path} {body}: {answer}");
+        assert!(
+            answer["error"]
+                .as_str()
+                .is_some_and(|e| e.starts_with("malformed request body")),
+            "{answer}"
+        );
+    }
+    let (status, answer) = pg
+        .post_raw(
+            "/api/test/import",
+            json!({"text": "kind: Nothing\n"}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 422);
+    assert!(answer["error"].as_str().unwrap().contains("no PolicyTest"));
+    let (status, answer) = pg.get("/api/nothing").await;
+    assert_eq!(status, 404);
+    assert!(answer["error"].is_string());
+}
+
+/// Save as test, then `safety-gate test` on the saved file alone (from an
+/// empty directory), then Load test on the same text.
+#[tokio::test]
+async fn an_exported_case_passes_safety_gate_test_and_imports_back() {
+    let pg = Playground::start(&[]);
+    let examples = pg.examples().await;
+    let dir = tempfile::tempdir().unwrap();
+    for example in &examples {
+        let mut body = evaluate_body(example);
+        body["name"] = example["name"].clone();
+        let saved = pg.post("/api/test/export", &body).await;
+        let file = dir.path().join(saved["fileName"].as_str().unwrap());
+        std::fs::write(&file, saved["text"].as_str().unwrap()).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+            .arg("test")
+            .arg(&file)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed, 0 failed"),
+            "{}: {stdout}{}",
+            example["id"],
+            String::from_utf8_lossy(&out.stderr)
+        );
+
+        let imported = pg
+            .post(
+                "/api/test/import",
+                &json!({"text": saved["text"], "name": saved["fileName"]}),
+            )
+            .await;
+        let suite = &imported["suites"][0];
+        assert_eq!(suite["policies"], example["policies"]);
+        assert_eq!(suite["unresolved"], json!([]));
+        let case = &suite["cases"][0];
+        // The imported case decides as the example did, and its expect holds.
+        let mut again = json!({
+            "policies": suite["policies"],
+            "request": case["request"],
+            "clusterState": suite["clusterState"],
+            "expect": case["expect"],
+        });
+        let answer = pg.post("/api/evaluate", &again).await;
+        assert_eq!(answer["expectation"]["passed"], true, "{answer:#}");
+        // And an expectation that does not hold says so.
+        again["expect"] = json!({"allowed": !answer["decision"]["allowed"].as_bool().unwrap()});
+        let answer = pg.post("/api/evaluate", &again).await;
+        assert_eq!(answer["expectation"]["passed"], false);
+    }
+}
+
+#[tokio::test]
+async fn a_suite_with_paths_imports_its_library_policies_and_lists_the_rest() {
+    let pg = Playground::start(&[]);
+    let text = std::fs::read_to_string("tests/policies/protect-namespaces.yaml").unwrap();
+    let imported = pg.post("/api/test/import", &json!({"text": text})).await;
+    let suite = &imported["suites"][0];
+    assert_eq!(suite["policies"][0]["name"], "protect-namespaces.yaml");
+    let cases = suite["cases"].as_array().unwrap();
+    assert!(cases.len() > 5);
+    // Objects given as {file: ...} cannot be read from the page's side: listed.
+    assert!(
+        suite["unresolved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u.as_str().unwrap().contains("fixtures/")),
+        "{suite:#}"
+    );
+}
+
+#[test]
+fn a_non_loopback_address_needs_allow_remote() {
+    let out = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+        .args(["playground", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),
+        "{stderr}"
+    );
+}
