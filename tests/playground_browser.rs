@@ -1,11 +1,14 @@
 //! The playground in a real browser: headless Chromium (Debian's
 //! `/usr/bin/chromium`, or `$CHROMIUM`) driven by playwright-core from
 //! `e2e/playground/playground.test.mjs`, against the real `safety-gate
-//! playground` process. Scenarios: type a policy and see the denial; break
-//! the YAML and see the error at its line; incident 1 → "Save as test" →
-//! `safety-gate test` passes; "Load test" and step through the cases; the
-//! `/mutate` patch and diff. A screenshot of each state goes into the cargo
-//! target directory (the paths are printed).
+//! playground` process. Scenarios: the first load shows incident 1 decided and
+//! no trace widens the page; edits survive a reload and are not replaced
+//! without asking; an evaluation with no answer clears the old decision; type
+//! a policy and see the denial; break the YAML and see the error at its line;
+//! incident 1 → "Save as test" → `safety-gate test` passes; "Load test" and
+//! step through the cases, across the suites of a file, with the files it
+//! names listed; the `/mutate` patch and diff. A screenshot of each state goes
+//! into the cargo target directory (the paths are printed).
 //!
 //! `npm ci` installs the pinned playwright-core into the git-ignored
 //! `e2e/playground/node_modules` when it is missing (never a browser). Without
@@ -23,6 +26,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 const NAME: &str = "playground_in_headless_chromium";
+/// The scenarios of `playground.test.mjs`; each prints `ok NAME` when it passes.
+const SCENARIOS: usize = 9;
 
 /// A missing prerequisite, said in words.
 fn prerequisites(e2e: &Path) -> Result<PathBuf, String> {
@@ -150,8 +155,8 @@ fn run(repo: &Path, chromium: &Path) -> Result<(), Failed> {
         .into());
     }
     let passed = stdout.lines().filter(|l| l.starts_with("ok ")).count();
-    if passed != 5 {
-        return Err(format!("expected 5 scenarios to pass, {passed} did").into());
+    if passed != SCENARIOS {
+        return Err(format!("expected {SCENARIOS} scenarios to pass, {passed} did").into());
     }
     Ok(())
 }
