@@ -287,7 +287,7 @@ function render(a) {
   $("warnings").innerHTML = d.warnings.map((w) => `<li>${escapeHtml(w)}</li>`).join("") || "<li><small>none</small></li>";
   const ann = Object.entries(d.auditAnnotations);
   $("annotations").innerHTML = ann.length
-    ? ann.map(([k, val]) => `<tr><th>${escapeHtml(k)}</th><td>${escapeHtml(val)}</td></tr>`).join("")
+    ? ann.map(([k, val]) => `<tr><th>${escapeHtml(k)}</th><td><div class="value">${escapeHtml(val)}</div></td></tr>`).join("")
     : "<tr><td><small>none</small></td></tr>";
   $("patch-box").hidden = !d.patch;
   if (d.patch) {
@@ -307,7 +307,7 @@ function renderPolicy(p) {
     const cls = !ok ? "err" : (t.value === false ? "false" : "");
     const result = ok ? JSON.stringify(t.value) : `error: ${t.error}`;
     const where = `${t.phase}[${t.index}]${t.name ? " " + t.name : ""}`;
-    return `<tr class="${cls}"><td>${escapeHtml(where)}</td><td class="expr">${escapeHtml(t.expression)}</td><td class="result"><div class="value">${escapeHtml(result)}</div></td><td>${t.cost}</td><td>${t.micros} µs</td></tr>`;
+    return `<tr class="${cls}"><td>${escapeHtml(where)}</td><td class="expr"><div class="value">${escapeHtml(t.expression)}</div></td><td class="result"><div class="value">${escapeHtml(result)}</div></td><td>${t.cost}</td><td>${t.micros} µs</td></tr>`;
   }).join("");
   const messages = [...p.messages, ...p.errors.map((e) => "ignored error: " + e)];
   return `<div class="policy ${escapeHtml(p.outcome)}" data-policy="${escapeHtml(p.policy)}">
