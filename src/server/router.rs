@@ -402,7 +402,9 @@ async fn evaluate(
 }
 
 /// Evaluates a decoded request on the async worker under a token of its own
-/// that trips [`INLINE_EVALUATION_SLICE`] from now. `None` when that token
+/// that trips [`INLINE_EVALUATION_SLICE`] from now, or before the evaluation
+/// would wait for kube-apiserver (a SubjectAccessReview not in the cache, see
+/// [`crate::policy::cancel::before_blocking`]). `None` when that token
 /// stopped the evaluation, or when the request's own `token` tripped meanwhile
 /// (deadline passed): the caller then evaluates from the start on the blocking
 /// pool under `token`, so a slow policy is cancelled, counted and answered
@@ -417,7 +419,7 @@ fn evaluate_inline(
     engine_deadline: Instant,
     token: &CancelToken,
 ) -> Option<Result<ReviewOutcome, EvalError>> {
-    let slice = CancelToken::new(Some(Instant::now() + INLINE_EVALUATION_SLICE));
+    let slice = CancelToken::inline_slice(Instant::now() + INLINE_EVALUATION_SLICE);
     let result = {
         let _current = slice.enter();
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
