@@ -416,3 +416,144 @@ fn a_non_loopback_address_needs_allow_remote() {
         "{stderr}"
     );
 }
+
+/// Saves `body` as a PolicyTest (`/api/test/export`) and runs it with the real
+/// `safety-gate test` from an empty directory: `(passed, stdout + stderr)`.
+async fn export_and_run(pg: &Playground, body: &Value) -> (bool, String) {
+    let saved = pg.post("/api/test/export", body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(
+        saved["fileName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no file: {saved:#}")),
+    );
+    std::fs::write(&file, saved["text"].as_str().unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+        .arg("test")
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("1 passed, 0 failed"),
+        text,
+    )
+}
+
+/// A binding that selects namespaces by label: the namespace of the request
+/// must be looked up.
+const NAMESPACE_SELECTOR_VAP: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: replicas-limit
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["apps"]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["deployments"]
+  validations:
+  - expression: "object.spec.replicas <= 5"
+    message: "replicas must be at most 5"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replicas-limit-binding
+spec:
+  policyName: replicas-limit
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {env: prod}
+"#;
+
+/// A policy with a `paramKind`: its binding's param must be looked up.
+const PARAM_KIND_VAP: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: max-replicas}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE"], resources: ["deployments"]}
+  validations:
+  - expression: "object.spec.replicas <= int(params.data.max)"
+    messageExpression: "'replicas must be <= ' + params.data.max"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: max-replicas-b}
+spec:
+  policyName: max-replicas
+  validationActions: [Deny]
+  paramRef: {name: limits, namespace: config, parameterNotFoundAction: Deny}
+"#;
+
+const SHOP_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 10
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+";
+
+/// A blank cluster-state pane is the empty cluster state of a PolicyTest case
+/// without `clusterState`: a lookup finds nothing, a namespace is unknown, a
+/// param is not found. So the saved case passes `safety-gate test`, for a
+/// lookup (incident 4), a namespaceSelector and a paramKind.
+#[tokio::test]
+async fn a_blank_cluster_state_decides_as_safety_gate_test_does() {
+    let pg = Playground::start(&[]);
+    let examples = pg.examples().await;
+    let incident4 = examples
+        .iter()
+        .find(|e| e["incident"] == 4)
+        .expect("incident 4");
+    let mut lookups = evaluate_body(incident4);
+    lookups["clusterState"] = json!("");
+    let deployment = json!({"operation": "CREATE", "object": SHOP_DEPLOYMENT});
+    let cases = [
+        ("lookups", lookups),
+        (
+            "namespaceSelector",
+            json!({"policies": [{"name": "ns.yaml", "text": NAMESPACE_SELECTOR_VAP}],
+                   "request": deployment, "clusterState": ""}),
+        ),
+        (
+            "paramKind",
+            json!({"policies": [{"name": "params.yaml", "text": PARAM_KIND_VAP}],
+                   "request": deployment}),
+        ),
+    ];
+    for (what, mut body) in cases {
+        let answer = pg.post("/api/evaluate", &body).await;
+        let decision = &answer["decision"];
+        assert!(decision.is_object(), "{what}: {answer:#}");
+        assert!(
+            !decision.to_string().contains("no cluster state is configured")
+                && !decision.to_string().contains("not yet synced"),
+            "{what}: decided as serve without cluster state: {decision:#}"
+        );
+        body["name"] = json!(format!("blank state {what}"));
+        let (passed, output) = export_and_run(&pg, &body).await;
+        assert!(passed, "{what}: the saved test fails:\n{output}");
+    }
+}

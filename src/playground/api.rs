@@ -16,7 +16,7 @@ use crate::cli::policytest::spec::{
 };
 use crate::cluster::Snapshot;
 use crate::documents::split_documents;
-use crate::policy::{ClusterState, Decision, EvalOptions, Mode, NoCluster, PolicySet, Stage};
+use crate::policy::{Decision, EvalOptions, Mode, PolicySet, Stage};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -107,7 +107,8 @@ pub struct EvaluateBody {
     pub policies: Vec<PolicyText>,
     pub request: PlaygroundRequest,
     /// YAML/JSON documents of cluster state (Namespaces, looked-up objects,
-    /// params); blank or absent: no cluster state, as `review` without `--live`.
+    /// params); blank or absent: the empty cluster state `safety-gate test`
+    /// uses for a case without `clusterState`.
     #[serde(default)]
     pub cluster_state: Option<String>,
     /// A PolicyTest `expect` to check the decision against (stepping through
@@ -143,7 +144,10 @@ pub struct Problem {
 /// stop it from being one.
 struct Prepared {
     policies: PolicySet,
-    cluster: Option<Snapshot>,
+    /// The cluster state pane's documents; a blank pane is the empty state
+    /// `safety-gate test` gives a case without `clusterState` (no namespaces,
+    /// no objects to look up, no params), so a saved test decides the same.
+    cluster: Snapshot,
     case: Case,
     object: Option<Value>,
     old_object: Option<Value>,
@@ -239,28 +243,25 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
         }
     };
     let mut request_errors = Vec::new();
-    let cluster = match input
+    let sources: Vec<(PathBuf, String)> = input
         .cluster_state
-        .as_deref()
+        .iter()
         .filter(|t| !t.trim().is_empty())
-    {
-        None => None,
-        Some(text) => {
-            match Snapshot::load_texts(&[(PathBuf::from("clusterState"), text.to_string())]) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    request_errors.extend(e.0.into_iter().map(|l| Problem {
-                        pane: "clusterState",
-                        file: "clusterState".into(),
-                        line: l.line,
-                        column: column_of(&l.message),
-                        policy: None,
-                        field: None,
-                        message: l.message,
-                    }));
-                    None
-                }
-            }
+        .map(|t| (PathBuf::from("clusterState"), t.clone()))
+        .collect();
+    let cluster = match Snapshot::load_texts(&sources) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            request_errors.extend(e.0.into_iter().map(|l| Problem {
+                pane: "clusterState",
+                file: "clusterState".into(),
+                line: l.line,
+                column: column_of(&l.message),
+                policy: None,
+                field: None,
+                message: l.message,
+            }));
+            None
         }
     };
     let object = parse_object(
@@ -284,8 +285,8 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
             None
         }
     };
-    match (policies, case) {
-        (Some(policies), Some(case)) if request_errors.is_empty() => Ok(Prepared {
+    match (policies, case, cluster) {
+        (Some(policies), Some(case), Some(cluster)) if request_errors.is_empty() => Ok(Prepared {
             policies,
             cluster,
             case,
@@ -403,15 +404,11 @@ fn decide_request(
         Some(TestMode::DryRun) => Mode::DryRun,
         _ => Mode::Enforce,
     };
-    let cluster: &dyn ClusterState = match &p.cluster {
-        Some(s) => s,
-        None => &NoCluster,
-    };
     let decision = p
         .policies
         .evaluate(
             &request,
-            cluster,
+            &p.cluster,
             &EvalOptions {
                 mode,
                 stage,
