@@ -32,8 +32,12 @@ impl Drop for Playground {
 
 impl Playground {
     fn start(args: &[&str]) -> Playground {
+        Playground::start_on("127.0.0.1:0", args)
+    }
+
+    fn start_on(listen: &str, args: &[&str]) -> Playground {
         let mut child = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
-            .args(["playground", "--listen", "127.0.0.1:0"])
+            .args(["playground", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -548,7 +552,9 @@ async fn a_blank_cluster_state_decides_as_safety_gate_test_does() {
         let decision = &answer["decision"];
         assert!(decision.is_object(), "{what}: {answer:#}");
         assert!(
-            !decision.to_string().contains("no cluster state is configured")
+            !decision
+                .to_string()
+                .contains("no cluster state is configured")
                 && !decision.to_string().contains("not yet synced"),
             "{what}: decided as serve without cluster state: {decision:#}"
         );
@@ -556,4 +562,183 @@ async fn a_blank_cluster_state_decides_as_safety_gate_test_does() {
         let (passed, output) = export_and_run(&pg, &body).await;
         assert!(passed, "{what}: the saved test fails:\n{output}");
     }
+}
+
+/// What a request with `method`, `Host`, `Content-Type` and body gets:
+/// `(status, Allow header, JSON answer)`; the answer must be JSON.
+async fn raw(
+    pg: &Playground,
+    method: reqwest::Method,
+    path: &str,
+    host: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Value) {
+    let mut request = pg
+        .client
+        .request(method.clone(), format!("{}{path}", pg.url))
+        .body(body);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let r = request.send().await.expect("send");
+    let status = r.status().as_u16();
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|a| a.to_str().unwrap().to_string());
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|c| c.to_str().unwrap().to_string());
+    assert_eq!(
+        kind.as_deref(),
+        Some("application/json"),
+        "{method} {path}: status {status}"
+    );
+    (status, allow, r.json().await.expect("JSON answer"))
+}
+
+/// An UPDATE with a 1.1 MB object and oldObject (each under etcd's 1.5 MiB) is
+/// evaluated; a body over the documented 32 MiB limit is a JSON 413 naming it.
+#[tokio::test]
+async fn large_bodies_are_evaluated_up_to_a_documented_limit() {
+    let pg = Playground::start(&[]);
+    let big = "x".repeat(1_100_000);
+    let object = |replicas: u32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop", "annotations": {"big": big}},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})
+        .to_string()
+    };
+    let body = json!({
+        "policies": [{"name": "ns.yaml", "text": NAMESPACE_SELECTOR_VAP}],
+        "request": {"operation": "UPDATE", "object": object(3), "oldObject": object(2)},
+    });
+    assert!(body.to_string().len() > 2_200_000);
+    let answer = pg.post("/api/evaluate", &body).await;
+    assert!(answer["decision"].is_object(), "{answer:#}");
+
+    let over = format!(
+        "{{\"policies\": [], \"request\": {{\"object\": \"{}\"}}}}",
+        "y".repeat(32 * 1024 * 1024)
+    );
+    let (status, _, answer) = raw(
+        &pg,
+        reqwest::Method::POST,
+        "/api/evaluate",
+        None,
+        Some("application/json"),
+        over.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("limit of 33554432 bytes"), "{error}");
+}
+
+/// Every refusal is JSON: a method a path does not take (405 with Allow), a
+/// body that is not a JSON object (400), another media type (415), a Host that
+/// is not the playground's own (403, against DNS rebinding; any with
+/// --allow-remote). `--listen localhost:PORT` listens on 127.0.0.1.
+#[tokio::test]
+async fn refusals_are_json_and_other_hosts_are_refused() {
+    use reqwest::Method;
+    let pg = Playground::start(&[]);
+    for (method, path, allow) in [
+        (Method::GET, "/api/evaluate", "POST"),
+        (Method::OPTIONS, "/api/evaluate", "POST"),
+        (Method::PUT, "/api/library", "GET, HEAD"),
+        (Method::DELETE, "/", "GET, HEAD"),
+    ] {
+        let (status, allowed, answer) = raw(&pg, method.clone(), path, None, None, vec![]).await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(allow),
+            "{answer}"
+        );
+    }
+    let json = Some("application/json");
+    for body in [
+        "[]",
+        "[[], {\"object\": \"\"}, null, null, null]",
+        "null",
+        "\"x\"",
+    ] {
+        let (status, _, answer) =
+            raw(&pg, Method::POST, "/api/evaluate", None, json, body.into()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("must be a JSON object") && !error.contains("EvaluateBody"),
+            "{error}"
+        );
+    }
+    let body = json!({"policies": [], "request": {}}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (status, _, answer) = raw(
+            &pg,
+            Method::POST,
+            "/api/evaluate",
+            None,
+            content_type,
+            body.clone().into(),
+        )
+        .await;
+        assert_eq!(status, 415, "{content_type:?}: {answer}");
+    }
+    let (status, _, _) = raw(
+        &pg,
+        Method::POST,
+        "/api/evaluate",
+        None,
+        Some("application/json; charset=utf-8"),
+        body.clone().into(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let port = pg.url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        "evil.example.com",
+        "evil.example.com:80",
+        &format!("evil.example.com:{port}"),
+        "127.0.0.2",
+    ] {
+        let (status, _, answer) =
+            raw(&pg, Method::GET, "/api/library", Some(host), None, vec![]).await;
+        assert_eq!(status, 403, "{host}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("--allow-remote"));
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, _, _) = raw(&pg, Method::GET, "/api/library", Some(&host), None, vec![]).await;
+        assert_eq!(status, 200, "{host}");
+    }
+
+    let remote = Playground::start(&["--allow-remote"]);
+    let (status, _, _) = raw(
+        &remote,
+        Method::GET,
+        "/api/library",
+        Some("playground.example.com"),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let local = Playground::start_on("localhost:0", &[]);
+    assert!(local.url.starts_with("http://127.0.0.1:"), "{}", local.url);
+    let (status, _) = local.get("/api/library").await;
+    assert_eq!(status, 200);
 }

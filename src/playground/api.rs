@@ -9,6 +9,7 @@
 //! `requestErrors` naming the pane, file and line, so the page can mark them.
 
 use super::Playground;
+use super::guard::JsonObjectBody;
 use crate::admission::encode_response;
 use crate::cli::policytest::runner::{case_request, case_stage};
 use crate::cli::policytest::spec::{
@@ -49,7 +50,8 @@ pub async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such page or API".to_string())
 }
 
-/// Decodes a JSON body; anything else is `400` naming what is wrong.
+/// Decodes a JSON body (already checked to be an object by
+/// [`JsonObjectBody`]); anything else is `400` naming what is wrong.
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError(
@@ -169,7 +171,7 @@ pub async fn examples() -> Result<Json<Value>, ApiError> {
 
 /// `POST /api/evaluate`: `{policies, request, clusterState?, expect?}` →
 /// `{loadErrors, requestErrors, notes, decision?, expectation?}`.
-pub async fn evaluate(bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn evaluate(JsonObjectBody(bytes): JsonObjectBody) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
     // CEL evaluation is CPU work: off the async workers, as `serve` does.
     tokio::task::spawn_blocking(move || evaluate_body(&input))
@@ -513,7 +515,7 @@ fn decision_json(decision: &Decision, stage: Stage, object: Option<&Value>) -> V
 /// written inline and one case whose `expect` is today's decision; `safety-gate
 /// test FILE` runs it unchanged. A case that cannot be decided is `200` with
 /// `loadErrors`/`requestErrors`, as `/api/evaluate` answers.
-pub async fn export_test(bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn export_test(JsonObjectBody(bytes): JsonObjectBody) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
     tokio::task::spawn_blocking(move || export_body(&input))
         .await
@@ -697,7 +699,7 @@ fn suite_text(
 /// in `unresolved`.
 pub async fn import_test(
     State(state): State<Playground>,
-    bytes: Bytes,
+    JsonObjectBody(bytes): JsonObjectBody,
 ) -> Result<Json<Value>, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
