@@ -742,3 +742,92 @@ async fn refusals_are_json_and_other_hosts_are_refused() {
     let (status, _) = local.get("/api/library").await;
     assert_eq!(status, 200);
 }
+
+/// Four validations that each split a 20,000-character value 200 times
+/// (within Kubernetes' cost limits): seconds of CPU in a debug build; every
+/// step of `all` is one of the engine's cancellation check points.
+const SLOW_POLICY: &str = r#"apiVersion: safety-gate.dev/v1alpha1
+kind: GatePolicy
+metadata:
+  name: slow
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -0)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -1)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -2)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -3)"
+"#;
+
+fn slow_body() -> Value {
+    let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"},
+        "data": {"s": "b".repeat(20_000)}});
+    json!({"policies": [{"name": "slow.yaml", "text": SLOW_POLICY}],
+           "request": {"operation": "CREATE", "object": object.to_string()}})
+}
+
+/// utime + stime of process `pid`, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// An evaluation past `--evaluation-timeout` is stopped and answered 503 with
+/// a JSON error that names the limit, instead of a failurePolicy decision.
+#[tokio::test]
+async fn an_evaluation_past_its_deadline_is_stopped_and_says_so() {
+    let pg = Playground::start(&["--evaluation-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    for path in ["/api/evaluate", "/api/test/export"] {
+        let (status, answer) = pg.post_raw(path, slow_body().to_string()).await;
+        assert_eq!(status, 503, "{path}: {answer:#}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("limit of 1000 ms per evaluation") && error.contains("deadline"),
+            "{error}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A client that gives up stops the work done for it: the playground's CPU
+/// time stays flat once the client is gone (it would otherwise keep a core
+/// busy for seconds).
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_evaluation() {
+    let pg = Playground::start(&[]);
+    let pid = pg.child.id();
+    let gave_up = pg
+        .client
+        .post(format!("{}/api/evaluate", pg.url))
+        .header("content-type", "application/json")
+        .body(slow_body().to_string())
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err_and(|e| e.is_timeout()),
+        "the evaluation must outlast 300 ms"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let spent = cpu_seconds(pid) - before;
+    assert!(spent < 0.25, "{spent} CPU-s spent after the client left");
+    // And it still answers.
+    let (status, _) = pg.get("/api/library").await;
+    assert_eq!(status, 200);
+}

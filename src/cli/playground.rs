@@ -23,6 +23,11 @@ pub struct PlaygroundArgs {
     /// is pasted into it and has no authentication: only for a trusted network.
     #[arg(long)]
     pub allow_remote: bool,
+    /// How long one evaluation may run (like 10s, 500ms); a longer one is
+    /// stopped and answered 503. An evaluation whose client went away is
+    /// stopped at once.
+    #[arg(long, default_value = "10s", value_parser = super::serve::duration)]
+    pub evaluation_timeout: std::time::Duration,
 }
 
 /// `--listen`: `IP:PORT`, or `localhost:PORT` (127.0.0.1, without asking the
@@ -102,6 +107,7 @@ pub fn run_blocking(args: PlaygroundArgs) -> anyhow::Result<()> {
         let app = router(Playground {
             library: Arc::new(library),
             allowed_hosts,
+            evaluation_timeout: args.evaluation_timeout,
         });
         println!("playground: http://{address}/");
         axum::serve(listener, app)

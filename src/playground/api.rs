@@ -17,6 +17,7 @@ use crate::cli::policytest::spec::{
 };
 use crate::cluster::Snapshot;
 use crate::documents::split_documents;
+use crate::policy::cancel::{self, CancelReason, CancelToken};
 use crate::policy::{Decision, EvalOptions, Mode, PolicySet, Stage};
 use axum::Json;
 use axum::body::Bytes;
@@ -30,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The webhook names of `deploy/` (kube-apiserver names them in a denial).
 const VALIDATING_WEBHOOK: &str = "validate.safety-gate.dev";
@@ -171,13 +173,55 @@ pub async fn examples() -> Result<Json<Value>, ApiError> {
 
 /// `POST /api/evaluate`: `{policies, request, clusterState?, expect?}` →
 /// `{loadErrors, requestErrors, notes, decision?, expectation?}`.
-pub async fn evaluate(JsonObjectBody(bytes): JsonObjectBody) -> Result<Json<Value>, ApiError> {
+pub async fn evaluate(
+    State(state): State<Playground>,
+    JsonObjectBody(bytes): JsonObjectBody,
+) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
-    // CEL evaluation is CPU work: off the async workers, as `serve` does.
-    tokio::task::spawn_blocking(move || evaluate_body(&input))
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    cancellable(state.evaluation_timeout, move || evaluate_body(&input)).await
+}
+
+/// Cancels the evaluation when the handler's future is dropped before it
+/// finished: hyper drops it when the client closes the connection (the page
+/// aborts a stale evaluation, a `curl -m` gives up). After the answer the
+/// token is spent and cancelling changes nothing.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel(CancelReason::ClientGone);
+    }
+}
+
+/// Runs `work` (CPU work: off the async workers, as `serve` does) under a
+/// [`CancelToken`] that trips after `timeout` or when the client goes away;
+/// the engine's check points then stop the evaluation. A stopped evaluation
+/// is not a decision (failurePolicy would have answered for the stop), so it
+/// is answered `503 {"error"}` naming the timeout.
+async fn cancellable(
+    timeout: Duration,
+    work: impl FnOnce() -> Value + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let token = CancelToken::new(Some(Instant::now() + timeout));
+    let _cancel_on_drop = CancelOnDrop(token.clone());
+    let current = token.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let _entered = current.enter();
+        work()
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if token.stopped_evaluation() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the evaluation took longer than the playground's limit of {} ms per evaluation (--evaluation-timeout) and was stopped: {}",
+                timeout.as_millis(),
+                cancel::message(token.reason().unwrap_or(CancelReason::Deadline))
+            ),
+        ));
+    }
+    Ok(Json(answer))
 }
 
 /// The answer of `POST /api/evaluate` for `input`.
@@ -515,12 +559,12 @@ fn decision_json(decision: &Decision, stage: Stage, object: Option<&Value>) -> V
 /// written inline and one case whose `expect` is today's decision; `safety-gate
 /// test FILE` runs it unchanged. A case that cannot be decided is `200` with
 /// `loadErrors`/`requestErrors`, as `/api/evaluate` answers.
-pub async fn export_test(JsonObjectBody(bytes): JsonObjectBody) -> Result<Json<Value>, ApiError> {
+pub async fn export_test(
+    State(state): State<Playground>,
+    JsonObjectBody(bytes): JsonObjectBody,
+) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
-    tokio::task::spawn_blocking(move || export_body(&input))
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    cancellable(state.evaluation_timeout, move || export_body(&input)).await
 }
 
 fn export_body(input: &EvaluateBody) -> Value {

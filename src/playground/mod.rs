@@ -26,7 +26,16 @@ pub struct Playground {
     /// The `Host` values accepted ([`guard::loopback_hosts`]); `None` accepts
     /// any (`--allow-remote`).
     pub allowed_hosts: Option<Arc<Vec<String>>>,
+    /// How long one evaluation (or export) may run before it is stopped and
+    /// answered `503 {"error"}` (`--evaluation-timeout`, default
+    /// [`DEFAULT_EVALUATION_TIMEOUT`]).
+    pub evaluation_timeout: std::time::Duration,
 }
+
+/// The default `--evaluation-timeout`: 10 s, far above what the shipped
+/// policies take (about 12 ms per evaluation, README) and short enough that a
+/// runaway policy typed into the page does not hold a core for long.
+pub const DEFAULT_EVALUATION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The page and its JSON API (see the README's "Playground" section):
 /// `GET /`, `GET /assets/*`, `GET /api/library`, `GET /api/examples`,
