@@ -831,3 +831,62 @@ async fn a_client_that_goes_away_stops_its_evaluation() {
     let (status, _) = pg.get("/api/library").await;
     assert_eq!(status, 200);
 }
+
+/// A suite whose policy file is not in the import (map-test.yaml names
+/// `policies.yaml`, which is no library policy): each case's `unresolved`
+/// says so, and evaluating it with its `expect` says it cannot be decided,
+/// never FAIL. Problems give the column once (in `column`), and the review is
+/// Kubernetes' AdmissionRequest: `resource` is `{group, version, resource}`.
+#[tokio::test]
+async fn unresolved_cases_cannot_be_decided_and_answers_use_kubernetes_shapes() {
+    let pg = Playground::start(&[]);
+    let text = std::fs::read_to_string("tests/policies/map/map-test.yaml").unwrap();
+    let imported = pg.post("/api/test/import", &json!({"text": text})).await;
+    let suite = &imported["suites"][0];
+    assert_eq!(suite["unresolved"], json!(["policies: policies.yaml"]));
+    for case in suite["cases"].as_array().unwrap() {
+        assert_eq!(case["unresolved"], suite["unresolved"], "{case:#}");
+        let answer = pg
+            .post(
+                "/api/evaluate",
+                &json!({
+                    "policies": suite["policies"],
+                    "request": case["request"],
+                    "expect": case["expect"],
+                    "unresolved": case["unresolved"],
+                }),
+            )
+            .await;
+        let expectation = &answer["expectation"];
+        assert_eq!(expectation["passed"], Value::Null, "{answer:#}");
+        assert_eq!(expectation["decided"], false);
+        let problem = expectation["problems"][0].as_str().unwrap();
+        assert!(
+            problem.starts_with("cannot be decided: policies: policies.yaml is not loaded"),
+            "{problem}"
+        );
+    }
+
+    let request = json!({"object": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"});
+    let text = "apiVersion: v1\nkind: GatePolicy\nmetadata:\n  name: p\n   bad: [\n";
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [{"name": "y.yaml", "text": text}], "request": request}),
+        )
+        .await;
+    let e = &answer["loadErrors"][0];
+    assert_eq!(e["column"], 7, "{answer:#}");
+    assert!(!e["message"].as_str().unwrap().contains("column"), "{e}");
+
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [], "request": request}),
+        )
+        .await;
+    assert_eq!(
+        answer["review"]["request"]["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
+    );
+}

@@ -122,6 +122,12 @@ pub struct EvaluateBody {
     /// The case's name (export only).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the imported suite names for this case but the body does not hold
+    /// (entries of `/api/test/import`'s `unresolved`, like `policies:
+    /// policies.yaml`); when any is given, `expect` is not checked and the
+    /// expectation says the case cannot be decided.
+    #[serde(default)]
+    pub unresolved: Vec<String>,
 }
 
 /// A problem tied to a pane of the page and a line in it.
@@ -250,9 +256,19 @@ pub fn evaluate_body(input: &EvaluateBody) -> Value {
         "notes": notes,
         "decision": decision_json(&decision, stage, prepared.object.as_ref()),
         // The AdmissionReview kube-apiserver would send for this case.
-        "review": {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request},
+        "review": {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review_request(&request)},
     });
-    if let Some(expect) = &input.expect {
+    if input.expect.is_some() && !input.unresolved.is_empty() {
+        // The decision lacks what the suite names (a missing policy decides
+        // nothing, so "allowed" would be a FAIL that says nothing about the
+        // test): not checked.
+        let problems: Vec<String> = input
+            .unresolved
+            .iter()
+            .map(|u| format!("cannot be decided: {u} is not loaded (the suite names it by path; add it to the page)"))
+            .collect();
+        answer["expectation"] = json!({"passed": null, "decided": false, "problems": problems});
+    } else if let Some(expect) = &input.expect {
         answer["expectation"] = match serde_json::from_value::<Expect>(expect.clone()) {
             Ok(expect) => match expect.check(&decision, prepared.object.as_ref()) {
                 Ok(()) => json!({"passed": true, "problems": []}),
@@ -262,6 +278,20 @@ pub fn evaluate_body(input: &EvaluateBody) -> Value {
         };
     }
     answer
+}
+
+/// `request` as kube-apiserver's AdmissionRequest JSON: `resource` and
+/// `requestResource` are `{group, version, resource}` (kube's
+/// `GroupVersionResource` also serialises its own `api_version`, which is no
+/// field of the Kubernetes type).
+fn review_request(request: &crate::policy::Request) -> Value {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    for field in ["resource", "requestResource"] {
+        if let Some(Value::Object(gvr)) = value.get_mut(field) {
+            gvr.remove("api_version");
+        }
+    }
+    value
 }
 
 /// Loads the policies and cluster state and builds the case, or says every
@@ -283,7 +313,7 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
                 column: column_of(&e.message),
                 policy: e.policy,
                 field: e.field,
-                message: e.message,
+                message: without_column(&e.message),
             }));
             None
         }
@@ -305,7 +335,7 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
                 column: column_of(&l.message),
                 policy: None,
                 field: None,
-                message: l.message,
+                message: without_column(&l.message),
             }));
             None
         }
@@ -349,6 +379,18 @@ fn column_of(message: &str) -> Option<usize> {
     rest.split(')').next()?.trim().parse().ok()
 }
 
+/// The message without the ` (column N)` that [`column_of`] reads: the
+/// problem's `column` says it, and the page prints `file:line:column: message`.
+fn without_column(message: &str) -> String {
+    match message.rsplit_once(" (column ") {
+        Some((head, rest)) if column_of(message).is_some() => {
+            let tail = rest.split_once(')').map_or("", |(_, t)| t);
+            format!("{head}{tail}")
+        }
+        _ => message.to_string(),
+    }
+}
+
 fn request_problem(message: String) -> Problem {
     Problem {
         pane: "request",
@@ -376,7 +418,7 @@ fn parse_object(
         column: column_of(&message),
         policy: None,
         field: None,
-        message,
+        message: without_column(&message),
     };
     match docs.as_slice() {
         [one] => match one.decode_data::<Value>() {
@@ -815,8 +857,10 @@ fn import_suite(
             Source::Path(path) => unresolved.push(format!("{field}: {path}")),
         }
     }
+    let suite_unresolved = unresolved.clone();
     let mut cases = Vec::new();
     for (index, case) in suite.spec.cases.iter().enumerate() {
+        let mut case_unresolved = suite_unresolved.clone();
         let expect = raw
             .pointer(&format!("/spec/cases/{index}/expect"))
             .cloned()
@@ -825,7 +869,9 @@ fn import_suite(
             None => None,
             Some(ObjectSource::Inline(v)) => Some(yaml_text(v)),
             Some(ObjectSource::File { file }) => {
-                unresolved.push(format!("cases[{}].{field}: {file}", case.name));
+                let entry = format!("cases[{}].{field}: {file}", case.name);
+                unresolved.push(entry.clone());
+                case_unresolved.push(entry);
                 None
             }
         };
@@ -851,6 +897,7 @@ fn import_suite(
             "name": case.name,
             "request": request,
             "expect": expect,
+            "unresolved": case_unresolved,
         }));
     }
     Ok(json!({
