@@ -124,3 +124,21 @@ impl<S: Send + Sync> FromRequest<S> for JsonObjectBody {
         Ok(JsonObjectBody(bytes))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::loopback_hosts;
+
+    #[test]
+    fn the_accepted_hosts_are_the_listening_address_and_localhost() {
+        assert_eq!(
+            loopback_hosts("127.0.0.1:8088".parse().unwrap_or_else(|e| panic!("{e}"))),
+            vec!["127.0.0.1:8088", "localhost:8088"]
+        );
+        // IPv6 in brackets, as browsers write it; port 80 also without a port.
+        assert_eq!(
+            loopback_hosts("[::1]:80".parse().unwrap_or_else(|e| panic!("{e}"))),
+            vec!["[::1]:80", "localhost:80", "[::1]", "localhost"]
+        );
+    }
+}
