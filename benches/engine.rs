@@ -25,7 +25,11 @@ use safety_gate::cluster::Snapshot;
 use safety_gate::policy::{Mode, PolicySet, Stage};
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::quick_time;
+
+#[path = "support/timing.rs"]
+mod support;
 
 /// The request bodies, as kube-apiserver sends them (compact JSON).
 struct Fixture {
@@ -171,28 +175,6 @@ fn benches(c: &mut Criterion, s: &Setup) {
         }
         group.finish();
     }
-}
-
-/// Median time per call over batches of about 20 ms, after a warm-up.
-fn quick_time(mut f: impl FnMut()) -> Duration {
-    let warm = Instant::now();
-    let mut calls = 0u32;
-    while warm.elapsed() < Duration::from_millis(300) {
-        f();
-        calls += 1;
-    }
-    let per_batch = (calls / 15).max(1);
-    let mut batches: Vec<Duration> = (0..15)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            start.elapsed() / per_batch
-        })
-        .collect();
-    batches.sort();
-    batches[batches.len() / 2]
 }
 
 fn ratio_summary(s: &Setup) {

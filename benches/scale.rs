@@ -26,7 +26,10 @@ use safety_gate::cluster::Snapshot;
 use safety_gate::policy::{Mode, PolicySet, Stage};
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use support::quick_time;
+
+#[path = "support/timing.rs"]
+mod support;
 
 /// Policies that match a Deployment UPDATE: five different reads.
 const MATCHING: &[&str] = &[
@@ -137,28 +140,6 @@ fn load(total: usize) -> PolicySet {
     let set = PolicySet::load_texts(&policy_texts(total)).expect("generated policies load");
     assert_eq!(set.len(), total);
     set
-}
-
-/// Median per-call time of 15 batches of about 20 ms each.
-fn quick_time(mut f: impl FnMut()) -> Duration {
-    let warm = Instant::now();
-    let mut calls = 0u32;
-    while warm.elapsed() < Duration::from_millis(300) {
-        f();
-        calls += 1;
-    }
-    let per_batch = (calls / 15).max(1);
-    let mut batches: Vec<Duration> = (0..15)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            start.elapsed() / per_batch
-        })
-        .collect();
-    batches.sort();
-    batches[batches.len() / 2]
 }
 
 fn main() {
