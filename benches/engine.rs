@@ -20,15 +20,14 @@
 use criterion::{BenchmarkId, Criterion};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
-use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet, Stage};
+use safety_gate::policy::PolicySet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use support::quick_time;
+use support::{quick_time, review};
 
-#[path = "support/timing.rs"]
+#[path = "support/mod.rs"]
 mod support;
 
 /// The request bodies, as kube-apiserver sends them (compact JSON).
@@ -74,21 +73,6 @@ fn load_shipped() -> Result<PolicySet, String> {
 fn typed_parse(body: &[u8]) -> AdmissionReview<DynamicObject> {
     serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
         .expect("fixture parses as AdmissionReview<DynamicObject>")
-}
-
-fn review(
-    policies: &PolicySet,
-    cluster: &Snapshot,
-    body: &[u8],
-) -> Result<admission::ReviewOutcome, admission::ReviewError> {
-    admission::review(
-        policies,
-        cluster,
-        Mode::Enforce,
-        Stage::Validate,
-        body,
-        None,
-    )
 }
 
 /// One review per fixture before measuring: shows what is measured and keeps

@@ -23,12 +23,12 @@
 
 use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet, Stage};
+use safety_gate::policy::PolicySet;
 use std::hint::black_box;
 use std::path::PathBuf;
 use support::quick_time;
 
-#[path = "support/timing.rs"]
+#[path = "support/mod.rs"]
 mod support;
 
 /// Policies that match a Deployment UPDATE: five different reads.
@@ -125,15 +125,7 @@ fn body() -> Vec<u8> {
 }
 
 fn review(policies: &PolicySet, cluster: &Snapshot, body: &[u8]) -> admission::ReviewOutcome {
-    admission::review(
-        policies,
-        cluster,
-        Mode::Enforce,
-        Stage::Validate,
-        body,
-        None,
-    )
-    .expect("the fixture reviews")
+    support::review(policies, cluster, body).expect("the fixture reviews")
 }
 
 fn load(total: usize) -> PolicySet {
