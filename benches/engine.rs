@@ -20,12 +20,15 @@
 use criterion::{BenchmarkId, Criterion};
 use kube::core::DynamicObject;
 use kube::core::admission::AdmissionReview;
-use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet, Stage};
+use safety_gate::policy::PolicySet;
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{quick_time, review};
+
+#[path = "support/mod.rs"]
+mod support;
 
 /// The request bodies, as kube-apiserver sends them (compact JSON).
 struct Fixture {
@@ -70,21 +73,6 @@ fn load_shipped() -> Result<PolicySet, String> {
 fn typed_parse(body: &[u8]) -> AdmissionReview<DynamicObject> {
     serde_json::from_slice::<AdmissionReview<DynamicObject>>(body)
         .expect("fixture parses as AdmissionReview<DynamicObject>")
-}
-
-fn review(
-    policies: &PolicySet,
-    cluster: &Snapshot,
-    body: &[u8],
-) -> Result<admission::ReviewOutcome, admission::ReviewError> {
-    admission::review(
-        policies,
-        cluster,
-        Mode::Enforce,
-        Stage::Validate,
-        body,
-        None,
-    )
 }
 
 /// One review per fixture before measuring: shows what is measured and keeps
@@ -171,28 +159,6 @@ fn benches(c: &mut Criterion, s: &Setup) {
         }
         group.finish();
     }
-}
-
-/// Median time per call over batches of about 20 ms, after a warm-up.
-fn quick_time(mut f: impl FnMut()) -> Duration {
-    let warm = Instant::now();
-    let mut calls = 0u32;
-    while warm.elapsed() < Duration::from_millis(300) {
-        f();
-        calls += 1;
-    }
-    let per_batch = (calls / 15).max(1);
-    let mut batches: Vec<Duration> = (0..15)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            start.elapsed() / per_batch
-        })
-        .collect();
-    batches.sort();
-    batches[batches.len() / 2]
 }
 
 fn ratio_summary(s: &Setup) {

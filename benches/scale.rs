@@ -23,10 +23,13 @@
 
 use safety_gate::admission;
 use safety_gate::cluster::Snapshot;
-use safety_gate::policy::{Mode, PolicySet, Stage};
+use safety_gate::policy::PolicySet;
 use std::hint::black_box;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use support::quick_time;
+
+#[path = "support/mod.rs"]
+mod support;
 
 /// Policies that match a Deployment UPDATE: five different reads.
 const MATCHING: &[&str] = &[
@@ -122,43 +125,13 @@ fn body() -> Vec<u8> {
 }
 
 fn review(policies: &PolicySet, cluster: &Snapshot, body: &[u8]) -> admission::ReviewOutcome {
-    admission::review(
-        policies,
-        cluster,
-        Mode::Enforce,
-        Stage::Validate,
-        body,
-        None,
-    )
-    .expect("the fixture reviews")
+    support::review(policies, cluster, body).expect("the fixture reviews")
 }
 
 fn load(total: usize) -> PolicySet {
     let set = PolicySet::load_texts(&policy_texts(total)).expect("generated policies load");
     assert_eq!(set.len(), total);
     set
-}
-
-/// Median per-call time of 15 batches of about 20 ms each.
-fn quick_time(mut f: impl FnMut()) -> Duration {
-    let warm = Instant::now();
-    let mut calls = 0u32;
-    while warm.elapsed() < Duration::from_millis(300) {
-        f();
-        calls += 1;
-    }
-    let per_batch = (calls / 15).max(1);
-    let mut batches: Vec<Duration> = (0..15)
-        .map(|_| {
-            let start = Instant::now();
-            for _ in 0..per_batch {
-                f();
-            }
-            start.elapsed() / per_batch
-        })
-        .collect();
-    batches.sort();
-    batches[batches.len() / 2]
 }
 
 fn main() {

@@ -32,8 +32,12 @@ impl Drop for Playground {
 
 impl Playground {
     fn start(args: &[&str]) -> Playground {
+        Playground::start_on("127.0.0.1:0", args)
+    }
+
+    fn start_on(listen: &str, args: &[&str]) -> Playground {
         let mut child = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
-            .args(["playground", "--listen", "127.0.0.1:0"])
+            .args(["playground", "--listen", listen])
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -282,7 +286,9 @@ async fn load_and_request_errors_name_their_pane_and_line() {
         (Some("y.yaml"), Some(5)),
         "{answer:#}"
     );
-    assert!(e["column"].as_u64().is_some(), "{answer:#}");
+    // The column is given once, in `column`, not repeated in the message.
+    assert_eq!(e["column"], 7, "{answer:#}");
+    assert!(!e["message"].as_str().unwrap().contains("column"), "{e}");
     // An object that is not YAML: the object pane and its line.
     let answer = pg
         .post(
@@ -414,5 +420,463 @@ fn a_non_loopback_address_needs_allow_remote() {
     assert!(
         stderr.contains("not a loopback address") && stderr.contains("--allow-remote"),
         "{stderr}"
+    );
+}
+
+/// Saves `body` as a PolicyTest (`/api/test/export`) and runs it with the real
+/// `safety-gate test` from an empty directory: `(passed, stdout + stderr)`.
+async fn export_and_run(pg: &Playground, body: &Value) -> (bool, String) {
+    let saved = pg.post("/api/test/export", body).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join(
+        saved["fileName"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no file: {saved:#}")),
+    );
+    std::fs::write(&file, saved["text"].as_str().unwrap()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_safety-gate"))
+        .arg("test")
+        .arg(&file)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        out.status.success() && text.contains("1 passed, 0 failed"),
+        text,
+    )
+}
+
+/// A binding that selects namespaces by label: the namespace of the request
+/// must be looked up.
+const NAMESPACE_SELECTOR_VAP: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata:
+  name: replicas-limit
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: ["apps"]
+      apiVersions: ["v1"]
+      operations: ["CREATE", "UPDATE"]
+      resources: ["deployments"]
+  validations:
+  - expression: "object.spec.replicas <= 5"
+    message: "replicas must be at most 5"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata:
+  name: replicas-limit-binding
+spec:
+  policyName: replicas-limit
+  validationActions: [Deny]
+  matchResources:
+    namespaceSelector:
+      matchLabels: {env: prod}
+"#;
+
+/// A policy with a `paramKind`: its binding's param must be looked up.
+const PARAM_KIND_VAP: &str = r#"apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicy
+metadata: {name: max-replicas}
+spec:
+  paramKind: {apiVersion: v1, kind: ConfigMap}
+  matchConstraints:
+    resourceRules:
+    - {apiGroups: ["apps"], apiVersions: ["v1"], operations: ["CREATE"], resources: ["deployments"]}
+  validations:
+  - expression: "object.spec.replicas <= int(params.data.max)"
+    messageExpression: "'replicas must be <= ' + params.data.max"
+---
+apiVersion: admissionregistration.k8s.io/v1
+kind: ValidatingAdmissionPolicyBinding
+metadata: {name: max-replicas-b}
+spec:
+  policyName: max-replicas
+  validationActions: [Deny]
+  paramRef: {name: limits, namespace: config, parameterNotFoundAction: Deny}
+"#;
+
+const SHOP_DEPLOYMENT: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: shop
+spec:
+  replicas: 10
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+";
+
+/// A blank cluster-state pane is the empty cluster state of a PolicyTest case
+/// without `clusterState`: a lookup finds nothing, a namespace is unknown, a
+/// param is not found. So the saved case passes `safety-gate test`, for a
+/// lookup (incident 4), a namespaceSelector and a paramKind.
+#[tokio::test]
+async fn a_blank_cluster_state_decides_as_safety_gate_test_does() {
+    let pg = Playground::start(&[]);
+    let examples = pg.examples().await;
+    let incident4 = examples
+        .iter()
+        .find(|e| e["incident"] == 4)
+        .expect("incident 4");
+    let mut lookups = evaluate_body(incident4);
+    lookups["clusterState"] = json!("");
+    let deployment = json!({"operation": "CREATE", "object": SHOP_DEPLOYMENT});
+    let cases = [
+        ("lookups", lookups),
+        (
+            "namespaceSelector",
+            json!({"policies": [{"name": "ns.yaml", "text": NAMESPACE_SELECTOR_VAP}],
+                   "request": deployment, "clusterState": ""}),
+        ),
+        (
+            "paramKind",
+            json!({"policies": [{"name": "params.yaml", "text": PARAM_KIND_VAP}],
+                   "request": deployment}),
+        ),
+    ];
+    for (what, mut body) in cases {
+        let answer = pg.post("/api/evaluate", &body).await;
+        let decision = &answer["decision"];
+        assert!(decision.is_object(), "{what}: {answer:#}");
+        assert!(
+            !decision
+                .to_string()
+                .contains("no cluster state is configured")
+                && !decision.to_string().contains("not yet synced"),
+            "{what}: decided as serve without cluster state: {decision:#}"
+        );
+        body["name"] = json!(format!("blank state {what}"));
+        let (passed, output) = export_and_run(&pg, &body).await;
+        assert!(passed, "{what}: the saved test fails:\n{output}");
+    }
+}
+
+/// What a request with `method`, `Host`, `Content-Type` and body gets:
+/// `(status, Allow header, JSON answer)`; the answer must be JSON.
+async fn raw(
+    pg: &Playground,
+    method: reqwest::Method,
+    path: &str,
+    host: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Option<String>, Value) {
+    let mut request = pg
+        .client
+        .request(method.clone(), format!("{}{path}", pg.url))
+        .body(body);
+    if let Some(host) = host {
+        request = request.header("host", host);
+    }
+    if let Some(content_type) = content_type {
+        request = request.header("content-type", content_type);
+    }
+    let r = request.send().await.expect("send");
+    let status = r.status().as_u16();
+    let allow = r
+        .headers()
+        .get("allow")
+        .map(|a| a.to_str().unwrap().to_string());
+    let kind = r
+        .headers()
+        .get("content-type")
+        .map(|c| c.to_str().unwrap().to_string());
+    assert_eq!(
+        kind.as_deref(),
+        Some("application/json"),
+        "{method} {path}: status {status}"
+    );
+    (status, allow, r.json().await.expect("JSON answer"))
+}
+
+/// An UPDATE with a 1.1 MB object and oldObject (each under etcd's 1.5 MiB) is
+/// evaluated; a body over the documented 32 MiB limit is a JSON 413 naming it.
+#[tokio::test]
+async fn large_bodies_are_evaluated_up_to_a_documented_limit() {
+    let pg = Playground::start(&[]);
+    let big = "x".repeat(1_100_000);
+    let object = |replicas: u32| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+               "metadata": {"name": "web", "namespace": "shop", "annotations": {"big": big}},
+               "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}})
+        .to_string()
+    };
+    let body = json!({
+        "policies": [{"name": "ns.yaml", "text": NAMESPACE_SELECTOR_VAP}],
+        "request": {"operation": "UPDATE", "object": object(3), "oldObject": object(2)},
+    });
+    assert!(body.to_string().len() > 2_200_000);
+    let answer = pg.post("/api/evaluate", &body).await;
+    assert!(answer["decision"].is_object(), "{answer:#}");
+
+    let over = format!(
+        "{{\"policies\": [], \"request\": {{\"object\": \"{}\"}}}}",
+        "y".repeat(32 * 1024 * 1024)
+    );
+    let (status, _, answer) = raw(
+        &pg,
+        reqwest::Method::POST,
+        "/api/evaluate",
+        None,
+        Some("application/json"),
+        over.into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    let error = answer["error"].as_str().unwrap();
+    assert!(error.contains("limit of 33554432 bytes"), "{error}");
+}
+
+/// Every refusal is JSON: a method a path does not take (405 with Allow), a
+/// body that is not a JSON object (400), another media type (415), a Host that
+/// is not the playground's own (403, against DNS rebinding; any with
+/// --allow-remote). `--listen localhost:PORT` listens on 127.0.0.1.
+#[tokio::test]
+async fn refusals_are_json_and_other_hosts_are_refused() {
+    use reqwest::Method;
+    let pg = Playground::start(&[]);
+    for (method, path, allow) in [
+        (Method::GET, "/api/evaluate", "POST"),
+        (Method::OPTIONS, "/api/evaluate", "POST"),
+        (Method::PUT, "/api/library", "GET, HEAD"),
+        (Method::DELETE, "/", "GET, HEAD"),
+    ] {
+        let (status, allowed, answer) = raw(&pg, method.clone(), path, None, None, vec![]).await;
+        assert_eq!(status, 405, "{method} {path}");
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(allow),
+            "{answer}"
+        );
+    }
+    let json = Some("application/json");
+    for body in [
+        "[]",
+        "[[], {\"object\": \"\"}, null, null, null]",
+        "null",
+        "\"x\"",
+    ] {
+        let (status, _, answer) =
+            raw(&pg, Method::POST, "/api/evaluate", None, json, body.into()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("must be a JSON object") && !error.contains("EvaluateBody"),
+            "{error}"
+        );
+    }
+    let body = json!({"policies": [], "request": {}}).to_string();
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let (status, _, answer) = raw(
+            &pg,
+            Method::POST,
+            "/api/evaluate",
+            None,
+            content_type,
+            body.clone().into(),
+        )
+        .await;
+        assert_eq!(status, 415, "{content_type:?}: {answer}");
+    }
+    let (status, _, _) = raw(
+        &pg,
+        Method::POST,
+        "/api/evaluate",
+        None,
+        Some("application/json; charset=utf-8"),
+        body.clone().into(),
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let port = pg.url.rsplit(':').next().unwrap().to_string();
+    for host in [
+        "evil.example.com",
+        "evil.example.com:80",
+        &format!("evil.example.com:{port}"),
+        "127.0.0.2",
+    ] {
+        let (status, _, answer) =
+            raw(&pg, Method::GET, "/api/library", Some(host), None, vec![]).await;
+        assert_eq!(status, 403, "{host}: {answer}");
+        assert!(answer["error"].as_str().unwrap().contains("--allow-remote"));
+    }
+    for host in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+        let (status, _, _) = raw(&pg, Method::GET, "/api/library", Some(&host), None, vec![]).await;
+        assert_eq!(status, 200, "{host}");
+    }
+
+    let remote = Playground::start(&["--allow-remote"]);
+    let (status, _, _) = raw(
+        &remote,
+        Method::GET,
+        "/api/library",
+        Some("playground.example.com"),
+        None,
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 200);
+
+    let local = Playground::start_on("localhost:0", &[]);
+    assert!(local.url.starts_with("http://127.0.0.1:"), "{}", local.url);
+    let (status, _) = local.get("/api/library").await;
+    assert_eq!(status, 200);
+}
+
+/// Four validations that each split a 20,000-character value 200 times
+/// (within Kubernetes' cost limits): seconds of CPU in a debug build; every
+/// step of `all` is one of the engine's cancellation check points.
+const SLOW_POLICY: &str = r#"apiVersion: safety-gate.dev/v1alpha1
+kind: GatePolicy
+metadata:
+  name: slow
+spec:
+  failurePolicy: Fail
+  matchConstraints:
+    resourceRules:
+    - apiGroups: [""]
+      apiVersions: ["v1"]
+      operations: ["CREATE"]
+      resources: ["configmaps"]
+  validations:
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -0)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -1)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -2)"
+  - expression: "lists.range(200).all(i, object.data.s.split('').size() >= -3)"
+"#;
+
+fn slow_body() -> Value {
+    let object = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "big", "namespace": "default"},
+        "data": {"s": "b".repeat(20_000)}});
+    json!({"policies": [{"name": "slow.yaml", "text": SLOW_POLICY}],
+           "request": {"operation": "CREATE", "object": object.to_string()}})
+}
+
+/// utime + stime of process `pid`, in seconds (USER_HZ is 100 on Linux).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc/PID/stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split(' ').collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// An evaluation past `--evaluation-timeout` is stopped and answered 503 with
+/// a JSON error that names the limit, instead of a failurePolicy decision.
+#[tokio::test]
+async fn an_evaluation_past_its_deadline_is_stopped_and_says_so() {
+    let pg = Playground::start(&["--evaluation-timeout", "1s"]);
+    let started = std::time::Instant::now();
+    for path in ["/api/evaluate", "/api/test/export"] {
+        let (status, answer) = pg.post_raw(path, slow_body().to_string()).await;
+        assert_eq!(status, 503, "{path}: {answer:#}");
+        let error = answer["error"].as_str().unwrap();
+        assert!(
+            error.contains("limit of 1000 ms per evaluation") && error.contains("deadline"),
+            "{error}"
+        );
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// A client that gives up stops the work done for it: the playground's CPU
+/// time stays flat once the client is gone (it would otherwise keep a core
+/// busy for seconds).
+#[tokio::test]
+async fn a_client_that_goes_away_stops_its_evaluation() {
+    let pg = Playground::start(&[]);
+    let pid = pg.child.id();
+    let gave_up = pg
+        .client
+        .post(format!("{}/api/evaluate", pg.url))
+        .header("content-type", "application/json")
+        .body(slow_body().to_string())
+        .timeout(std::time::Duration::from_millis(300))
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err_and(|e| e.is_timeout()),
+        "the evaluation must outlast 300 ms"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let before = cpu_seconds(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let spent = cpu_seconds(pid) - before;
+    assert!(spent < 0.25, "{spent} CPU-s spent after the client left");
+    // And it still answers.
+    let (status, _) = pg.get("/api/library").await;
+    assert_eq!(status, 200);
+}
+
+/// A suite whose policy file is not in the import (map-test.yaml names
+/// `policies.yaml`, which is no library policy): each case's `unresolved`
+/// says so, and evaluating it with its `expect` says it cannot be decided,
+/// never FAIL. The review is Kubernetes' AdmissionRequest: `resource` is `{group, version, resource}`.
+#[tokio::test]
+async fn unresolved_cases_cannot_be_decided_and_answers_use_kubernetes_shapes() {
+    let pg = Playground::start(&[]);
+    let text = std::fs::read_to_string("tests/policies/map/map-test.yaml").unwrap();
+    let imported = pg.post("/api/test/import", &json!({"text": text})).await;
+    let suite = &imported["suites"][0];
+    assert_eq!(suite["unresolved"], json!(["policies: policies.yaml"]));
+    for case in suite["cases"].as_array().unwrap() {
+        assert_eq!(case["unresolved"], suite["unresolved"], "{case:#}");
+        let answer = pg
+            .post(
+                "/api/evaluate",
+                &json!({
+                    "policies": suite["policies"],
+                    "request": case["request"],
+                    "expect": case["expect"],
+                    "unresolved": case["unresolved"],
+                }),
+            )
+            .await;
+        let expectation = &answer["expectation"];
+        assert_eq!(expectation["passed"], Value::Null, "{answer:#}");
+        assert_eq!(expectation["decided"], false);
+        let problem = expectation["problems"][0].as_str().unwrap();
+        assert!(
+            problem.starts_with("cannot be decided: policies: policies.yaml is not loaded"),
+            "{problem}"
+        );
+    }
+
+    let request = json!({"object": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n"});
+    let answer = pg
+        .post(
+            "/api/evaluate",
+            &json!({"policies": [], "request": request}),
+        )
+        .await;
+    assert_eq!(
+        answer["review"]["request"]["resource"],
+        json!({"group": "", "version": "v1", "resource": "configmaps"})
     );
 }

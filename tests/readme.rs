@@ -96,7 +96,7 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
     (
         "safety-gate playground",
         "tests/playground_api.rs",
-        ".args([\"playground\", \"--listen\", \"127.0.0.1:0\"])",
+        ".args([\"playground\", \"--listen\", listen])",
     ),
     (
         "safety-gate serve --tls-cert gate-tls/tls.crt --tls-key gate-tls/tls.key --kubeconfig",

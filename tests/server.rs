@@ -804,3 +804,82 @@ async fn a_mutating_admission_policy_is_served_on_mutate() {
     assert!(r.get("patch").is_none(), "{body}");
     server.stop().await;
 }
+
+/// A matched request is evaluated on the async worker only for a short slice;
+/// a slow policy is stopped there and evaluated again on the blocking pool.
+/// With a single async worker (the server and the clients share it), a second
+/// connection is answered while the slow evaluation still runs, and the slow
+/// one still gets its real answer, not a deadline or cancellation fallback.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_slow_evaluation_does_not_stall_other_connections() {
+    // About 2 s of CPU in a debug build on a 20,000-character value (see
+    // tests/server_cancel.rs); instant when `data.s` is absent.
+    let policy = format!(
+        "apiVersion: safety-gate.dev/v1alpha1\nkind: GatePolicy\nmetadata:\n  name: slow\nspec:\n  failurePolicy: Fail\n{CM_RULES}  validations:\n  - expression: \"!has(object.data.s) || lists.range(200).all(i, object.data.s.split('').size() >= 0)\"\n"
+    );
+    let server = TestServer::start(&[("slow.yaml", &policy)], |_| {}).await;
+    let slow_body = serde_json::to_vec(&configmap_create(
+        "slow",
+        "big",
+        json!({"s": "b".repeat(20_000)}),
+    ))
+    .unwrap();
+    let slow_client = server.client(Http::One);
+    let url = server.url("/validate");
+    let started = Instant::now();
+    let slow = tokio::spawn(async move {
+        let response = post_review(&slow_client, &url, slow_body)
+            .await
+            .expect("slow review");
+        (
+            response.status(),
+            response.json::<Value>().await.expect("json"),
+        )
+    });
+    // Let the slow review reach its evaluation.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    for http in [Http::One, Http::Two] {
+        let asked = Instant::now();
+        let quick = post_review(
+            &server.client(http),
+            &server.url("/validate"),
+            serde_json::to_vec(&configmap_create("quick", "small", json!({}))).unwrap(),
+        )
+        .await
+        .expect("quick review");
+        assert_eq!(quick.status(), 200);
+        let answer: Value = quick.json().await.expect("json");
+        assert_eq!(answer["response"]["allowed"], true, "{answer}");
+        assert!(
+            asked.elapsed() < Duration::from_millis(500),
+            "{http:?}: a quick review waited {:?} behind the slow one",
+            asked.elapsed()
+        );
+        assert!(
+            !slow.is_finished(),
+            "the slow review was answered ({:?}) before a quick one sent after it: \
+             the slow evaluation held the only async worker (or was too fast to prove anything)",
+            started.elapsed()
+        );
+    }
+
+    let (status, answer) = slow.await.expect("slow task");
+    assert_eq!(status, 200);
+    assert_eq!(answer["response"]["allowed"], true, "{answer}");
+    let metrics = server.metrics().await;
+    assert_eq!(
+        metric(&metrics, "safety_gate_admission_deadline_exceeded_total"),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(
+            &metrics,
+            "safety_gate_admission_evaluations_cancelled_total"
+        ),
+        0.0,
+        "{metrics}"
+    );
+    server.stop().await;
+}

@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 #[derive(Debug, clap::Args)]
 pub struct PlaygroundArgs {
-    /// Address to listen on (plain HTTP). Port 0 picks a free port; the URL
-    /// is printed on stdout.
-    #[arg(long, default_value = "127.0.0.1:8088")]
+    /// Address to listen on (plain HTTP): IP:PORT, or localhost:PORT for
+    /// 127.0.0.1:PORT. Port 0 picks a free port; the URL is printed on stdout.
+    #[arg(long, default_value = "127.0.0.1:8088", value_parser = listen_address)]
     pub listen: SocketAddr,
     /// The policy library the page offers (a directory or file; default: the
     /// shipped policies, built into the binary).
@@ -23,6 +23,26 @@ pub struct PlaygroundArgs {
     /// is pasted into it and has no authentication: only for a trusted network.
     #[arg(long)]
     pub allow_remote: bool,
+    /// How long one evaluation may run (like 10s, 500ms); a longer one is
+    /// stopped and answered 503. An evaluation whose client went away is
+    /// stopped at once.
+    #[arg(long, default_value = "10s", value_parser = super::serve::duration)]
+    pub evaluation_timeout: std::time::Duration,
+}
+
+/// `--listen`: `IP:PORT`, or `localhost:PORT` (127.0.0.1, without asking the
+/// resolver, which may map `localhost` elsewhere).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    if let Some((host, port)) = text.rsplit_once(':')
+        && host.eq_ignore_ascii_case("localhost")
+    {
+        let port: u16 = port
+            .parse()
+            .map_err(|e| format!("'{port}' is not a port: {e}"))?;
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    text.parse()
+        .map_err(|e| format!("{e}: expected IP:PORT or localhost:PORT"))
 }
 
 /// The library: every file of `path` (name relative to it), or the shipped policies.
@@ -80,8 +100,14 @@ pub fn run_blocking(args: PlaygroundArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         let address = listener.local_addr().context("no local address")?;
+        // Against DNS rebinding, a loopback playground answers only requests
+        // addressed to itself; --allow-remote accepts any name.
+        let allowed_hosts = (!args.allow_remote)
+            .then(|| Arc::new(crate::playground::guard::loopback_hosts(address)));
         let app = router(Playground {
             library: Arc::new(library),
+            allowed_hosts,
+            evaluation_timeout: args.evaluation_timeout,
         });
         println!("playground: http://{address}/");
         axum::serve(listener, app)

@@ -107,7 +107,7 @@ pub struct ServeArgs {
     pub shutdown_timeout: Duration,
 }
 
-fn duration(text: &str) -> Result<Duration, String> {
+pub(super) fn duration(text: &str) -> Result<Duration, String> {
     crate::server::body::parse_go_duration(text)
         .ok_or_else(|| format!("'{text}' is not a duration like 5s, 500ms or 1m30s"))
 }

@@ -120,6 +120,8 @@ impl Authorizer for SubjectAccessReviewer {
         if let Some(d) = self.cached(attributes) {
             return Ok(d);
         }
+        // Waiting for kube-apiserver on the server's async worker would stall it.
+        crate::policy::cancel::before_blocking()?;
         let review = review_for(attributes);
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
         let (tx, rx) = std::sync::mpsc::channel();

@@ -9,6 +9,7 @@
 //! `requestErrors` naming the pane, file and line, so the page can mark them.
 
 use super::Playground;
+use super::guard::JsonObjectBody;
 use crate::admission::encode_response;
 use crate::cli::policytest::runner::{case_request, case_stage};
 use crate::cli::policytest::spec::{
@@ -16,7 +17,8 @@ use crate::cli::policytest::spec::{
 };
 use crate::cluster::Snapshot;
 use crate::documents::split_documents;
-use crate::policy::{ClusterState, Decision, EvalOptions, Mode, NoCluster, PolicySet, Stage};
+use crate::policy::cancel::{self, CancelReason, CancelToken};
+use crate::policy::{Decision, EvalOptions, Mode, PolicySet, Stage};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -29,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 /// The webhook names of `deploy/` (kube-apiserver names them in a denial).
 const VALIDATING_WEBHOOK: &str = "validate.safety-gate.dev";
@@ -49,7 +52,8 @@ pub async fn not_found() -> ApiError {
     ApiError(StatusCode::NOT_FOUND, "no such page or API".to_string())
 }
 
-/// Decodes a JSON body; anything else is `400` naming what is wrong.
+/// Decodes a JSON body (already checked to be an object by
+/// [`JsonObjectBody`]); anything else is `400` naming what is wrong.
 fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| {
         ApiError(
@@ -107,7 +111,8 @@ pub struct EvaluateBody {
     pub policies: Vec<PolicyText>,
     pub request: PlaygroundRequest,
     /// YAML/JSON documents of cluster state (Namespaces, looked-up objects,
-    /// params); blank or absent: no cluster state, as `review` without `--live`.
+    /// params); blank or absent: the empty cluster state `safety-gate test`
+    /// uses for a case without `clusterState`.
     #[serde(default)]
     pub cluster_state: Option<String>,
     /// A PolicyTest `expect` to check the decision against (stepping through
@@ -117,6 +122,12 @@ pub struct EvaluateBody {
     /// The case's name (export only).
     #[serde(default)]
     pub name: Option<String>,
+    /// What the imported suite names for this case but the body does not hold
+    /// (entries of `/api/test/import`'s `unresolved`, like `policies:
+    /// policies.yaml`); when any is given, `expect` is not checked and the
+    /// expectation says the case cannot be decided.
+    #[serde(default)]
+    pub unresolved: Vec<String>,
 }
 
 /// A problem tied to a pane of the page and a line in it.
@@ -143,7 +154,10 @@ pub struct Problem {
 /// stop it from being one.
 struct Prepared {
     policies: PolicySet,
-    cluster: Option<Snapshot>,
+    /// The cluster state pane's documents; a blank pane is the empty state
+    /// `safety-gate test` gives a case without `clusterState` (no namespaces,
+    /// no objects to look up, no params), so a saved test decides the same.
+    cluster: Snapshot,
     case: Case,
     object: Option<Value>,
     old_object: Option<Value>,
@@ -165,13 +179,55 @@ pub async fn examples() -> Result<Json<Value>, ApiError> {
 
 /// `POST /api/evaluate`: `{policies, request, clusterState?, expect?}` →
 /// `{loadErrors, requestErrors, notes, decision?, expectation?}`.
-pub async fn evaluate(bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn evaluate(
+    State(state): State<Playground>,
+    JsonObjectBody(bytes): JsonObjectBody,
+) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
-    // CEL evaluation is CPU work: off the async workers, as `serve` does.
-    tokio::task::spawn_blocking(move || evaluate_body(&input))
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    cancellable(state.evaluation_timeout, move || evaluate_body(&input)).await
+}
+
+/// Cancels the evaluation when the handler's future is dropped before it
+/// finished: hyper drops it when the client closes the connection (the page
+/// aborts a stale evaluation, a `curl -m` gives up). After the answer the
+/// token is spent and cancelling changes nothing.
+struct CancelOnDrop(CancelToken);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel(CancelReason::ClientGone);
+    }
+}
+
+/// Runs `work` (CPU work: off the async workers, as `serve` does) under a
+/// [`CancelToken`] that trips after `timeout` or when the client goes away;
+/// the engine's check points then stop the evaluation. A stopped evaluation
+/// is not a decision (failurePolicy would have answered for the stop), so it
+/// is answered `503 {"error"}` naming the timeout.
+async fn cancellable(
+    timeout: Duration,
+    work: impl FnOnce() -> Value + Send + 'static,
+) -> Result<Json<Value>, ApiError> {
+    let token = CancelToken::new(Some(Instant::now() + timeout));
+    let _cancel_on_drop = CancelOnDrop(token.clone());
+    let current = token.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let _entered = current.enter();
+        work()
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    if token.stopped_evaluation() {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the evaluation took longer than the playground's limit of {} ms per evaluation (--evaluation-timeout) and was stopped: {}",
+                timeout.as_millis(),
+                cancel::message(token.reason().unwrap_or(CancelReason::Deadline))
+            ),
+        ));
+    }
+    Ok(Json(answer))
 }
 
 /// The answer of `POST /api/evaluate` for `input`.
@@ -200,9 +256,19 @@ pub fn evaluate_body(input: &EvaluateBody) -> Value {
         "notes": notes,
         "decision": decision_json(&decision, stage, prepared.object.as_ref()),
         // The AdmissionReview kube-apiserver would send for this case.
-        "review": {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request},
+        "review": {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": review_request(&request)},
     });
-    if let Some(expect) = &input.expect {
+    if input.expect.is_some() && !input.unresolved.is_empty() {
+        // The decision lacks what the suite names (a missing policy decides
+        // nothing, so "allowed" would be a FAIL that says nothing about the
+        // test): not checked.
+        let problems: Vec<String> = input
+            .unresolved
+            .iter()
+            .map(|u| format!("cannot be decided: {u} is not loaded (the suite names it by path; add it to the page)"))
+            .collect();
+        answer["expectation"] = json!({"passed": null, "decided": false, "problems": problems});
+    } else if let Some(expect) = &input.expect {
         answer["expectation"] = match serde_json::from_value::<Expect>(expect.clone()) {
             Ok(expect) => match expect.check(&decision, prepared.object.as_ref()) {
                 Ok(()) => json!({"passed": true, "problems": []}),
@@ -212,6 +278,20 @@ pub fn evaluate_body(input: &EvaluateBody) -> Value {
         };
     }
     answer
+}
+
+/// `request` as kube-apiserver's AdmissionRequest JSON: `resource` and
+/// `requestResource` are `{group, version, resource}` (kube's
+/// `GroupVersionResource` also serialises its own `api_version`, which is no
+/// field of the Kubernetes type).
+fn review_request(request: &crate::policy::Request) -> Value {
+    let mut value = serde_json::to_value(request).unwrap_or(Value::Null);
+    for field in ["resource", "requestResource"] {
+        if let Some(Value::Object(gvr)) = value.get_mut(field) {
+            gvr.remove("api_version");
+        }
+    }
+    value
 }
 
 /// Loads the policies and cluster state and builds the case, or says every
@@ -233,34 +313,31 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
                 column: column_of(&e.message),
                 policy: e.policy,
                 field: e.field,
-                message: e.message,
+                message: without_column(&e.message),
             }));
             None
         }
     };
     let mut request_errors = Vec::new();
-    let cluster = match input
+    let sources: Vec<(PathBuf, String)> = input
         .cluster_state
-        .as_deref()
+        .iter()
         .filter(|t| !t.trim().is_empty())
-    {
-        None => None,
-        Some(text) => {
-            match Snapshot::load_texts(&[(PathBuf::from("clusterState"), text.to_string())]) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    request_errors.extend(e.0.into_iter().map(|l| Problem {
-                        pane: "clusterState",
-                        file: "clusterState".into(),
-                        line: l.line,
-                        column: column_of(&l.message),
-                        policy: None,
-                        field: None,
-                        message: l.message,
-                    }));
-                    None
-                }
-            }
+        .map(|t| (PathBuf::from("clusterState"), t.clone()))
+        .collect();
+    let cluster = match Snapshot::load_texts(&sources) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            request_errors.extend(e.0.into_iter().map(|l| Problem {
+                pane: "clusterState",
+                file: "clusterState".into(),
+                line: l.line,
+                column: column_of(&l.message),
+                policy: None,
+                field: None,
+                message: without_column(&l.message),
+            }));
+            None
         }
     };
     let object = parse_object(
@@ -284,8 +361,8 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
             None
         }
     };
-    match (policies, case) {
-        (Some(policies), Some(case)) if request_errors.is_empty() => Ok(Prepared {
+    match (policies, case, cluster) {
+        (Some(policies), Some(case), Some(cluster)) if request_errors.is_empty() => Ok(Prepared {
             policies,
             cluster,
             case,
@@ -300,6 +377,18 @@ fn prepare(input: &EvaluateBody) -> Result<Prepared, (Vec<Problem>, Vec<Problem>
 fn column_of(message: &str) -> Option<usize> {
     let (_, rest) = message.rsplit_once("(column ")?;
     rest.split(')').next()?.trim().parse().ok()
+}
+
+/// The message without the ` (column N)` that [`column_of`] reads: the
+/// problem's `column` says it, and the page prints `file:line:column: message`.
+fn without_column(message: &str) -> String {
+    match message.rsplit_once(" (column ") {
+        Some((head, rest)) if column_of(message).is_some() => {
+            let tail = rest.split_once(')').map_or("", |(_, t)| t);
+            format!("{head}{tail}")
+        }
+        _ => message.to_string(),
+    }
 }
 
 fn request_problem(message: String) -> Problem {
@@ -329,7 +418,7 @@ fn parse_object(
         column: column_of(&message),
         policy: None,
         field: None,
-        message,
+        message: without_column(&message),
     };
     match docs.as_slice() {
         [one] => match one.decode_data::<Value>() {
@@ -403,15 +492,11 @@ fn decide_request(
         Some(TestMode::DryRun) => Mode::DryRun,
         _ => Mode::Enforce,
     };
-    let cluster: &dyn ClusterState = match &p.cluster {
-        Some(s) => s,
-        None => &NoCluster,
-    };
     let decision = p
         .policies
         .evaluate(
             &request,
-            cluster,
+            &p.cluster,
             &EvalOptions {
                 mode,
                 stage,
@@ -516,12 +601,12 @@ fn decision_json(decision: &Decision, stage: Stage, object: Option<&Value>) -> V
 /// written inline and one case whose `expect` is today's decision; `safety-gate
 /// test FILE` runs it unchanged. A case that cannot be decided is `200` with
 /// `loadErrors`/`requestErrors`, as `/api/evaluate` answers.
-pub async fn export_test(bytes: Bytes) -> Result<Json<Value>, ApiError> {
+pub async fn export_test(
+    State(state): State<Playground>,
+    JsonObjectBody(bytes): JsonObjectBody,
+) -> Result<Json<Value>, ApiError> {
     let input: EvaluateBody = body(&bytes)?;
-    tokio::task::spawn_blocking(move || export_body(&input))
-        .await
-        .map(Json)
-        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    cancellable(state.evaluation_timeout, move || export_body(&input)).await
 }
 
 fn export_body(input: &EvaluateBody) -> Value {
@@ -700,7 +785,7 @@ fn suite_text(
 /// in `unresolved`.
 pub async fn import_test(
     State(state): State<Playground>,
-    bytes: Bytes,
+    JsonObjectBody(bytes): JsonObjectBody,
 ) -> Result<Json<Value>, ApiError> {
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -772,8 +857,10 @@ fn import_suite(
             Source::Path(path) => unresolved.push(format!("{field}: {path}")),
         }
     }
+    let suite_unresolved = unresolved.clone();
     let mut cases = Vec::new();
     for (index, case) in suite.spec.cases.iter().enumerate() {
+        let mut case_unresolved = suite_unresolved.clone();
         let expect = raw
             .pointer(&format!("/spec/cases/{index}/expect"))
             .cloned()
@@ -782,7 +869,9 @@ fn import_suite(
             None => None,
             Some(ObjectSource::Inline(v)) => Some(yaml_text(v)),
             Some(ObjectSource::File { file }) => {
-                unresolved.push(format!("cases[{}].{field}: {file}", case.name));
+                let entry = format!("cases[{}].{field}: {file}", case.name);
+                unresolved.push(entry.clone());
+                case_unresolved.push(entry);
                 None
             }
         };
@@ -808,6 +897,7 @@ fn import_suite(
             "name": case.name,
             "request": request,
             "expect": expect,
+            "unresolved": case_unresolved,
         }));
     }
     Ok(json!({

@@ -81,6 +81,9 @@ struct Inner {
     deadline: Option<Instant>,
     /// A check point saw the cancellation (the evaluation was actually cut short).
     observed: AtomicBool,
+    /// The token of an attempt on the server's async worker
+    /// ([`CancelToken::inline_slice`]): [`before_blocking`] ends it.
+    inline: bool,
 }
 
 /// One request's cancellation: cancelled explicitly (client gone, shutdown)
@@ -94,6 +97,20 @@ impl CancelToken {
             reason: AtomicU8::new(0),
             deadline,
             observed: AtomicBool::new(false),
+            inline: false,
+        }))
+    }
+
+    /// The token of an evaluation attempt on the server's async worker: it
+    /// trips at `deadline` (the end of the attempt's time slice) or at the
+    /// first [`before_blocking`], and the server then evaluates the request
+    /// again on the blocking pool.
+    pub fn inline_slice(deadline: Instant) -> CancelToken {
+        CancelToken(Arc::new(Inner {
+            reason: AtomicU8::new(0),
+            deadline: Some(deadline),
+            observed: AtomicBool::new(false),
+            inline: true,
         }))
     }
 
@@ -161,6 +178,27 @@ pub fn check() -> Result<(), String> {
     })
 }
 
+/// Called before code that waits for something outside the process (a
+/// SubjectAccessReview to kube-apiserver). An attempt on the server's async
+/// worker must not wait there (it would hold every connection that worker
+/// serves, and the answer may need that worker), so under an
+/// [`CancelToken::inline_slice`] token this ends the attempt with `Err` and
+/// the server evaluates the request again on the blocking pool. `Ok` under
+/// any other token or none.
+pub fn before_blocking() -> Result<(), String> {
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(token) if token.0.inline => {
+            token.cancel(CancelReason::Deadline);
+            token.0.observed.store(true, Ordering::Release);
+            Err(
+                "the evaluation would wait on the async worker; it moves to the blocking pool"
+                    .to_string(),
+            )
+        }
+        _ => Ok(()),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +242,22 @@ mod tests {
         let list = format!("[{}]", vec!["1"; 1000].join(","));
         let error = crate::policy::values::decode_json(&list).expect_err("stopped");
         assert!(error.to_string().contains("shutting down"), "{error}");
+    }
+
+    #[test]
+    fn only_an_inline_slice_refuses_to_block() {
+        assert!(before_blocking().is_ok(), "no token");
+        let request = CancelToken::new(None);
+        {
+            let _entered = request.enter();
+            assert!(before_blocking().is_ok(), "a request's own token");
+            assert!(!request.stopped_evaluation());
+        }
+        let slice = CancelToken::inline_slice(Instant::now() + Duration::from_secs(60));
+        let _entered = slice.enter();
+        assert!(before_blocking().is_err());
+        assert!(slice.stopped_evaluation());
+        assert!(check().is_err(), "the rest of the attempt unwinds");
     }
 
     #[test]
