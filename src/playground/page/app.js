@@ -172,6 +172,12 @@ function body() {
     clusterState: editors.cluster.get(),
   };
   if (state.expect) b.expect = state.expect;
+  // What the loaded case needs but the page does not hold: the API then says
+  // "cannot be decided" instead of checking `expect`.
+  if (state.expect && state.suite) {
+    const missing = missingForCase();
+    if (missing.length) b.unresolved = missing;
+  }
   return b;
 }
 
@@ -399,7 +405,8 @@ function missingForCase() {
   const s = t.suites[t.suite];
   const c = s.cases[t.index];
   const names = new Set(state.policies.map((p) => p.name));
-  return s.unresolved.filter((u) => {
+  // The import names each case's own needs (`unresolved` of the case).
+  return (c.unresolved || s.unresolved).filter((u) => {
     const [field, ...rest] = u.split(": ");
     const file = rest.join(": ");
     if (field === "policies") return !names.has(file.split("/").pop());
@@ -424,7 +431,12 @@ function renderExpectation(a) {
     $("case-problems").innerHTML = `<li>this case needs what the file does not hold: ${missing.map(escapeHtml).join(", ")}</li>`;
     return;
   }
-  if (!e) { el.className = "fail"; el.textContent = "cannot be decided"; $("case-problems").innerHTML = ""; return; }
+  if (!e || e.decided === false) {
+    el.className = "fail";
+    el.textContent = "cannot be decided";
+    $("case-problems").innerHTML = ((e && e.problems) || []).map((p) => `<li>${escapeHtml(p)}</li>`).join("");
+    return;
+  }
   el.className = e.passed ? "pass" : "fail";
   el.textContent = e.passed ? "expect: ok" : "expect: FAIL";
   $("case-problems").innerHTML = e.problems.map((p) => `<li>${escapeHtml(p)}</li>`).join("");
@@ -518,6 +530,7 @@ function loadBlank() {
 async function saveTest() {
   const b = body();
   delete b.expect;
+  delete b.unresolved;
   b.name = state.caseName || "playground case";
   try {
     const answer = await post("/api/test/export", b);
